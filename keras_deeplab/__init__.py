@@ -1,0 +1,8 @@
+"""DeepLabV3 semantic segmentation for Keras 3 (channels-last)."""
+
+from keras_deeplab.backbones.resnet import dilated_resnet
+from keras_deeplab.models import DeepLabV3
+
+__version__ = "0.1.0"
+
+__all__ = ["DeepLabV3", "dilated_resnet", "__version__"]

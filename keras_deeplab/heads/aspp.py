@@ -1,0 +1,148 @@
+"""Atrous Spatial Pyramid Pooling and the DeepLabV3 segmentation heads.
+
+Channels-last only. ASPP runs parallel branches on the backbone output: one
+1x1 conv, one 3x3 atrous conv per rate and an image-pooling branch (global
+average pool -> 1x1 conv -> BN -> ReLU -> upsample); their concatenation is
+projected by a 1x1 conv (Chen et al., 2017, section 3.3). Every conv is
+bias-free and followed by BatchNormalization and ReLU.
+"""
+
+from keras import layers
+
+from keras_deeplab.layers import ResizeToMatch
+
+ASPP_FILTERS = 256
+# Rates of the paper at output stride 16; they scale with 16 / output_stride.
+OS16_ATROUS_RATES = (6, 12, 18)
+_REFERENCE_OUTPUT_STRIDE = 16
+HEAD_BN_EPSILON = 1e-5
+# TF reference code drops 10% of the projected ASPP features.
+HEAD_DROPOUT_RATE = 0.1
+
+
+def default_atrous_rates(output_stride):
+    """ASPP rates for an output stride: (6, 12, 18) at 16, doubled at 8.
+
+    Args:
+        output_stride: int. 8, 16 or 32.
+
+    Returns:
+        Tuple of three ints; halved (3, 6, 9) at output stride 32.
+    """
+    return tuple(
+        rate * _REFERENCE_OUTPUT_STRIDE // output_stride
+        for rate in OS16_ATROUS_RATES
+    )
+
+
+def _conv_bn_relu(x, filters, kernel_size, *, name, bn_momentum, rate=1):
+    x = layers.Conv2D(
+        filters,
+        kernel_size,
+        dilation_rate=rate,
+        padding="same",
+        use_bias=False,
+        name=f"{name}_conv",
+    )(x)
+    x = layers.BatchNormalization(
+        epsilon=HEAD_BN_EPSILON, momentum=bn_momentum, name=f"{name}_bn"
+    )(x)
+    return layers.Activation("relu", name=f"{name}_relu")(x)
+
+
+def _image_pooling(features, *, filters, bn_momentum):
+    pooled = layers.GlobalAveragePooling2D(
+        keepdims=True, name="aspp_pool_gap"
+    )(features)  # (batch, 1, 1, channels)
+    pooled = _conv_bn_relu(
+        pooled, filters, 1, name="aspp_pool", bn_momentum=bn_momentum
+    )
+    # From 1x1, bilinear upsampling is an exact broadcast.
+    return ResizeToMatch(name="aspp_pool_resize")([pooled, features])
+
+
+def aspp(features, *, atrous_rates, filters, image_pooling, bn_momentum):
+    """Applies ASPP to a backbone feature map.
+
+    Args:
+        features: KerasTensor (batch, h/os, w/os, channels).
+        atrous_rates: tuple of ints. One 3x3 atrous branch per rate.
+        filters: int. Filters of every branch and of the projection.
+        image_pooling: bool. Add the global-average-pooling branch.
+        bn_momentum: float. BatchNormalization momentum.
+
+    Returns:
+        KerasTensor (batch, h/os, w/os, filters).
+    """
+    branches = [
+        _conv_bn_relu(
+            features, filters, 1, name="aspp_1x1", bn_momentum=bn_momentum
+        )
+    ]
+    for index, rate in enumerate(atrous_rates, start=1):
+        branches.append(
+            _conv_bn_relu(
+                features,
+                filters,
+                3,
+                rate=rate,
+                name=f"aspp_atrous{index}",
+                bn_momentum=bn_momentum,
+            )
+        )
+    if image_pooling:
+        branches.append(
+            _image_pooling(features, filters=filters, bn_momentum=bn_momentum)
+        )
+    x = layers.Concatenate(name="aspp_concat")(branches)
+    return _conv_bn_relu(
+        x, filters, 1, name="aspp_project", bn_momentum=bn_momentum
+    )
+
+
+def _classifier(x, num_classes, *, dropout_rate, name):
+    x = layers.Dropout(dropout_rate, name=f"{name}_dropout")(x)
+    # float32 so mixed precision never hands back half-precision logits.
+    return layers.Conv2D(
+        num_classes, 1, name=f"{name}_classifier", dtype="float32"
+    )(x)
+
+
+def deeplab_head(
+    features,
+    *,
+    num_classes,
+    atrous_rates,
+    filters=ASPP_FILTERS,
+    image_pooling=True,
+    dropout_rate=HEAD_DROPOUT_RATE,
+    bn_momentum,
+):
+    """ASPP followed by dropout and a 1x1 classifier.
+
+    Returns:
+        float32 KerasTensor (batch, h/os, w/os, num_classes) of logits.
+    """
+    x = aspp(
+        features,
+        atrous_rates=atrous_rates,
+        filters=filters,
+        image_pooling=image_pooling,
+        bn_momentum=bn_momentum,
+    )
+    return _classifier(x, num_classes, dropout_rate=dropout_rate, name="head")
+
+
+def fcn_aux_head(
+    features, *, num_classes, filters, dropout_rate=HEAD_DROPOUT_RATE,
+    bn_momentum,
+):
+    """Auxiliary FCN head (3x3 conv -> BN -> ReLU -> 1x1) used in training.
+
+    Returns:
+        float32 KerasTensor (batch, h/os, w/os, num_classes) of logits.
+    """
+    x = _conv_bn_relu(
+        features, filters, 3, name="aux_head", bn_momentum=bn_momentum
+    )
+    return _classifier(x, num_classes, dropout_rate=dropout_rate, name="aux")
