@@ -26,9 +26,7 @@ AUX_OUTPUT = "aux_logits"
 
 
 def _check_positive_ints(name, values):
-    if not values or not all(
-        isinstance(v, Integral) and v > 0 for v in values
-    ):
+    if not values or not all(isinstance(v, Integral) and v > 0 for v in values):
         raise ValueError(
             f"{name}={values!r} is invalid; expected a non-empty tuple of "
             "positive ints, e.g. (6, 12, 18)."
@@ -124,9 +122,11 @@ def DeepLabV3(  # noqa: N802 - named like the keras.applications builders
     )
     depth = BACKBONES[backbone]
     images = keras.Input(shape=input_shape, name="images")
-    x = ImagePreprocessing(name="preprocess")(images) if (
-        include_preprocessing
-    ) else images
+    x = (
+        ImagePreprocessing(name="preprocess")(images)
+        if (include_preprocessing)
+        else images
+    )
     features = resnet_features(
         x,
         depth=depth,

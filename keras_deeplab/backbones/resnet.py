@@ -81,11 +81,9 @@ def block_rates(output_stride, multi_grid, depth=50):
             f"multi_grid={tuple(multi_grid)!r} is invalid; expected "
             f"{blocks[-1]} positive ints, one per conv5 block, e.g. (1, 2, 4)."
         )
-    rates = []
-    for (_, rate), count in zip(stage_plan(output_stride), blocks[:-1]):
-        rates.append((rate,) * count)
-    last_rate = stage_plan(output_stride)[-1][1]
-    rates.append(tuple(last_rate * unit for unit in multi_grid))
+    plan = stage_plan(output_stride)
+    rates = [(plan[i][1],) * blocks[i] for i in range(len(blocks) - 1)]
+    rates.append(tuple(plan[-1][1] * unit for unit in multi_grid))
     return tuple(rates)
 
 
@@ -123,7 +121,11 @@ def _bottleneck(x, filters, *, stride, rate, projection, name, bn_momentum):
     shortcut = x
     if projection:
         shortcut = _conv_bn(
-            x, out_filters, 1, stride=stride, name=f"{name}_0",
+            x,
+            out_filters,
+            1,
+            stride=stride,
+            name=f"{name}_0",
             bn_momentum=bn_momentum,
         )
     x = _conv_bn(

@@ -51,9 +51,9 @@ def _conv_bn_relu(x, filters, kernel_size, *, name, bn_momentum, rate=1):
 
 
 def _image_pooling(features, *, filters, bn_momentum):
-    pooled = layers.GlobalAveragePooling2D(
-        keepdims=True, name="aspp_pool_gap"
-    )(features)  # (batch, 1, 1, channels)
+    pooled = layers.GlobalAveragePooling2D(keepdims=True, name="aspp_pool_gap")(
+        features
+    )  # (batch, 1, 1, channels)
     pooled = _conv_bn_relu(
         pooled, filters, 1, name="aspp_pool", bn_momentum=bn_momentum
     )
@@ -134,7 +134,11 @@ def deeplab_head(
 
 
 def fcn_aux_head(
-    features, *, num_classes, filters, dropout_rate=HEAD_DROPOUT_RATE,
+    features,
+    *,
+    num_classes,
+    filters,
+    dropout_rate=HEAD_DROPOUT_RATE,
     bn_momentum,
 ):
     """Auxiliary FCN head (3x3 conv -> BN -> ReLU -> 1x1) used in training.

@@ -1,0 +1,162 @@
+"""DeepLabV3: shapes, arguments, outputs, saving, precision, weights."""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_deeplab import DeepLabV3
+from keras_deeplab.models import AUX_OUTPUT, MAIN_OUTPUT
+from tests.helpers import TINY, random_images
+
+DEEPLABV3_R50_OS16_VOC_PARAMS = 39_131_285
+DEEPLABV3_R50_OS16_VOC_AUX_PARAMS = 41_497_002
+DEEPLABV3_R50_OS16_VOC_TRAINABLE = 39_075_093
+# torchvision's deeplabv3_resnet50 (21 classes, no aux) counts trainable
+# parameters only: ours + its extra 3x3 conv/BN - our backbone conv biases.
+TORCHVISION_DEEPLABV3_R50_PARAMS = 39_638_869
+TORCHVISION_EXTRA_CONV_BN = 3 * 3 * 256 * 256 + 2 * 256
+KERAS_RESNET50_CONV_BIASES = 26_560
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    return DeepLabV3(3, **TINY)
+
+
+@pytest.mark.parametrize("shape", [(1, 97, 129), (3, 97, 129), (2, 65, 65)])
+def test_output_is_float32_logits_at_input_size(tiny_model, shape):
+    logits = tiny_model(random_images(*shape))
+    assert tuple(logits.shape) == (*shape, 3)
+    assert keras.backend.standardize_dtype(logits.dtype) == "float32"
+
+
+def test_uint8_input_gives_the_same_logits(tiny_model):
+    images = random_images(1, 33, 33).round()
+    np.testing.assert_allclose(
+        np.asarray(tiny_model(images.astype("uint8"))),
+        np.asarray(tiny_model(images)),
+        atol=1e-5,
+    )
+
+
+@pytest.mark.parametrize("output_stride", [8, 16, 32])
+def test_every_output_stride_builds_and_keeps_the_input_size(output_stride):
+    model = DeepLabV3(2, output_stride=output_stride, **TINY)
+    assert model(random_images(1, 65, 65)).shape == (1, 65, 65, 2)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (
+            {"output_stride": 12},
+            "output_stride=12 is not supported; expected one of (8, 16, 32). "
+            "Pass output_stride=16.",
+        ),
+        (
+            {"backbone": "resnet34"},
+            "backbone='resnet34' is not supported; expected one of "
+            "('resnet50', 'resnet101').",
+        ),
+        (
+            {"num_classes": 0},
+            "num_classes=0 is invalid; expected an int >= 1, e.g. "
+            "num_classes=21 for Pascal VOC.",
+        ),
+        (
+            {"atrous_rates": (6, -1)},
+            "atrous_rates=(6, -1) is invalid; expected a non-empty tuple of "
+            "positive ints, e.g. (6, 12, 18).",
+        ),
+        (
+            {"input_shape": (64, 64, 1)},
+            "input_shape=(64, 64, 1) is invalid; expected (height, width, 3) "
+            "with None for a dynamic size, channels last.",
+        ),
+    ],
+)
+def test_invalid_arguments_name_the_argument(kwargs, message):
+    kwargs = {"num_classes": 3, **kwargs}
+    with pytest.raises(ValueError) as info:
+        DeepLabV3(**kwargs)
+    assert str(info.value) == message
+
+
+def test_missing_weights_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.weights.h5"):
+        DeepLabV3(3, weights=str(tmp_path / "missing.weights.h5"), **TINY)
+
+
+def test_aux_head_returns_both_outputs():
+    model = DeepLabV3(4, aux_head=True, **TINY)
+    outputs = model(random_images(2, 65, 65))
+    assert set(outputs) == {MAIN_OUTPUT, AUX_OUTPUT}
+    for logits in outputs.values():
+        assert logits.shape == (2, 65, 65, 4)
+    assert model.get_layer("aux_head_conv").input.shape[-1] == 4 * 8 * 4
+
+
+def test_keras_file_round_trip_in_safe_mode(tmp_path, tiny_model):
+    assert not any(
+        isinstance(layer, keras.layers.Lambda) for layer in tiny_model.layers
+    )
+    path = tmp_path / "model.keras"
+    tiny_model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    images = random_images(2, 65, 65)
+    np.testing.assert_array_equal(
+        np.asarray(loaded(images)), np.asarray(tiny_model(images))
+    )
+
+
+def test_weights_argument_loads_saved_weights(tmp_path, tiny_model):
+    path = tmp_path / "tiny.weights.h5"
+    tiny_model.save_weights(path)
+    rebuilt = DeepLabV3(3, weights=str(path), **TINY)
+    images = random_images(1, 33, 33)
+    np.testing.assert_array_equal(
+        np.asarray(rebuilt(images)), np.asarray(tiny_model(images))
+    )
+
+
+def test_backbone_weights_from_local_file(tmp_path):
+    reference = keras.applications.ResNet50(include_top=False, weights=None)
+    path = tmp_path / "resnet50_notop.weights.h5"
+    reference.save_weights(path)
+    model = DeepLabV3(3, output_stride=8, backbone_weights=str(path))
+    np.testing.assert_array_equal(
+        model.get_layer("conv5_block3_2_conv").get_weights()[0],
+        reference.get_layer("conv5_block3_2_conv").get_weights()[0],
+    )
+
+
+def test_mixed_bfloat16_keeps_float32_logits():
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    model = DeepLabV3(3, aux_head=True, **TINY)
+    assert model.get_layer("conv1_conv").compute_dtype == "bfloat16"
+    outputs = model(random_images(1, 65, 65))
+    for logits in outputs.values():
+        assert keras.backend.standardize_dtype(logits.dtype) == "float32"
+        assert np.isfinite(np.asarray(logits)).all()
+
+
+def test_full_size_parameter_counts():
+    plain = DeepLabV3(21)
+    trainable = sum(int(np.prod(w.shape)) for w in plain.trainable_weights)
+    assert plain.count_params() == DEEPLABV3_R50_OS16_VOC_PARAMS
+    assert trainable == DEEPLABV3_R50_OS16_VOC_TRAINABLE
+    assert (
+        trainable + TORCHVISION_EXTRA_CONV_BN - KERAS_RESNET50_CONV_BIASES
+        == TORCHVISION_DEEPLABV3_R50_PARAMS
+    )
+    with_aux = DeepLabV3(21, aux_head=True)
+    assert with_aux.count_params() == DEEPLABV3_R50_OS16_VOC_AUX_PARAMS
+
+
+def test_no_head_layer_looks_like_a_backbone_layer():
+    model = DeepLabV3(3, aux_head=True, **TINY)
+    backbone = keras.applications.ResNet50(include_top=False, weights=None)
+    backbone_names = {layer.name for layer in backbone.layers}
+    for layer in model.layers:
+        if layer.name not in backbone_names:
+            assert not layer.name[:5].startswith("conv"), layer.name
