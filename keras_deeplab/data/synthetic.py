@@ -49,14 +49,15 @@ def _texture(rng, xs, ys, size):
     return colours[0] * blend + colours[1] * (1 - blend) + noise
 
 
-def synthetic_sample(index: int, *, size: int = 128, seed: int = 0):
+def synthetic_sample(index: int, *, size: int = 128, seed=0):
     """Generates one image and its mask.
 
     Args:
         index: int. Sample number; the same (seed, index) always gives the
             same sample.
         size: int. Height and width in pixels. Defaults to 128.
-        seed: int. Dataset seed; splits use different seeds. Defaults to 0.
+        seed: int or tuple of ints. Dataset seed; the pipeline passes
+            (seed, split number) so splits never share a sample.
 
     Returns:
         (image uint8 (size, size, 3), mask uint8 (size, size)) with mask
@@ -64,7 +65,7 @@ def synthetic_sample(index: int, *, size: int = 128, seed: int = 0):
     """
     if size < 8:
         raise ValueError(f"size={size!r} is too small; expected >= 8 pixels.")
-    rng = np.random.default_rng([seed, index])
+    rng = np.random.default_rng([*np.atleast_1d(seed), index])
     ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
     image = _texture(rng, xs, ys, size)
     mask = np.zeros((size, size), dtype=np.uint8)
@@ -88,7 +89,7 @@ def synthetic_sample(index: int, *, size: int = 128, seed: int = 0):
     return np.clip(image, 0, 255).astype(np.uint8), mask
 
 
-def synthetic_arrays(count: int, *, size: int = 128, seed: int = 0):
+def synthetic_arrays(count: int, *, size: int = 128, seed=0):
     """Stacks `count` samples: (images (n, s, s, 3), masks (n, s, s)) uint8."""
     samples = [synthetic_sample(i, size=size, seed=seed) for i in range(count)]
     images, masks = zip(*samples, strict=True)

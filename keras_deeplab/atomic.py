@@ -1,0 +1,81 @@
+"""Atomic file and directory writes: readers see the old or the new, never half.
+
+Each helper writes into a temporary sibling (same file system) and renames it
+into place with `os.replace`, which POSIX guarantees to be atomic.
+"""
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_file(path):
+    """Yields a temporary path that replaces `path` when the block succeeds.
+
+    The temporary name keeps the final suffix so that writers which dispatch
+    on it (`model.save(".keras")`, `save_weights(".weights.h5")`) still work.
+    On an exception the temporary file is removed and `path` is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(path.suffixes)
+    handle, temporary = tempfile.mkstemp(
+        prefix=f".{path.name}.", suffix=f".partial{suffix}", dir=path.parent
+    )
+    os.close(handle)
+    os.unlink(temporary)  # writers such as h5py want to create it themselves
+    temporary = Path(temporary)
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def atomic_write_text(path, text: str) -> Path:
+    """Writes `text` to `path` atomically and returns `path`."""
+    path = Path(path)
+    with atomic_file(path) as temporary:
+        temporary.write_text(text)
+    return path
+
+
+@contextlib.contextmanager
+def atomic_directory(path, *, overwrite: bool = False):
+    """Yields a temporary directory that becomes `path` when the block succeeds.
+
+    Args:
+        path: final directory. Must not exist unless `overwrite` is True.
+        overwrite: bool. Replace an existing directory. Defaults to False.
+
+    Raises:
+        FileExistsError: if `path` exists and `overwrite` is False.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(
+            f"{str(path)!r} already exists; choose another path or pass "
+            "--overwrite to replace it."
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = Path(
+        tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial",
+                         dir=path.parent)
+    )
+    try:
+        yield temporary
+        if path.exists():
+            # Move the old version aside first so a crash between the two
+            # renames leaves either the old or the new directory in place.
+            retired = path.with_name(f".{path.name}.old")
+            shutil.rmtree(retired, ignore_errors=True)
+            os.replace(path, retired)
+            os.replace(temporary, path)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            os.replace(temporary, path)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)

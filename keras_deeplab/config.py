@@ -1,0 +1,316 @@
+"""DeepLabConfig: one flat, frozen configuration with presets and overrides.
+
+Precedence: field defaults < named preset < YAML/JSON file < `--set k=v`.
+"""
+
+import dataclasses
+import difflib
+import json
+import typing
+from pathlib import Path
+
+import yaml
+
+from keras_deeplab.atomic import atomic_write_text
+from keras_deeplab.backbones.resnet import OUTPUT_STRIDES, PAPER_BN_MOMENTUM
+
+DATASETS = ("synthetic", "folder", "voc", "cityscapes", "ade20k", "tfds")
+OPTIMIZERS = ("sgd", "adamw")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+STRATEGIES = ("default", "mirrored", "multi_worker")
+
+
+@dataclasses.dataclass(frozen=True)
+class DeepLabConfig:
+    """Everything a training, evaluation or export run needs."""
+
+    # model
+    num_classes: int = 21  # including background
+    backbone: str = "resnet50"  # resnet50 | resnet101
+    output_stride: int = 16  # 8, 16 or 32
+    atrous_rates: tuple | None = None  # None: (6, 12, 18) scaled to the OS
+    multi_grid: tuple = (1, 2, 4)  # conv5 rate multipliers
+    image_pooling: bool = True  # ASPP global-pooling branch
+    aux_head: bool = False  # FCN head on conv4, training only
+    aux_loss_weight: float = 0.4  # weight of the aux-head loss
+    backbone_weights: str | None = None  # "imagenet" or a *_notop.h5 path
+    backbone_width: int = 64  # 64 = ResNet-50/101
+    head_filters: int = 256  # ASPP filters
+    dropout_rate: float = 0.1  # before the classifier
+    bn_momentum: float = PAPER_BN_MOMENTUM  # paper: BN decay 0.9997
+    freeze_bn: bool = False  # frozen BN for small per-replica batches
+
+    # data
+    dataset: str = "synthetic"  # one of DATASETS
+    data_dir: str | None = None  # dataset root (folder/voc/cityscapes/ade20k)
+    sbd_dir: str | None = None  # VOC: SBD "benchmark_RELEASE" root for aug
+    image_dir: str = "images"  # folder: images under data_dir
+    mask_dir: str = "masks"  # folder: masks under data_dir
+    train_list: str | None = None  # folder: split file of stems, one a line
+    val_list: str | None = None  # folder: split file for validation
+    tfds_name: str | None = None  # tfds: e.g. oxford_iiit_pet
+    train_split: str = "train"  # split name of the training data
+    val_split: str = "val"  # split name of the validation data
+    synthetic_train_size: int = 2000  # images in the synthetic train split
+    synthetic_val_size: int = 200  # images in the synthetic val split
+    synthetic_image_size: int = 128  # side of a synthetic image, pixels
+    crop_size: int = 513  # training crop / evaluation pad size, pixels
+    min_scale: float = 0.5  # random scale range (paper: 0.5-2.0)
+    max_scale: float = 2.0
+    flip: bool = True  # random horizontal flip
+    batch_size: int = 16  # global batch (all replicas)
+    shuffle_buffer: int = 1000  # examples
+    seed: int = 0  # data order, augmentation and initialisation
+
+    # training
+    epochs: int = 10
+    steps_per_epoch: int | None = None  # None: one pass over the data
+    optimizer: str = "sgd"  # sgd | adamw
+    learning_rate: float = 0.007  # paper base LR at batch 16
+    momentum: float = 0.9  # SGD momentum
+    weight_decay: float = 1e-4  # conv kernels only
+    poly_power: float = 0.9  # lr = base * (1 - step / total) ** power
+    warmup_steps: int = 0  # linear warm-up steps
+    precision: str = "float32"  # one of PRECISIONS
+    jit_compile: bool = False  # XLA
+    strategy: str = "default"  # one of STRATEGIES
+    backup_every_steps: int = 50  # BackupAndRestore frequency, batches
+
+    # evaluation
+    eval_scales: tuple = (1.0,)  # multi-scale inference, e.g. (0.5, ..., 1.75)
+    eval_flip: bool = False  # add left-right flipped inference
+
+    # export
+    export_size: int = 513  # fixed-size TFLite export, pixels
+    model_name: str = "deeplab"  # TF Serving model name
+
+    def validate(self):
+        """Cross-field checks; raises ValueError with the fix."""
+        _check_choice("backbone", self.backbone, ("resnet50", "resnet101"))
+        _check_choice("output_stride", self.output_stride, OUTPUT_STRIDES)
+        _check_choice("dataset", self.dataset, DATASETS)
+        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        _check_choice("precision", self.precision, PRECISIONS)
+        _check_choice("strategy", self.strategy, STRATEGIES)
+        for name in ("num_classes", "batch_size", "epochs", "crop_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(
+                    f"{name}={getattr(self, name)!r} is invalid; expected "
+                    f"an int >= 1. Pass --set {name}=<positive int>."
+                )
+        if self.crop_size < 2 * self.output_stride:
+            raise ValueError(
+                f"crop_size={self.crop_size} is too small for output_stride="
+                f"{self.output_stride}; expected >= {2 * self.output_stride}."
+            )
+        if not 0 < self.min_scale <= self.max_scale:
+            raise ValueError(
+                f"min_scale={self.min_scale} and max_scale={self.max_scale} "
+                "are invalid; expected 0 < min_scale <= max_scale."
+            )
+        if self.dataset != "synthetic" and self.dataset != "tfds" and (
+            self.data_dir is None
+        ):
+            raise ValueError(
+                f"dataset={self.dataset!r} needs data_dir; pass --set "
+                "data_dir=/path/to/dataset."
+            )
+        if self.dataset == "tfds" and not self.tfds_name:
+            raise ValueError(
+                "dataset='tfds' needs tfds_name; pass --set "
+                "tfds_name=oxford_iiit_pet."
+            )
+        return self
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+
+def _check_choice(name, value, choices):
+    if value not in choices:
+        raise ValueError(
+            f"{name}={value!r} is not supported; expected one of {choices}."
+        )
+
+
+# Named overrides of the defaults. "demo" fits the README demo in 15 minutes
+# on a 2-core CPU: small synthetic images, AdamW from scratch, and BN momentum
+# 0.99 because 0.9997 needs thousands of steps to warm its moving averages.
+PRESETS = {
+    "demo": {
+        "num_classes": 5,
+        "dataset": "synthetic",
+        "synthetic_image_size": 128,
+        "synthetic_train_size": 2000,
+        "synthetic_val_size": 100,
+        "crop_size": 128,
+        "atrous_rates": (2, 4, 6),
+        "min_scale": 0.75,
+        "max_scale": 1.25,
+        "batch_size": 8,
+        "epochs": 4,
+        "optimizer": "adamw",
+        "learning_rate": 1e-3,
+        "weight_decay": 1e-4,
+        "bn_momentum": 0.99,
+        "export_size": 128,
+    },
+    "voc_aug": {
+        "num_classes": 21,
+        "dataset": "voc",
+        "train_split": "train_aug",
+        "val_split": "val",
+        "backbone_weights": "imagenet",
+        "crop_size": 513,
+        "batch_size": 16,
+        "epochs": 46,  # ~30K iterations of batch 16 over 10,582 images
+    },
+    "cityscapes": {
+        "num_classes": 19,
+        "dataset": "cityscapes",
+        "backbone_weights": "imagenet",
+        "crop_size": 769,
+        "batch_size": 8,
+        "learning_rate": 0.01,
+    },
+    "ade20k": {
+        "num_classes": 150,
+        "dataset": "ade20k",
+        "train_split": "training",
+        "val_split": "validation",
+        "backbone_weights": "imagenet",
+        "crop_size": 513,
+        "learning_rate": 0.01,
+    },
+    "pets": {
+        "num_classes": 3,
+        "dataset": "tfds",
+        "tfds_name": "oxford_iiit_pet",
+        "val_split": "test",
+        "backbone_weights": "imagenet",
+        "crop_size": 321,
+    },
+}
+
+_FIELDS = {field.name: field for field in dataclasses.fields(DeepLabConfig)}
+
+
+def _unknown_key_error(key, source):
+    close = difflib.get_close_matches(key, _FIELDS, n=3)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    return ValueError(f"unknown config key {key!r} in {source}.{hint}")
+
+
+def _coerce(key, value, source):
+    """Converts a YAML/JSON/CLI value to the field's declared type."""
+    annotation = typing.get_type_hints(DeepLabConfig)[key]
+    optional = type(None) in typing.get_args(annotation)
+    if value is None or (optional and value in ("none", "None", "null")):
+        if not optional:
+            raise ValueError(f"{key} in {source} cannot be None.")
+        return None
+    base = next(
+        (t for t in typing.get_args(annotation) if t is not type(None)),
+        annotation,
+    )
+    if isinstance(value, str) and base is not str:
+        value = yaml.safe_load(value)  # "16" -> 16, "[6, 12]" -> [6, 12]
+    try:
+        if base is bool:
+            if not isinstance(value, bool):
+                raise TypeError
+            return value
+        if base is tuple:
+            return tuple(value)
+        if base is int and isinstance(value, float) and value.is_integer():
+            return int(value)
+        if base is float and isinstance(value, int):
+            return float(value)
+        if not isinstance(value, base):
+            raise TypeError
+        return value
+    except TypeError as err:
+        raise ValueError(
+            f"{key}={value!r} in {source} has the wrong type; expected "
+            f"{base.__name__}."
+        ) from err
+
+
+def _merge(values, overrides, source):
+    for key, value in overrides.items():
+        if key not in _FIELDS:
+            raise _unknown_key_error(key, source)
+        values[key] = _coerce(key, value, source)
+
+
+def parse_overrides(pairs):
+    """["a=1", "b=x"] -> {"a": "1", "b": "x"}; values are coerced later."""
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(
+                f"--set {pair!r} is invalid; expected key=value, e.g. "
+                "--set batch_size=8."
+            )
+        overrides[key.strip()] = value.strip()
+    return overrides
+
+
+def _read_file(path):
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"config file {str(path)!r} does not exist; expected a YAML or "
+            f"JSON file or a preset name: {', '.join(PRESETS)}."
+        )
+    try:
+        data = yaml.safe_load(path.read_text())  # YAML is a superset of JSON
+    except yaml.YAMLError as err:
+        raise ValueError(f"config file {str(path)!r} is not valid YAML/JSON: "
+                         f"{err}") from err
+    if not isinstance(data, dict):
+        raise ValueError(
+            f"config file {str(path)!r} must hold a mapping of keys to "
+            f"values; got {type(data).__name__}."
+        )
+    return data
+
+
+def load_config(source: str | None = None, overrides=()) -> DeepLabConfig:
+    """Resolves a config from a preset name or file plus `--set` overrides.
+
+    Args:
+        source: None (defaults), a preset name from PRESETS, or a YAML/JSON
+            file; a file may name a base preset with the key `preset`.
+        overrides: iterable of "key=value" strings, applied last.
+
+    Returns:
+        A validated DeepLabConfig.
+
+    Raises:
+        FileNotFoundError: if `source` is neither a preset nor a file.
+        ValueError: for unknown keys, wrong types or invalid values.
+    """
+    values = {}
+    file_values = {}
+    if source is not None and source in PRESETS:
+        _merge(values, PRESETS[source], f"preset {source!r}")
+    elif source is not None:
+        file_values = dict(_read_file(source))
+        preset = file_values.pop("preset", None)
+        if preset is not None:
+            if preset not in PRESETS:
+                raise ValueError(
+                    f"preset={preset!r} in {source} is unknown; expected one "
+                    f"of {tuple(PRESETS)}."
+                )
+            _merge(values, PRESETS[preset], f"preset {preset!r}")
+        _merge(values, file_values, f"config file {source}")
+    _merge(values, parse_overrides(overrides), "--set")
+    return DeepLabConfig(**values).validate()
+
+
+def save_config(config: DeepLabConfig, path) -> Path:
+    """Writes the resolved config as JSON (atomically) and returns the path."""
+    return atomic_write_text(Path(path), config.to_json() + "\n")

@@ -1,0 +1,112 @@
+"""Checkpointing callbacks whose files are never left half-written.
+
+Keras's ModelCheckpoint and BackupAndRestore write straight into the final
+file, so a kill during the write leaves a corrupt checkpoint. These write to
+a temporary sibling and rename it into place.
+"""
+
+import json
+import math
+from pathlib import Path
+
+import keras
+
+from keras_deeplab.atomic import atomic_file, atomic_write_text
+
+BACKUP_WEIGHTS = "latest.weights.h5"
+BACKUP_STATE = "state.json"
+
+
+class BestCheckpoint(keras.callbacks.Callback):
+    """Saves the whole model (`.keras`) whenever `monitor` reaches a new max.
+
+    The best value is stored in `<path>.json` beside the model, so a resumed
+    run keeps comparing against the best of the interrupted one.
+
+    Args:
+        path: Path of the `.keras` file.
+        monitor: str. Logged metric to maximise, e.g. "val_mean_iou".
+        is_writer: bool. False on non-chief workers, which must not write.
+    """
+
+    def __init__(self, path, *, monitor, is_writer=True):
+        super().__init__()
+        self.path = Path(path)
+        self.monitor = monitor
+        self.is_writer = is_writer
+        self._record = self.path.with_suffix(".json")
+
+    def best(self):
+        """The best monitored value so far, -inf before the first save."""
+        if not self._record.is_file():
+            return -math.inf
+        return json.loads(self._record.read_text())["value"]
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None or not self.is_writer or value <= self.best():
+            return
+        with atomic_file(self.path) as temporary:
+            self.model.save(temporary)
+        atomic_write_text(
+            self._record,
+            json.dumps({"monitor": self.monitor, "value": float(value),
+                        "epoch": epoch + 1}),
+        )
+
+
+class TrainingBackup(keras.callbacks.Callback):
+    """Backs up weights and optimizer state every N steps and every epoch.
+
+    `restore` brings a model back to the last backup and returns the epoch to
+    resume from; a run killed mid-epoch repeats that epoch from its start
+    with the backed-up weights, so at most `every_steps` steps are lost.
+
+    Args:
+        directory: Path of the backup folder.
+        every_steps: int. Batches between backups.
+        is_writer: bool. False on non-chief workers, which must not write.
+    """
+
+    def __init__(self, directory, *, every_steps, is_writer=True):
+        super().__init__()
+        self.directory = Path(directory)
+        self.every_steps = every_steps
+        self.is_writer = is_writer
+        self._epoch = 0
+
+    def exists(self) -> bool:
+        return (self.directory / BACKUP_STATE).is_file()
+
+    def state(self) -> dict:
+        return json.loads((self.directory / BACKUP_STATE).read_text())
+
+    def restore(self, model) -> int:
+        """Loads the backup into `model` (compiled); returns the next epoch."""
+        if model.optimizer is not None and not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+        model.load_weights(self.directory / BACKUP_WEIGHTS)
+        return self.state()["epoch"]
+
+    def _save(self, *, epoch, step):
+        if not self.is_writer:
+            return
+        with atomic_file(self.directory / BACKUP_WEIGHTS) as temporary:
+            self.model.save_weights(temporary)
+        # The state is written after the weights it describes, so it never
+        # points at weights that are not on disk yet.
+        atomic_write_text(
+            self.directory / BACKUP_STATE,
+            json.dumps({"epoch": epoch, "step": step,
+                        "iterations": int(self.model.optimizer.iterations)}),
+        )
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if (batch + 1) % self.every_steps == 0:
+            self._save(epoch=self._epoch, step=batch + 1)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._save(epoch=epoch + 1, step=0)
