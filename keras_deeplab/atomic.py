@@ -62,8 +62,9 @@ def atomic_directory(path, *, overwrite: bool = False):
         )
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = Path(
-        tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial",
-                         dir=path.parent)
+        tempfile.mkdtemp(
+            prefix=f".{path.name}.", suffix=".partial", dir=path.parent
+        )
     )
     try:
         yield temporary

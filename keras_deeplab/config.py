@@ -61,6 +61,7 @@ class DeepLabConfig:
     batch_size: int = 16  # global batch (all replicas)
     shuffle_buffer: int = 1000  # examples
     seed: int = 0  # data order, augmentation and initialisation
+    validate_data: bool = True  # scan every file before training starts
 
     # training
     epochs: int = 10
@@ -108,8 +109,10 @@ class DeepLabConfig:
                 f"min_scale={self.min_scale} and max_scale={self.max_scale} "
                 "are invalid; expected 0 < min_scale <= max_scale."
             )
-        if self.dataset != "synthetic" and self.dataset != "tfds" and (
-            self.data_dir is None
+        if (
+            self.dataset != "synthetic"
+            and self.dataset != "tfds"
+            and (self.data_dir is None)
         ):
             raise ValueError(
                 f"dataset={self.dataset!r} needs data_dir; pass --set "
@@ -267,8 +270,9 @@ def _read_file(path):
     try:
         data = yaml.safe_load(path.read_text())  # YAML is a superset of JSON
     except yaml.YAMLError as err:
-        raise ValueError(f"config file {str(path)!r} is not valid YAML/JSON: "
-                         f"{err}") from err
+        raise ValueError(
+            f"config file {str(path)!r} is not valid YAML/JSON: {err}"
+        ) from err
     if not isinstance(data, dict):
         raise ValueError(
             f"config file {str(path)!r} must hold a mapping of keys to "

@@ -1,17 +1,29 @@
-"""The README demo: model report and a segmented synthetic image."""
+"""The README demo: train on synthetic data, evaluate, draw, report."""
 
+import csv
+import json
+import shutil
+import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
+from keras_deeplab.atomic import atomic_file, atomic_write_text
 from keras_deeplab.backbones.resnet import OUTPUT_STRIDES
 from keras_deeplab.complexity import model_macs
-from keras_deeplab.data.synthetic import synthetic_sample
-from keras_deeplab.models import DeepLabV3
-from keras_deeplab.visualize import overlay
+from keras_deeplab.config import load_config
+from keras_deeplab.data.pipeline import make_dataset
+from keras_deeplab.data.synthetic import CLASS_NAMES
+from keras_deeplab.models import DeepLabV3, load_trained_model
+from keras_deeplab.training.evaluate import (
+    evaluate_model,
+    predict_probabilities,
+)
+from keras_deeplab.training.fit import BEST_MODEL, HISTORY_FILE, train
+from keras_deeplab.visualize import colorize, overlay, save_png
 
 REPORT_IMAGE_SIZE = 513  # the paper's crop size; GMACs are quoted at it
+_OVERLAY_ROWS = 6
 
 
 def model_report(num_classes: int = 21, *, image_size: int = REPORT_IMAGE_SIZE):
@@ -47,23 +59,103 @@ def model_report(num_classes: int = 21, *, image_size: int = REPORT_IMAGE_SIZE):
 
 def format_report(rows, *, image_size: int = REPORT_IMAGE_SIZE) -> str:
     """One line per output stride, e.g. for the demo and the README."""
-    lines = []
-    for row in rows:
-        lines.append(
-            f"DeepLabV3-ResNet50 OS{row['output_stride']}: "
-            f"{row['params']:,} params ({row['trainable_params']:,} "
-            f"trainable; {row['aux_params']:,} with aux head), "
-            f"{row['gmacs']:.1f} GMACs at {image_size}x{image_size}"
+    return "\n".join(
+        f"DeepLabV3-ResNet50 OS{row['output_stride']}: {row['params']:,} "
+        f"params ({row['trainable_params']:,} trainable; "
+        f"{row['aux_params']:,} with aux head), {row['gmacs']:.1f} GMACs at "
+        f"{image_size}x{image_size}"
+        for row in rows
+    )
+
+
+def save_overlay_grid(model, dataset, path, *, rows=_OVERLAY_ROWS):
+    """Image | ground truth | prediction overlay, one row per val image."""
+    images, masks = next(iter(dataset.unbatch().batch(rows)))
+    images = np.asarray(images)
+    predictions = np.argmax(predict_probabilities(model, images), axis=-1)
+    grid = [
+        np.concatenate(
+            [
+                image.astype(np.uint8),
+                colorize(mask),
+                overlay(image.astype(np.uint8), prediction.astype(np.uint8)),
+            ],
+            axis=1,
         )
-    return "\n".join(lines)
+        for image, mask, prediction in zip(
+            images, np.asarray(masks), predictions, strict=True
+        )
+    ]
+    return save_png(path, np.concatenate(grid, axis=0))
 
 
-def segment_example(model, *, out_dir: Path, size: int, seed: int = 0):
-    """Segments one synthetic image with `model` and writes an overlay PNG."""
-    image, _ = synthetic_sample(0, size=size, seed=seed)
-    logits = model.predict(image[None], verbose=0)
-    mask = np.argmax(logits[0], axis=-1).astype(np.uint8)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "overlay.png"
-    Image.fromarray(np.concatenate([image, overlay(image, mask)], 1)).save(path)
-    return path
+def save_training_curves(history_csv, path):
+    """Loss and val mIoU per epoch from the CSV log, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display needed
+    from matplotlib import pyplot
+
+    with open(history_csv, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    epochs = [int(row["epoch"]) + 1 for row in rows]
+    figure, (loss_axis, iou_axis) = pyplot.subplots(1, 2, figsize=(9, 3.5))
+    loss_axis.plot(epochs, [float(r["loss"]) for r in rows], label="train")
+    loss_axis.plot(epochs, [float(r["val_loss"]) for r in rows], label="val")
+    loss_axis.set(xlabel="epoch", ylabel="loss", title="cross-entropy")
+    loss_axis.legend()
+    iou_axis.plot(epochs, [float(r["mean_iou"]) for r in rows], label="train")
+    iou_axis.plot(epochs, [float(r["val_mean_iou"]) for r in rows], label="val")
+    iou_axis.set(xlabel="epoch", ylabel="mIoU", title="mean IoU", ylim=(0, 1))
+    iou_axis.legend()
+    figure.tight_layout()
+    with atomic_file(path) as temporary:
+        figure.savefig(temporary, dpi=100, format="png")
+    pyplot.close(figure)
+    return Path(path)
+
+
+def format_class_iou(per_class_iou, names=CLASS_NAMES) -> str:
+    return "\n".join(
+        f"  {name:<12} {'-' if iou is None else f'{iou:.3f}'}"
+        for name, iou in zip(names, per_class_iou, strict=True)
+    )
+
+
+def run_demo(out_dir, *, overrides=(), resume=False):
+    """Trains the `demo` preset, evaluates it and writes pictures.
+
+    Writes to `out_dir`: train/ (checkpoints, logs), overlays.png,
+    training_curves.png and metrics.json.
+
+    Returns:
+        The evaluation dict (mean_iou, pixel_accuracy, per_class_iou).
+    """
+    start = time.perf_counter()
+    out_dir = Path(out_dir)
+    config = load_config("demo", overrides)
+    print(format_report(model_report(config.num_classes)))
+    print(f"resolved config:\n{config.to_json()}", flush=True)
+    work_dir = out_dir / "train"
+    if work_dir.exists() and not resume:
+        shutil.rmtree(work_dir)  # the demo's own output from a previous run
+    train(config, work_dir, resume=resume)
+    model = load_trained_model(work_dir / BEST_MODEL)
+    val = make_dataset(config, config.val_split, training=False)
+    results = evaluate_model(model, val, num_classes=config.num_classes)
+    results["wall_time_s"] = round(time.perf_counter() - start, 1)
+    atomic_write_text(
+        out_dir / "metrics.json", json.dumps(results, indent=2) + "\n"
+    )
+    overlays = save_overlay_grid(model, val, out_dir / "overlays.png")
+    curves = save_training_curves(
+        work_dir / HISTORY_FILE, out_dir / "training_curves.png"
+    )
+    print(f"per-class IoU:\n{format_class_iou(results['per_class_iou'])}")
+    print(f"wrote {overlays}, {curves}, {out_dir / 'metrics.json'}")
+    print(
+        f"val mIoU {results['mean_iou']:.3f}, pixel accuracy "
+        f"{results['pixel_accuracy']:.3f}, demo wall time "
+        f"{results['wall_time_s']:.0f} s"
+    )
+    return results

@@ -170,3 +170,58 @@ def DeepLabV3(  # noqa: N802 - named like the keras.applications builders
 def _upsample(logits, images, *, name):
     # float32 like the classifier: the logits stay full precision.
     return ResizeToMatch(name=name, dtype="float32")([logits, images])
+
+
+def model_from_config(config) -> keras.Model:
+    """DeepLabV3 as a DeepLabConfig describes it (BN frozen if asked)."""
+    model = DeepLabV3(
+        config.num_classes,
+        backbone=config.backbone,
+        output_stride=config.output_stride,
+        atrous_rates=config.atrous_rates,
+        multi_grid=config.multi_grid,
+        image_pooling=config.image_pooling,
+        aux_head=config.aux_head,
+        backbone_weights=config.backbone_weights,
+        backbone_width=config.backbone_width,
+        head_filters=config.head_filters,
+        dropout_rate=config.dropout_rate,
+        bn_momentum=config.bn_momentum,
+    )
+    if config.freeze_bn:
+        for layer in model.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                # In Keras 3 a non-trainable BN also runs in inference mode.
+                layer.trainable = False
+    return model
+
+
+def load_trained_model(path, config=None) -> keras.Model:
+    """Loads a `.keras` model (safe mode) or `.weights.h5` weights.
+
+    Args:
+        path: str or Path. A `.keras` file, or a `.weights.h5` file plus the
+            `config` it was trained with.
+        config: DeepLabConfig or None. Needed for `.weights.h5` only.
+
+    Raises:
+        FileNotFoundError: if `path` does not exist.
+        ValueError: for another suffix, or weights without a config.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"model file {str(path)!r} does not exist; expected a .keras file "
+            "(e.g. work_dir/best.keras) or a .weights.h5 file."
+        )
+    if path.suffix == ".keras":
+        # safe_mode refuses lambdas and arbitrary code in the archive.
+        return keras.saving.load_model(path, safe_mode=True)
+    if path.name.endswith(".weights.h5") and config is not None:
+        model = model_from_config(config)
+        model.load_weights(path)
+        return model
+    raise ValueError(
+        f"cannot load {str(path)!r}: expected a .keras file, or a "
+        ".weights.h5 file together with the CONFIG it was trained with."
+    )

@@ -1,6 +1,11 @@
 """Colour palettes and overlays that turn class-id masks into pictures."""
 
+from pathlib import Path
+
 import numpy as np
+from PIL import Image
+
+from keras_deeplab.atomic import atomic_file
 
 IGNORE_COLOUR = (255, 255, 255)
 
@@ -38,3 +43,19 @@ def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.5):
         )
     blended = (1 - alpha) * image.astype(np.float32) + alpha * colorize(mask)
     return np.clip(blended, 0, 255).astype(np.uint8)
+
+
+def save_png(path, array: np.ndarray) -> Path:
+    """Writes an RGB uint8 array as PNG, atomically."""
+    with atomic_file(path) as temporary:
+        Image.fromarray(array).save(temporary, format="PNG")
+    return Path(path)
+
+
+def save_mask_png(path, mask: np.ndarray) -> Path:
+    """Writes class ids as a VOC-style palette PNG (indices = class ids)."""
+    picture = Image.fromarray(np.asarray(mask, dtype=np.uint8), mode="P")
+    picture.putpalette(class_palette(256).ravel().tolist())
+    with atomic_file(path) as temporary:
+        picture.save(temporary, format="PNG")
+    return Path(path)

@@ -1,23 +1,152 @@
-"""Command line: demo output and user-error handling."""
+"""Command line: every subcommand's happy path and its user-error paths."""
 
+import json
+
+import numpy as np
 import pytest
+from PIL import Image
 
 from keras_deeplab.cli import main
+from keras_deeplab.data.synthetic import synthetic_sample
+from tests.data.fixtures import make_folder_dataset, write_mask
+from tests.training.tiny import TINY_TRAIN
+
+SETS = [arg for item in TINY_TRAIN for arg in ("--set", item)]
 
 
-def test_user_error_exits_2_with_one_line(capsys):
-    assert main(["demo", "--num-classes", "0"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err == [
-        "keras-deeplab demo: error: num_classes=0 is invalid; expected an "
-        "int >= 1, e.g. num_classes=21 for Pascal VOC."
-    ]
+def _error_lines(capsys):
+    return capsys.readouterr().err.strip().splitlines()
 
 
-@pytest.mark.slow
-def test_demo_prints_report_and_writes_overlay(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path), "--size", "65"]) == 0
+@pytest.fixture(scope="module")
+def trained_dir(tmp_path_factory):
+    work_dir = tmp_path_factory.mktemp("cli_run")
+    assert main(["train", "demo", "--work-dir", str(work_dir), *SETS]) == 0
+    return work_dir
+
+
+def test_train_writes_best_model(trained_dir):
+    assert (trained_dir / "best.keras").is_file()
+    assert (
+        json.loads((trained_dir / "config.json").read_text())["backbone_width"]
+        == 4
+    )
+
+
+def test_evaluate_prints_metrics(trained_dir, capsys):
+    code = main(
+        [
+            "evaluate",
+            "demo",
+            "--weights",
+            str(trained_dir / "best.keras"),
+            *SETS,
+            "--set",
+            "eval_scales=[0.75, 1.0]",
+            "--set",
+            "eval_flip=true",
+        ]
+    )
+    assert code == 0
     out = capsys.readouterr().out
-    assert "OS16: 39,131,285 params" in out
-    assert "165.8 GMACs at 513x513" in out
-    assert (tmp_path / "overlay.png").stat().st_size > 0
+    results = json.loads(out[out.rindex("{\n") :])
+    assert 0.0 <= results["mean_iou"] <= 1.0
+    assert len(results["per_class_iou"]) == 5
+
+
+def test_predict_writes_mask_overlay_and_probabilities(trained_dir, tmp_path):
+    image, _ = synthetic_sample(0, size=40)
+    path = tmp_path / "in" / "shapes.png"
+    path.parent.mkdir()
+    Image.fromarray(image).save(path)
+    out = tmp_path / "out"
+    code = main(
+        [
+            "predict",
+            "--weights",
+            str(trained_dir / "best.keras"),
+            str(path),
+            "--out",
+            str(out),
+            "--probabilities",
+        ]
+    )
+    assert code == 0
+    mask = Image.open(out / "shapes_mask.png")
+    assert mask.mode == "P" and mask.size == (40, 40)
+    assert np.asarray(mask).max() < 5
+    assert Image.open(out / "shapes_overlay.png").size == (40, 40)
+    probabilities = np.load(out / "shapes_probabilities.npy")
+    assert probabilities.shape == (40, 40, 5)
+
+
+def test_predict_weights_file_needs_a_config(trained_dir, tmp_path, capsys):
+    weights = tmp_path / "model.weights.h5"
+    weights.write_bytes(b"")
+    code = main(
+        ["predict", "--weights", str(weights), "x.png", "--out", str(tmp_path)]
+    )
+    assert code == 2
+    assert "together with the CONFIG" in _error_lines(capsys)[0]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["train", "nope.yaml", "--work-dir", "w"],
+            "keras-deeplab train: error: config file 'nope.yaml' does not "
+            "exist; expected a YAML or JSON file or a preset name: demo, "
+            "voc_aug, cityscapes, ade20k, pets.",
+        ),
+        (
+            ["train", "demo", "--work-dir", "w", "--set", "epoks=2"],
+            "keras-deeplab train: error: unknown config key 'epoks' in --set. "
+            "Did you mean epochs?",
+        ),
+        (
+            ["train", "demo", "--work-dir", "w", "--set", "output_stride=4"],
+            "keras-deeplab train: error: output_stride=4 is not supported; "
+            "expected one of (8, 16, 32).",
+        ),
+        (
+            ["evaluate", "demo", "--weights", "missing.keras"],
+            "keras-deeplab evaluate: error: model file 'missing.keras' does "
+            "not exist; expected a .keras file (e.g. work_dir/best.keras) or a "
+            ".weights.h5 file.",
+        ),
+    ],
+)
+def test_user_errors_exit_2_with_one_line(
+    argv, message, capsys, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    assert _error_lines(capsys) == [message]
+
+
+def test_validate_data_reports_and_training_refuses(tmp_path, capsys):
+    make_folder_dataset(tmp_path)
+    write_mask(tmp_path / "masks" / "a.png", np.full((24, 32), 9))
+    sets = [
+        "--set",
+        "dataset=folder",
+        "--set",
+        f"data_dir={tmp_path}",
+        "--set",
+        "num_classes=3",
+        "--set",
+        "crop_size=32",
+    ]
+    assert main(["validate-data", "demo", *sets]) == 1
+    out = capsys.readouterr().out
+    assert "split 'train': 3 examples, 1 problems" in out
+    assert "labels [9] are >= num_classes=3" in out
+    assert (
+        main(["train", "demo", "--work-dir", str(tmp_path / "w"), *sets]) == 2
+    )
+    (line,) = _error_lines(capsys)
+    assert line.startswith(
+        "keras-deeplab train: error: refusing to train: 1 problem(s)"
+    )
+    assert not (tmp_path / "w" / "best.keras").exists()

@@ -183,13 +183,16 @@ def folder_examples(
     """
     root = Path(root)
     list_file = Path(split_list) if split_list else root / f"{split}.txt"
-    if split_list is None and not list_file.is_file() and (
-        root / split / image_dir
-    ).is_dir():
+    if (
+        split_list is None
+        and not list_file.is_file()
+        and (root / split / image_dir).is_dir()
+    ):
         root = root / split
         list_file = None
-    images = _stems(_require_dir(root / image_dir, "image folder"),
-                    IMAGE_SUFFIXES)
+    images = _stems(
+        _require_dir(root / image_dir, "image folder"), IMAGE_SUFFIXES
+    )
     masks = _stems(_require_dir(root / mask_dir, "mask folder"), (".png",))
     if list_file is None:
         stems = sorted(images)
@@ -227,8 +230,11 @@ def _voc_root(root):
 
 def _sbd_root(root):
     root = Path(root)
-    for candidate in (root, root / "dataset", root / "benchmark_RELEASE" /
-                      "dataset"):
+    for candidate in (
+        root,
+        root / "dataset",
+        root / "benchmark_RELEASE" / "dataset",
+    ):
         if (candidate / "cls").is_dir():
             return candidate
     raise FileNotFoundError(
@@ -248,8 +254,10 @@ def voc_examples(root, *, split, sbd_root=None):
     if split != "train_aug":
         stems = _read_list(_existing(lists / f"{split}.txt", "VOC split"))
         return [
-            Example(voc / "JPEGImages" / f"{s}.jpg",
-                    voc / "SegmentationClass" / f"{s}.png")
+            Example(
+                voc / "JPEGImages" / f"{s}.jpg",
+                voc / "SegmentationClass" / f"{s}.png",
+            )
             for s in stems
         ]
     if sbd_root is None:
@@ -285,8 +293,13 @@ def cityscapes_examples(root, *, split):
     examples = []
     for image in sorted(image_root.glob("*/*_leftImg8bit.png")):
         stem = image.name[: -len("_leftImg8bit.png")]
-        mask = (Path(root) / "gtFine" / split / image.parent.name /
-                f"{stem}_gtFine_labelIds.png")
+        mask = (
+            Path(root)
+            / "gtFine"
+            / split
+            / image.parent.name
+            / f"{stem}_gtFine_labelIds.png"
+        )
         examples.append(Example(image, mask, table))
     return examples
 
@@ -299,7 +312,8 @@ def ade20k_examples(root, *, split):
     image_root = _require_dir(root / "images" / split, "ADE20K image folder")
     table = shifted_table()
     return [
-        Example(image, root / "annotations" / split / f"{image.stem}.png",
-                table)
+        Example(
+            image, root / "annotations" / split / f"{image.stem}.png", table
+        )
         for image in sorted(image_root.glob("*.jpg"))
     ]

@@ -50,8 +50,13 @@ class BestCheckpoint(keras.callbacks.Callback):
             self.model.save(temporary)
         atomic_write_text(
             self._record,
-            json.dumps({"monitor": self.monitor, "value": float(value),
-                        "epoch": epoch + 1}),
+            json.dumps(
+                {
+                    "monitor": self.monitor,
+                    "value": float(value),
+                    "epoch": epoch + 1,
+                }
+            ),
         )
 
 
@@ -97,8 +102,13 @@ class TrainingBackup(keras.callbacks.Callback):
         # points at weights that are not on disk yet.
         atomic_write_text(
             self.directory / BACKUP_STATE,
-            json.dumps({"epoch": epoch, "step": step,
-                        "iterations": int(self.model.optimizer.iterations)}),
+            json.dumps(
+                {
+                    "epoch": epoch,
+                    "step": step,
+                    "iterations": int(self.model.optimizer.iterations),
+                }
+            ),
         )
 
     def on_epoch_begin(self, epoch, logs=None):

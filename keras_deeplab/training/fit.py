@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import keras
@@ -10,7 +11,8 @@ import tensorflow as tf
 from keras_deeplab.atomic import atomic_file
 from keras_deeplab.config import save_config
 from keras_deeplab.data.pipeline import make_dataset, num_examples
-from keras_deeplab.models import AUX_OUTPUT, MAIN_OUTPUT, DeepLabV3
+from keras_deeplab.data.validate import require_valid
+from keras_deeplab.models import AUX_OUTPUT, MAIN_OUTPUT, model_from_config
 from keras_deeplab.training.callbacks import BestCheckpoint, TrainingBackup
 from keras_deeplab.training.losses import compile_losses
 from keras_deeplab.training.metrics import segmentation_metrics
@@ -25,30 +27,6 @@ HISTORY_FILE = "history.csv"
 NO_DECAY_VARIABLES = ["bias", "gamma", "beta"]
 
 
-def build_model(config) -> keras.Model:
-    """DeepLabV3 as the config describes it (BN frozen if asked)."""
-    model = DeepLabV3(
-        config.num_classes,
-        backbone=config.backbone,
-        output_stride=config.output_stride,
-        atrous_rates=config.atrous_rates,
-        multi_grid=config.multi_grid,
-        image_pooling=config.image_pooling,
-        aux_head=config.aux_head,
-        backbone_weights=config.backbone_weights,
-        backbone_width=config.backbone_width,
-        head_filters=config.head_filters,
-        dropout_rate=config.dropout_rate,
-        bn_momentum=config.bn_momentum,
-    )
-    if config.freeze_bn:
-        for layer in model.layers:
-            if isinstance(layer, keras.layers.BatchNormalization):
-                # In Keras 3 a non-trainable BN also runs in inference mode.
-                layer.trainable = False
-    return model
-
-
 def make_optimizer(config, total_steps: int):
     """SGD+momentum or AdamW on a poly schedule; decay on kernels only."""
     schedule = PolyDecay(
@@ -59,7 +37,8 @@ def make_optimizer(config, total_steps: int):
     )
     if config.optimizer == "sgd":
         optimizer = keras.optimizers.SGD(
-            schedule, momentum=config.momentum,
+            schedule,
+            momentum=config.momentum,
             weight_decay=config.weight_decay,
         )
     else:
@@ -80,7 +59,8 @@ def compile_model(model, config, total_steps: int):
         optimizer=make_optimizer(config, total_steps),
         loss=loss,
         loss_weights=loss_weights,
-        metrics={MAIN_OUTPUT: metrics, AUX_OUTPUT: []} if config.aux_head
+        metrics={MAIN_OUTPUT: metrics, AUX_OUTPUT: []}
+        if config.aux_head
         else metrics,
         jit_compile=config.jit_compile,
     )
@@ -89,13 +69,13 @@ def compile_model(model, config, total_steps: int):
 
 def monitor_name(config) -> str:
     """The logged name of validation mIoU (prefixed for multi-output)."""
-    return f"val_{MAIN_OUTPUT}_mean_iou" if config.aux_head else (
-        "val_mean_iou"
+    return (
+        f"val_{MAIN_OUTPUT}_mean_iou" if config.aux_head else ("val_mean_iou")
     )
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
-    """`default`, `mirrored` (all local devices) or `multi_worker` (TF_CONFIG)."""
+    """default, mirrored (all local devices) or multi_worker (TF_CONFIG)."""
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multi_worker":
@@ -121,19 +101,19 @@ def is_chief(strategy) -> bool:
 def steps_per_epoch(config) -> int:
     if config.steps_per_epoch:
         return config.steps_per_epoch
-    return max(num_examples(config, config.train_split) // config.batch_size,
-               1)
+    return max(num_examples(config, config.train_split) // config.batch_size, 1)
 
 
-def fit_dataset(config, split, *, training):
+def fit_dataset(config, split, *, training, first_epoch=0):
     """`make_dataset` with targets shaped like the model's outputs."""
-    dataset = make_dataset(config, split, training=training)
+    dataset = make_dataset(
+        config, split, training=training, first_epoch=first_epoch
+    )
     if not config.aux_head:
         return dataset
     # A dict-output model needs a dict of targets: one mask for both heads.
     return dataset.map(
-        lambda images, masks: (images, {MAIN_OUTPUT: masks,
-                                        AUX_OUTPUT: masks})
+        lambda images, masks: (images, {MAIN_OUTPUT: masks, AUX_OUTPUT: masks})
     )
 
 
@@ -170,33 +150,46 @@ def train(config, work_dir, *, resume: bool = False, verbose="auto"):
             f"--resume given but {str(work_dir / 'backup')!r} has no backup "
             "to resume from; drop --resume to start a new run."
         )
+    if config.validate_data:
+        require_valid(config)
     keras.config.set_dtype_policy(config.precision)
     keras.utils.set_random_seed(config.seed)
     strategy = make_strategy(config.strategy)
     chief = is_chief(strategy)
     steps = steps_per_epoch(config)
     with strategy.scope():
-        model = compile_model(build_model(config), config,
-                              steps * config.epochs)
+        model = compile_model(
+            model_from_config(config), config, steps * config.epochs
+        )
     initial_epoch = backup.restore(model) if resume else 0
+    if resume:
+        print(
+            f"resuming from the backup of epoch {initial_epoch + 1}, "
+            f"step {backup.state()['step']}",
+            flush=True,
+        )
+    # Non-chief workers log to a private folder: only the chief owns work_dir.
+    log_dir = work_dir if chief else Path(tempfile.mkdtemp(prefix="worker-"))
     if chief:
         save_config(config, work_dir / CONFIG_FILE)
     backup.is_writer = chief
     callbacks = [
         backup,
-        BestCheckpoint(work_dir / BEST_MODEL, monitor=monitor_name(config),
-                       is_writer=chief),
+        BestCheckpoint(
+            work_dir / BEST_MODEL, monitor=monitor_name(config), is_writer=chief
+        ),
         keras.callbacks.TerminateOnNaN(),
-        keras.callbacks.CSVLogger(work_dir / HISTORY_FILE, append=resume),
-        keras.callbacks.TensorBoard(work_dir / "logs"),
+        keras.callbacks.CSVLogger(log_dir / HISTORY_FILE, append=resume),
+        keras.callbacks.TensorBoard(log_dir / "logs"),
     ]
     history = model.fit(
-        fit_dataset(config, config.train_split, training=True).repeat(),
+        fit_dataset(
+            config, config.train_split, training=True, first_epoch=initial_epoch
+        ).repeat(),
         epochs=config.epochs,
         initial_epoch=initial_epoch,
         steps_per_epoch=steps,
-        validation_data=fit_dataset(config, config.val_split,
-                                    training=False),
+        validation_data=fit_dataset(config, config.val_split, training=False),
         callbacks=callbacks,
         shuffle=False,  # the tf.data pipeline shuffles, seeded
         verbose=verbose,

@@ -1,0 +1,124 @@
+"""tf.data pipelines end to end, label checks, tfds adapter, validation."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_deeplab.config import load_config
+from keras_deeplab.data.pipeline import make_dataset, num_examples
+from keras_deeplab.data.sources import DataError
+from keras_deeplab.data.validate import require_valid, validate_data
+from tests.data.fixtures import make_folder_dataset, write_image, write_mask
+
+
+def _folder_config(root, *overrides):
+    return load_config(
+        None,
+        [
+            "dataset=folder",
+            f"data_dir={root}",
+            "num_classes=3",
+            "crop_size=32",
+            "batch_size=2",
+            *overrides,
+        ],
+    )
+
+
+def test_folder_dataset_batches_for_fit(tmp_path):
+    make_folder_dataset(tmp_path)
+    config = _folder_config(tmp_path)
+    assert num_examples(config, "train") == 3
+    images, masks = next(iter(make_dataset(config, "train", training=True)))
+    assert images.shape == (2, 32, 32, 3) and images.dtype == tf.float32
+    assert masks.shape == (2, 32, 32) and masks.dtype == tf.int32
+    assert set(np.unique(masks.numpy())) <= {0, 1, 2, 255}
+    images, masks = next(iter(make_dataset(config, "val", training=False)))
+    assert images.shape == (1, 32, 32, 3)
+    assert (masks.numpy()[:, 24:, :] == 255).all()  # padded rows ignored
+
+
+def test_seeded_pipeline_is_reproducible(tmp_path):
+    make_folder_dataset(tmp_path)
+    config = _folder_config(tmp_path, "seed=5")
+
+    def first_batch():
+        return next(iter(make_dataset(config, "train", training=True)))
+
+    (a, b), (c, d) = first_batch(), first_batch()
+    np.testing.assert_array_equal(a.numpy(), c.numpy())
+    np.testing.assert_array_equal(b.numpy(), d.numpy())
+
+
+def test_out_of_range_labels_stop_the_pipeline(tmp_path):
+    make_folder_dataset(tmp_path)
+    write_mask(tmp_path / "masks" / "a.png", np.full((24, 32), 7))
+    config = _folder_config(tmp_path)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="a.png"):
+        for _ in make_dataset(config, "train", training=True):
+            pass
+
+
+def test_validate_data_reports_every_problem(tmp_path):
+    make_folder_dataset(tmp_path, stems_train=("a", "b", "c", "e", "f"))
+    write_mask(tmp_path / "masks" / "a.png", np.full((24, 32), 7))
+    write_mask(tmp_path / "masks" / "b.png", np.zeros((10, 10)))
+    (tmp_path / "images" / "c.png").write_bytes(b"")
+    (tmp_path / "masks" / "e.png").unlink()
+    write_image(tmp_path / "images" / "d.jpg", height=40, width=20)
+    write_mask(tmp_path / "masks" / "d.png", np.zeros((40, 20)))
+    config = _folder_config(tmp_path)
+    train_report, val_report = validate_data(config)
+    problems = dict(
+        (name.rsplit("/", 1)[-1], message)
+        for name, message in train_report.problems
+    )
+    assert "labels [7] are >= num_classes=3" in problems["a.png"]
+    assert "but its mask is 10x10" in problems["b.jpg"]
+    assert "is empty (0 bytes)" in problems["c.png"]
+    assert "does not exist" in problems["e.jpg"]
+    assert "f.png" not in problems
+    assert train_report.scanned == 5
+    assert train_report.class_pixels.sum() > 0
+    ((name, message),) = val_report.problems
+    assert "larger than the evaluation crop_size=32" in message
+    assert "split 'train'" in train_report.format()
+    with pytest.raises(DataError, match="refusing to train: 5 problem"):
+        require_valid(config)
+
+
+def test_synthetic_split_is_valid():
+    config = load_config(
+        "demo",
+        ["synthetic_train_size=6", "synthetic_val_size=2", "crop_size=128"],
+    )
+    reports = validate_data(config)
+    assert all(report.ok for report in reports)
+    assert [r.scanned for r in reports] == [6, 2]
+
+
+def test_tfds_adapter_with_mock_data():
+    tfds = pytest.importorskip("tensorflow_datasets")
+    trimap = np.array([[1, 2], [3, 1]], dtype=np.uint8)  # pet, bg, border
+
+    def as_dataset(builder, *args, **kwargs):
+        # Replaces tfds's random fake data, whose masks hold any byte value.
+        return tf.data.Dataset.from_tensors(
+            {
+                "image": np.full((40, 40, 3), 90, dtype=np.uint8),
+                "segmentation_mask": np.kron(
+                    trimap, np.ones((20, 20), dtype=np.uint8)
+                )[..., None],
+            }
+        ).repeat(4)
+
+    config = load_config(
+        "pets", ["crop_size=48", "batch_size=2", "backbone_weights=none"]
+    )
+    with tfds.testing.mock_data(as_dataset_fn=as_dataset):
+        images, masks = next(iter(make_dataset(config, "test", training=False)))
+    assert images.shape == (2, 48, 48, 3)
+    # trimap 1..3 -> class ids 0..2; padding -> 255
+    np.testing.assert_array_equal(
+        masks.numpy()[0, ::20, ::20], [[0, 1, 255], [2, 0, 255], [255] * 3]
+    )
