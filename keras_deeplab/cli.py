@@ -166,9 +166,11 @@ def main(argv=None):
     # Imported here so `--help` answers without loading TensorFlow.
     from tensorflow.errors import InvalidArgumentError
 
+    from keras_deeplab.errors import UserInputError
+
     try:
         status = args.run(args) or 0
-    except (ValueError, FileNotFoundError, FileExistsError) as err:
+    except (UserInputError, FileNotFoundError, FileExistsError) as err:
         print(f"keras-deeplab {args.command}: error: {err}", file=sys.stderr)
         return USER_ERROR_EXIT
     except InvalidArgumentError as err:

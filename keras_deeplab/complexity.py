@@ -2,6 +2,8 @@
 
 import keras
 
+from keras_deeplab.errors import UserInputError
+
 
 def conv_macs(layer: keras.layers.Conv2D) -> int:
     """Multiply-accumulates of one Conv2D call on its static output shape.
@@ -11,7 +13,7 @@ def conv_macs(layer: keras.layers.Conv2D) -> int:
     """
     _, height, width, out_channels = layer.output.shape
     if height is None or width is None:
-        raise ValueError(
+        raise UserInputError(
             f"layer {layer.name!r} has a dynamic output shape "
             f"{layer.output.shape}; build the model with a fixed input_shape, "
             "e.g. input_shape=(513, 513, 3), to count MACs."

@@ -13,6 +13,7 @@ import yaml
 
 from keras_deeplab.atomic import atomic_write_text
 from keras_deeplab.backbones.resnet import OUTPUT_STRIDES, PAPER_BN_MOMENTUM
+from keras_deeplab.errors import UserInputError
 
 DATASETS = ("synthetic", "folder", "voc", "cityscapes", "ade20k", "tfds")
 OPTIMIZERS = ("sgd", "adamw")
@@ -95,17 +96,17 @@ class DeepLabConfig:
         _check_choice("strategy", self.strategy, STRATEGIES)
         for name in ("num_classes", "batch_size", "epochs", "crop_size"):
             if getattr(self, name) < 1:
-                raise ValueError(
+                raise UserInputError(
                     f"{name}={getattr(self, name)!r} is invalid; expected "
                     f"an int >= 1. Pass --set {name}=<positive int>."
                 )
         if self.crop_size < 2 * self.output_stride:
-            raise ValueError(
+            raise UserInputError(
                 f"crop_size={self.crop_size} is too small for output_stride="
                 f"{self.output_stride}; expected >= {2 * self.output_stride}."
             )
         if not 0 < self.min_scale <= self.max_scale:
-            raise ValueError(
+            raise UserInputError(
                 f"min_scale={self.min_scale} and max_scale={self.max_scale} "
                 "are invalid; expected 0 < min_scale <= max_scale."
             )
@@ -114,12 +115,12 @@ class DeepLabConfig:
             and self.dataset != "tfds"
             and (self.data_dir is None)
         ):
-            raise ValueError(
+            raise UserInputError(
                 f"dataset={self.dataset!r} needs data_dir; pass --set "
                 "data_dir=/path/to/dataset."
             )
         if self.dataset == "tfds" and not self.tfds_name:
-            raise ValueError(
+            raise UserInputError(
                 "dataset='tfds' needs tfds_name; pass --set "
                 "tfds_name=oxford_iiit_pet."
             )
@@ -131,7 +132,7 @@ class DeepLabConfig:
 
 def _check_choice(name, value, choices):
     if value not in choices:
-        raise ValueError(
+        raise UserInputError(
             f"{name}={value!r} is not supported; expected one of {choices}."
         )
 
@@ -201,7 +202,18 @@ _FIELDS = {field.name: field for field in dataclasses.fields(DeepLabConfig)}
 def _unknown_key_error(key, source):
     close = difflib.get_close_matches(key, _FIELDS, n=3)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
-    return ValueError(f"unknown config key {key!r} in {source}.{hint}")
+    return UserInputError(f"unknown config key {key!r} in {source}.{hint}")
+
+
+def _parse_text(text, base):
+    """A value typed on the command line or in a file as a string."""
+    if base in (int, float):
+        try:
+            # Python's parser: YAML 1.1 would read "3e-3" as a string.
+            return base(text)
+        except ValueError:
+            pass
+    return yaml.safe_load(text)  # "true" -> True, "[6, 12]" -> [6, 12]
 
 
 def _coerce(key, value, source):
@@ -210,14 +222,14 @@ def _coerce(key, value, source):
     optional = type(None) in typing.get_args(annotation)
     if value is None or (optional and value in ("none", "None", "null")):
         if not optional:
-            raise ValueError(f"{key} in {source} cannot be None.")
+            raise UserInputError(f"{key} in {source} cannot be None.")
         return None
     base = next(
         (t for t in typing.get_args(annotation) if t is not type(None)),
         annotation,
     )
     if isinstance(value, str) and base is not str:
-        value = yaml.safe_load(value)  # "16" -> 16, "[6, 12]" -> [6, 12]
+        value = _parse_text(value, base)
     try:
         if base is bool:
             if not isinstance(value, bool):
@@ -233,7 +245,7 @@ def _coerce(key, value, source):
             raise TypeError
         return value
     except TypeError as err:
-        raise ValueError(
+        raise UserInputError(
             f"{key}={value!r} in {source} has the wrong type; expected "
             f"{base.__name__}."
         ) from err
@@ -252,7 +264,7 @@ def parse_overrides(pairs):
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise ValueError(
+            raise UserInputError(
                 f"--set {pair!r} is invalid; expected key=value, e.g. "
                 "--set batch_size=8."
             )
@@ -270,11 +282,11 @@ def _read_file(path):
     try:
         data = yaml.safe_load(path.read_text())  # YAML is a superset of JSON
     except yaml.YAMLError as err:
-        raise ValueError(
+        raise UserInputError(
             f"config file {str(path)!r} is not valid YAML/JSON: {err}"
         ) from err
     if not isinstance(data, dict):
-        raise ValueError(
+        raise UserInputError(
             f"config file {str(path)!r} must hold a mapping of keys to "
             f"values; got {type(data).__name__}."
         )
@@ -305,7 +317,7 @@ def load_config(source: str | None = None, overrides=()) -> DeepLabConfig:
         preset = file_values.pop("preset", None)
         if preset is not None:
             if preset not in PRESETS:
-                raise ValueError(
+                raise UserInputError(
                     f"preset={preset!r} in {source} is unknown; expected one "
                     f"of {tuple(PRESETS)}."
                 )

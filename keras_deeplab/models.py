@@ -11,6 +11,7 @@ from keras_deeplab.backbones.resnet import (
     load_imagenet_weights,
     resnet_features,
 )
+from keras_deeplab.errors import UserInputError
 from keras_deeplab.heads.aspp import (
     ASPP_FILTERS,
     HEAD_DROPOUT_RATE,
@@ -27,7 +28,7 @@ AUX_OUTPUT = "aux_logits"
 
 def _check_positive_ints(name, values):
     if not values or not all(isinstance(v, Integral) and v > 0 for v in values):
-        raise ValueError(
+        raise UserInputError(
             f"{name}={values!r} is invalid; expected a non-empty tuple of "
             "positive ints, e.g. (6, 12, 18)."
         )
@@ -35,17 +36,17 @@ def _check_positive_ints(name, values):
 
 def _validate(*, num_classes, backbone, input_shape, atrous_rates, weights):
     if not isinstance(num_classes, Integral) or num_classes < 1:
-        raise ValueError(
+        raise UserInputError(
             f"num_classes={num_classes!r} is invalid; expected an int >= 1, "
             "e.g. num_classes=21 for Pascal VOC."
         )
     if backbone not in BACKBONES:
-        raise ValueError(
+        raise UserInputError(
             f"backbone={backbone!r} is not supported; expected one of "
             f"{tuple(BACKBONES)}."
         )
     if len(input_shape) != 3 or input_shape[-1] != 3:
-        raise ValueError(
+        raise UserInputError(
             f"input_shape={tuple(input_shape)!r} is invalid; expected "
             "(height, width, 3) with None for a dynamic size, channels last."
         )
@@ -221,7 +222,7 @@ def load_trained_model(path, config=None) -> keras.Model:
         model = model_from_config(config)
         model.load_weights(path)
         return model
-    raise ValueError(
+    raise UserInputError(
         f"cannot load {str(path)!r}: expected a .keras file, or a "
         ".weights.h5 file together with the CONFIG it was trained with."
     )

@@ -6,6 +6,7 @@ import numpy as np
 from PIL import Image
 
 from keras_deeplab.atomic import atomic_file
+from keras_deeplab.errors import UserInputError
 
 IGNORE_COLOUR = (255, 255, 255)
 
@@ -37,7 +38,7 @@ def colorize(mask: np.ndarray) -> np.ndarray:
 def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.5):
     """Blends the colourised mask over an RGB uint8 image."""
     if image.shape[:2] != mask.shape[:2]:
-        raise ValueError(
+        raise UserInputError(
             f"image {image.shape[:2]} and mask {mask.shape[:2]} differ in "
             "size; expected equal height and width."
         )

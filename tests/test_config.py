@@ -10,7 +10,10 @@ from keras_deeplab.config import DeepLabConfig, load_config, parse_overrides
 def test_precedence_defaults_preset_file_set(tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text("preset: demo\nbatch_size: 4\nepochs: 3\n")
-    config = load_config(str(path), ["epochs=7", "atrous_rates=[1, 2, 3]"])
+    config = load_config(
+        str(path), ["epochs=7", "atrous_rates=[1, 2, 3]", "learning_rate=3e-3"]
+    )
+    assert config.learning_rate == 0.003  # not YAML 1.1's string "3e-3"
     assert config.num_classes == 5  # from the preset
     assert config.batch_size == 4  # the file beats the preset
     assert config.epochs == 7  # --set beats the file

@@ -13,6 +13,8 @@ from pathlib import Path
 import keras
 from keras import layers
 
+from keras_deeplab.errors import UserInputError
+
 STAGE_BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 OUTPUT_STRIDES = (8, 16, 32)
 STAGE_NAMES = ("conv2", "conv3", "conv4", "conv5")
@@ -45,7 +47,7 @@ def stage_plan(output_stride):
         ValueError: if `output_stride` is not 8, 16 or 32.
     """
     if output_stride not in OUTPUT_STRIDES:
-        raise ValueError(
+        raise UserInputError(
             f"output_stride={output_stride!r} is not supported; expected one "
             f"of {OUTPUT_STRIDES}. Pass output_stride=16."
         )
@@ -77,7 +79,7 @@ def block_rates(output_stride, multi_grid, depth=50):
     """
     blocks = _validated_blocks(depth)
     if len(multi_grid) != blocks[-1] or min(multi_grid) < 1:
-        raise ValueError(
+        raise UserInputError(
             f"multi_grid={tuple(multi_grid)!r} is invalid; expected "
             f"{blocks[-1]} positive ints, one per conv5 block, e.g. (1, 2, 4)."
         )
@@ -89,7 +91,7 @@ def block_rates(output_stride, multi_grid, depth=50):
 
 def _validated_blocks(depth):
     if depth not in STAGE_BLOCKS:
-        raise ValueError(
+        raise UserInputError(
             f"depth={depth!r} is not supported; expected one of "
             f"{tuple(STAGE_BLOCKS)}."
         )
@@ -181,7 +183,9 @@ def resnet_features(
     """
     rates = block_rates(output_stride, multi_grid, depth)
     if width < 1:
-        raise ValueError(f"width={width!r} must be a positive int, e.g. 64.")
+        raise UserInputError(
+            f"width={width!r} must be a positive int, e.g. 64."
+        )
     x = layers.ZeroPadding2D(padding=3, name="conv1_pad")(images)
     x = layers.Conv2D(width, 7, strides=2, name="conv1_conv")(x)
     x = layers.BatchNormalization(
@@ -310,7 +314,7 @@ def transfer_weights(source, target):
             continue
         pairs.append((layer, counterpart))
     if missing or mismatched:
-        raise ValueError(
+        raise UserInputError(
             f"cannot transfer weights from {source.name!r} to "
             f"{target.name!r}: {len(missing)} layers missing in the target "
             f"{missing}, {len(mismatched)} with other shapes "

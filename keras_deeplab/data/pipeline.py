@@ -20,6 +20,7 @@ from keras_deeplab.data.sources import (
     voc_examples,
 )
 from keras_deeplab.data.synthetic import synthetic_sample
+from keras_deeplab.errors import UserInputError
 
 AUTOTUNE = tf.data.AUTOTUNE
 # tfds datasets that carry masks: (image feature, mask feature, label table).
@@ -54,12 +55,12 @@ def file_examples(config, split):
         return cityscapes_examples(config.data_dir, split=split)
     if config.dataset == "ade20k":
         return ade20k_examples(config.data_dir, split=split)
-    raise ValueError(f"dataset={config.dataset!r} has no files on disk.")
+    raise UserInputError(f"dataset={config.dataset!r} has no files on disk.")
 
 
 def _files_dataset(examples):
     if not examples:
-        raise ValueError(
+        raise UserInputError(
             "the dataset split is empty; check data_dir and the split name."
         )
     images = [str(example.image) for example in examples]
@@ -121,7 +122,7 @@ def _tfds_dataset(config, split):
     import tensorflow_datasets as tfds  # optional extra: "datasets"
 
     if config.tfds_name not in TFDS_SEGMENTATION:
-        raise ValueError(
+        raise UserInputError(
             f"tfds_name={config.tfds_name!r} has no known mask feature; "
             f"expected one of {tuple(TFDS_SEGMENTATION)}."
         )
@@ -233,7 +234,12 @@ def make_dataset(
             seed=seed,
             reshuffle_each_iteration=True,
         )
-        seeds = tf.data.Dataset.random(seed=seed).batch(2)
+        # Per-example (random, run seed) pairs. Built with map, not batch(2):
+        # tf.distribute rebatches every batch op of an input pipeline, which
+        # would split these pairs across replicas.
+        seeds = tf.data.Dataset.random(seed=seed).map(
+            lambda value: tf.stack([value, tf.constant(seed, tf.int64)])
+        )
         dataset = tf.data.Dataset.zip(dataset, seeds).map(
             lambda example, seed: augment(
                 *example,

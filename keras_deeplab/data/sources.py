@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from keras_deeplab.errors import UserInputError
+
 IGNORE_INDEX = 255
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 # Cityscapes labelIds -> the 19 train ids of the benchmark; others ignored.
@@ -22,7 +24,7 @@ CITYSCAPES_TRAIN_IDS = {
 }  # fmt: skip
 
 
-class DataError(ValueError):
+class DataError(UserInputError):
     """A file that cannot be used as training data; the message names it."""
 
 
@@ -261,7 +263,7 @@ def voc_examples(root, *, split, sbd_root=None):
             for s in stems
         ]
     if sbd_root is None:
-        raise ValueError(
+        raise UserInputError(
             "split 'train_aug' needs the SBD masks; pass --set "
             "sbd_dir=/path/to/benchmark_RELEASE."
         )

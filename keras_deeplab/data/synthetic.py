@@ -1,12 +1,14 @@
 """Deterministic synthetic segmentation data: textured shapes on clutter.
 
 The class of a pixel depends on the shape it belongs to, never on its colour:
-every instance and every background gets random colours and textures, shapes
-overlap and occlude each other and may leave the frame. Pure NumPy, so it
-runs anywhere and is reproducible from (seed, index) alone.
+every instance gets a random colour and every background a random striped
+texture; shapes overlap and occlude each other and may leave the frame. Pure
+NumPy, so it runs anywhere and is reproducible from (seed, index) alone.
 """
 
 import numpy as np
+
+from keras_deeplab.errors import UserInputError
 
 CLASS_NAMES = ("background", "disc", "square", "triangle", "ring")
 NUM_CLASSES = len(CLASS_NAMES)
@@ -49,6 +51,19 @@ def _texture(rng, xs, ys, size):
     return colours[0] * blend + colours[1] * (1 - blend) + noise
 
 
+def _instance_paint(rng, xs, ys, size):
+    """A random colour with a gentle shading gradient and mild noise.
+
+    Instances are smoother than the striped background, so the boundary is
+    visible, but their colour is random: only the outline tells the class.
+    """
+    colour = rng.uniform(0, 255, size=3)
+    slope = rng.normal(0, 40, size=(2, 3)) / size
+    shading = xs[..., None] * slope[0] + ys[..., None] * slope[1]
+    noise = rng.normal(0, rng.uniform(1, 6), size=xs.shape + (3,))
+    return colour + shading - shading.mean() + noise
+
+
 def synthetic_sample(index: int, *, size: int = 128, seed=0):
     """Generates one image and its mask.
 
@@ -64,7 +79,9 @@ def synthetic_sample(index: int, *, size: int = 128, seed=0):
         values in 0..NUM_CLASSES-1.
     """
     if size < 8:
-        raise ValueError(f"size={size!r} is too small; expected >= 8 pixels.")
+        raise UserInputError(
+            f"size={size!r} is too small; expected >= 8 pixels."
+        )
     rng = np.random.default_rng([*np.atleast_1d(seed), index])
     ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
     image = _texture(rng, xs, ys, size)
@@ -84,7 +101,7 @@ def synthetic_sample(index: int, *, size: int = 128, seed=0):
             angle=rng.uniform(0, 2 * np.pi),
         )
         # Later instances occlude earlier ones, in the mask and the image.
-        image[inside] = _texture(rng, xs, ys, size)[inside]
+        image[inside] = _instance_paint(rng, xs, ys, size)[inside]
         mask[inside] = class_id
     return np.clip(image, 0, 255).astype(np.uint8), mask
 

@@ -17,6 +17,12 @@ BACKUP_WEIGHTS = "latest.weights.h5"
 BACKUP_STATE = "state.json"
 
 
+def _as_int(variable):
+    # Under tf.distribute the variable is a MirroredVariable, which int()
+    # does not accept; convert_to_numpy reads any backend's variable.
+    return int(keras.ops.convert_to_numpy(variable))
+
+
 class BestCheckpoint(keras.callbacks.Callback):
     """Saves the whole model (`.keras`) whenever `monitor` reaches a new max.
 
@@ -106,7 +112,7 @@ class TrainingBackup(keras.callbacks.Callback):
                 {
                     "epoch": epoch,
                     "step": step,
-                    "iterations": int(self.model.optimizer.iterations),
+                    "iterations": _as_int(self.model.optimizer.iterations),
                 }
             ),
         )

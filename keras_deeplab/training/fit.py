@@ -12,6 +12,7 @@ from keras_deeplab.atomic import atomic_file
 from keras_deeplab.config import save_config
 from keras_deeplab.data.pipeline import make_dataset, num_examples
 from keras_deeplab.data.validate import require_valid
+from keras_deeplab.errors import UserInputError
 from keras_deeplab.models import AUX_OUTPUT, MAIN_OUTPUT, model_from_config
 from keras_deeplab.training.callbacks import BestCheckpoint, TrainingBackup
 from keras_deeplab.training.losses import compile_losses
@@ -80,7 +81,7 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
         return tf.distribute.MirroredStrategy()
     if name == "multi_worker":
         if "TF_CONFIG" not in os.environ:
-            raise ValueError(
+            raise UserInputError(
                 "strategy='multi_worker' needs the TF_CONFIG environment "
                 "variable describing the cluster; see README, Distribution."
             )
@@ -141,21 +142,22 @@ def train(config, work_dir, *, resume: bool = False, verbose="auto"):
         work_dir / "backup", every_steps=config.backup_every_steps
     )
     if backup.exists() and not resume:
-        raise ValueError(
+        raise UserInputError(
             f"work dir {str(work_dir)!r} holds an interrupted run; pass "
             "--resume to continue it or choose another --work-dir."
         )
     if resume and not backup.exists():
-        raise ValueError(
+        raise UserInputError(
             f"--resume given but {str(work_dir / 'backup')!r} has no backup "
             "to resume from; drop --resume to start a new run."
         )
+    # First: MultiWorkerMirroredStrategy must exist before any TF op runs.
+    strategy = make_strategy(config.strategy)
+    chief = is_chief(strategy)
     if config.validate_data:
         require_valid(config)
     keras.config.set_dtype_policy(config.precision)
     keras.utils.set_random_seed(config.seed)
-    strategy = make_strategy(config.strategy)
-    chief = is_chief(strategy)
     steps = steps_per_epoch(config)
     with strategy.scope():
         model = compile_model(

@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from keras_deeplab.errors import UserInputError
+
 
 @keras.saving.register_keras_serializable(package="keras_deeplab")
 class PolyDecay(keras.optimizers.schedules.LearningRateSchedule):
@@ -22,7 +24,7 @@ class PolyDecay(keras.optimizers.schedules.LearningRateSchedule):
         self, initial_learning_rate, decay_steps, power=0.9, warmup_steps=0
     ):
         if decay_steps < 1:
-            raise ValueError(
+            raise UserInputError(
                 f"decay_steps={decay_steps!r} must be >= 1; it is the total "
                 "number of training steps."
             )

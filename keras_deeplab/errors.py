@@ -1,0 +1,9 @@
+"""The error type for bad user input, kept apart from library failures."""
+
+
+class UserInputError(ValueError):
+    """A bad argument, config value or input file, with its fix in the message.
+
+    A ValueError, so callers may catch either; the CLI prints it in one line
+    and exits 2, while any other exception is a bug and keeps its traceback.
+    """
