@@ -8,6 +8,10 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
+
+from keras_deeplab.atomic import atomic_file
+from keras_deeplab.errors import UserInputError
 
 # TensorFlow logs a page of C++ start-up lines; keep the CLI readable unless
 # the user asked for them.
@@ -17,10 +21,10 @@ USER_ERROR_EXIT = 2
 DATA_PROBLEM_EXIT = 1  # validate-data found problems (and listed them)
 
 
-def _config(args):
+def _config(args, source=None):
     from keras_deeplab.config import load_config
 
-    config = load_config(args.config, args.set)
+    config = load_config(source or args.config, args.set)
     print(f"resolved config:\n{config.to_json()}", flush=True)
     return config
 
@@ -67,6 +71,89 @@ def _validate_data(args):
     for report in reports:
         print(report.format())
     return 0 if all(report.ok for report in reports) else DATA_PROBLEM_EXIT
+
+
+def _export(args):
+    from keras_deeplab.export import parity
+    from keras_deeplab.export.onnx import export_onnx
+    from keras_deeplab.export.saved_model import export_saved_model
+    from keras_deeplab.export.tflite import convert_tflite
+    from keras_deeplab.models import load_trained_model
+
+    config = _config(args, args.data) if args.data else None
+    model = load_trained_model(args.model, config)
+    size = args.size or (config.export_size if config else None)
+    needs_data = args.format == "all" or args.quantize == "int8"
+    if needs_data and config is None:
+        raise UserInputError(
+            f"--format {args.format} --quantize {args.quantize} calibrates "
+            "int8 on training images; pass --data CONFIG."
+        )
+    images = (
+        parity.representative_images(config, size=size)
+        if (needs_data)
+        else None
+    )
+    out = Path(args.out)
+    if args.format == "all":
+        paths = parity.export_all(
+            model,
+            out,
+            size=size,
+            representative_images=images,
+            version=args.version,
+            overwrite=args.overwrite,
+            model_name=config.model_name,
+        )
+    elif args.format == "saved_model":
+        paths = {
+            "saved_model": export_saved_model(
+                model,
+                out,
+                version=args.version,
+                overwrite=args.overwrite,
+                model_name=config.model_name if config else "deeplab",
+            )
+        }
+    elif args.format == "onnx":
+        paths = {"onnx": export_onnx(model, out / "onnx" / "deeplab.onnx")}
+    else:
+        data = convert_tflite(
+            model,
+            size=size,
+            quantize=args.quantize,
+            representative_images=images,
+            io_type=args.io_type,
+            argmax=args.argmax,
+        )
+        path = out / "tflite" / parity.tflite_name(args.quantize, size)
+        with atomic_file(path) as temporary:
+            temporary.write_bytes(data)
+        paths = {"tflite": path}
+    for name, path in paths.items():
+        print(f"{name}: {path} ({_size_mb(path):.1f} MB)")
+
+
+def _size_mb(path):
+    path = Path(path)
+    files = [path] if path.is_file() else path.rglob("*")
+    return sum(f.stat().st_size for f in files if f.is_file()) / 2**20
+
+
+def _verify_export(args):
+    from keras_deeplab.export import parity
+    from keras_deeplab.models import load_trained_model
+
+    config = _config(args)
+    model = load_trained_model(args.weights, config)
+    images, masks = parity.verification_batch(
+        config, size=config.export_size, count=args.count
+    )
+    rows = parity.verify_exports(
+        model, args.export_dir, images, masks, num_classes=config.num_classes
+    )
+    print(parity.format_table(rows))
+    print(f"wrote {parity.save_report(rows, args.export_dir)}")
 
 
 def _demo(args):
@@ -148,6 +235,69 @@ def _parser():
     _add_config_args(validate)
     validate.set_defaults(run=_validate_data)
 
+    export = commands.add_parser("export", help="SavedModel, TFLite, ONNX")
+    export.add_argument(
+        "model", help=".keras model (or .weights.h5 with --data)"
+    )
+    export.add_argument(
+        "--format",
+        required=True,
+        choices=("saved_model", "tflite", "onnx", "all"),
+    )
+    export.add_argument("--out", required=True, help="export folder")
+    export.add_argument(
+        "--data",
+        default=None,
+        metavar="CONFIG",
+        help="config whose training data calibrates int8",
+    )
+    export.add_argument(
+        "--version", type=int, default=1, help="TF Serving version folder"
+    )
+    export.add_argument(
+        "--overwrite", action="store_true", help="replace an existing version"
+    )
+    export.add_argument(
+        "--quantize",
+        default="none",
+        choices=("none", "fp16", "dynamic", "int8"),
+    )
+    export.add_argument(
+        "--io-type",
+        default="float32",
+        choices=("float32", "uint8", "int8"),
+        help="input type of an int8 TFLite model",
+    )
+    export.add_argument(
+        "--size",
+        type=int,
+        default=None,
+        help="fixed TFLite input side; omit for dynamic",
+    )
+    export.add_argument(
+        "--argmax", action="store_true", help="TFLite returns uint8 class ids"
+    )
+    _add_set(export)
+    export.set_defaults(run=_export, config=None)
+
+    verify = commands.add_parser(
+        "verify-export", help="parity table: Keras vs exports"
+    )
+    verify.add_argument("export_dir", help="folder written by export")
+    verify.add_argument(
+        "--data",
+        required=True,
+        metavar="CONFIG",
+        dest="config",
+        help="config of the validation data",
+    )
+    verify.add_argument("--weights", required=True, help=".keras model")
+    verify.add_argument(
+        "--count", type=int, default=16, help="validation images to compare on"
+    )
+    _add_set(verify)
+    verify.set_defaults(run=_verify_export)
+
     demo = commands.add_parser(
         "demo", help="train on synthetic data, evaluate, write pictures"
     )
@@ -165,8 +315,6 @@ def main(argv=None):
     args = _parser().parse_args(argv)
     # Imported here so `--help` answers without loading TensorFlow.
     from tensorflow.errors import InvalidArgumentError
-
-    from keras_deeplab.errors import UserInputError
 
     try:
         status = args.run(args) or 0

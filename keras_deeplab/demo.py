@@ -14,6 +14,14 @@ from keras_deeplab.complexity import model_macs
 from keras_deeplab.config import load_config
 from keras_deeplab.data.pipeline import make_dataset
 from keras_deeplab.data.synthetic import CLASS_NAMES
+from keras_deeplab.export.parity import (
+    export_all,
+    format_table,
+    representative_images,
+    save_report,
+    verification_batch,
+    verify_exports,
+)
 from keras_deeplab.models import DeepLabV3, load_trained_model
 from keras_deeplab.training.evaluate import (
     evaluate_model,
@@ -122,11 +130,35 @@ def format_class_iou(per_class_iou, names=CLASS_NAMES) -> str:
     )
 
 
+def _export_and_verify(model, config, export_dir):
+    """Every export format, then the parity table against Keras."""
+    size = config.export_size
+    paths = export_all(
+        model,
+        export_dir,
+        size=size,
+        overwrite=True,
+        representative_images=representative_images(config, size=size),
+    )
+    print(
+        "exported:\n"
+        + "\n".join(f"  {name}: {path}" for name, path in paths.items())
+    )
+    images, masks = verification_batch(config, size=size)
+    rows = verify_exports(
+        model, export_dir, images, masks, num_classes=config.num_classes
+    )
+    print(format_table(rows))
+    save_report(rows, export_dir)
+    return rows
+
+
 def run_demo(out_dir, *, overrides=(), resume=False):
     """Trains the `demo` preset, evaluates it and writes pictures.
 
     Writes to `out_dir`: train/ (checkpoints, logs), overlays.png,
-    training_curves.png and metrics.json.
+    training_curves.png, export/ (SavedModel, TFLite, ONNX, parity.json)
+    and metrics.json.
 
     Returns:
         The evaluation dict (mean_iou, pixel_accuracy, per_class_iou).

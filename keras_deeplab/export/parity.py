@@ -1,0 +1,183 @@
+"""Export all formats into one folder and check each against Keras.
+
+Layout written by `export_all` and read by `verify_exports`:
+
+    <dir>/serving/<model_name>/<version>/   SavedModel (TF Serving)
+    <dir>/tflite/deeplab_<quantize>_<size>.tflite, deeplab_none_dynamic.tflite
+    <dir>/onnx/deeplab.onnx
+"""
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+
+from keras_deeplab.atomic import atomic_file, atomic_write_text
+from keras_deeplab.errors import UserInputError
+from keras_deeplab.export.onnx import export_onnx, run_onnx
+from keras_deeplab.export.saved_model import export_saved_model
+from keras_deeplab.export.tflite import (
+    QUANTIZATIONS,
+    convert_tflite,
+    run_tflite,
+)
+from keras_deeplab.models import MAIN_OUTPUT
+from keras_deeplab.training.metrics import mean_iou
+
+REPORT_FILE = "parity.json"
+
+
+def tflite_name(quantize, size):
+    return f"deeplab_{quantize}_{size or 'dynamic'}.tflite"
+
+
+def export_all(
+    model,
+    out_dir,
+    *,
+    size,
+    representative_images,
+    model_name="deeplab",
+    version=1,
+    overwrite=False,
+):
+    """SavedModel, every TFLite variant and ONNX; returns {name: path}."""
+    out_dir = Path(out_dir)
+    paths = {
+        "saved_model": export_saved_model(
+            model,
+            out_dir / "serving",
+            model_name=model_name,
+            version=version,
+            overwrite=overwrite,
+        )
+    }
+    variants = [(quantize, size) for quantize in QUANTIZATIONS]
+    variants.append(("none", None))  # dynamic height/width
+    for quantize, variant_size in variants:
+        data = convert_tflite(
+            model,
+            size=variant_size,
+            quantize=quantize,
+            representative_images=representative_images,
+        )
+        path = out_dir / "tflite" / tflite_name(quantize, variant_size)
+        with atomic_file(path) as temporary:
+            temporary.write_bytes(data)
+        paths[f"tflite_{quantize}_{variant_size or 'dynamic'}"] = path
+    paths["onnx"] = export_onnx(model, out_dir / "onnx" / "deeplab.onnx")
+    return paths
+
+
+def _saved_model_runner(path):
+    import tensorflow as tf
+
+    signature = tf.saved_model.load(str(path)).signatures["logits"]
+    return lambda images: signature(images=tf.constant(images, tf.float32))[
+        "logits"
+    ].numpy()
+
+
+def artefact_runners(export_dir):
+    """{name: fn(images float32 (b, h, w, 3)) -> logits} for what exists."""
+    export_dir = Path(export_dir)
+    runners = {}
+    for path in sorted(export_dir.glob("serving/*/*/saved_model.pb")):
+        runners[f"saved_model v{path.parent.name}"] = _saved_model_runner(
+            path.parent
+        )
+    for path in sorted(export_dir.glob("tflite/*.tflite")):
+        data = path.read_bytes()
+        runners[path.stem] = lambda images, data=data: run_tflite(data, images)
+    for path in sorted(export_dir.glob("onnx/*.onnx")):
+        runners[path.stem + ".onnx"] = lambda images, p=path: run_onnx(
+            p, images
+        )
+    if not runners:
+        raise UserInputError(
+            f"no exported model under {str(export_dir)!r}; expected "
+            "serving/, tflite/ or onnx/ from `keras-deeplab export`."
+        )
+    return runners
+
+
+def _miou(masks, logits, num_classes):
+    metric = mean_iou(num_classes)
+    metric.update_state(masks, logits)
+    return float(metric.result())
+
+
+def verify_exports(model, export_dir, images, masks, *, num_classes):
+    """Runs Keras and every artefact on the same images.
+
+    Returns:
+        List of rows: name, max_abs_logit_diff, argmax_agreement, miou.
+    """
+    outputs = model.predict(images, verbose=0)
+    reference = outputs[MAIN_OUTPUT] if isinstance(outputs, dict) else outputs
+    rows = [
+        {
+            "name": "keras",
+            "max_abs_logit_diff": 0.0,
+            "argmax_agreement": 1.0,
+            "miou": _miou(masks, reference, num_classes),
+        }
+    ]
+    for name, run in artefact_runners(export_dir).items():
+        logits = np.asarray(run(images), np.float32)
+        rows.append(
+            {
+                "name": name,
+                "max_abs_logit_diff": float(np.abs(logits - reference).max()),
+                "argmax_agreement": float(
+                    (logits.argmax(-1) == reference.argmax(-1)).mean()
+                ),
+                "miou": _miou(masks, logits, num_classes),
+            }
+        )
+    return rows
+
+
+def format_table(rows) -> str:
+    lines = [
+        f"{'artefact':<28} {'max|Δlogit|':>12} {'argmax agree':>13} {'mIoU':>7}"
+    ]
+    for row in rows:
+        lines.append(
+            f"{row['name']:<28} {row['max_abs_logit_diff']:>12.2e} "
+            f"{row['argmax_agreement']:>12.3%} {row['miou']:>7.3f}"
+        )
+    return "\n".join(lines)
+
+
+def save_report(rows, export_dir):
+    return atomic_write_text(
+        Path(export_dir) / REPORT_FILE, json.dumps(rows, indent=2) + "\n"
+    )
+
+
+def _examples(config, split, *, size, count, training):
+    from keras_deeplab.data.pipeline import make_dataset
+
+    # Crops (training) or pads (evaluation) to the export size.
+    sized = dataclasses.replace(config, crop_size=size)
+    batch = next(
+        iter(make_dataset(sized, split, training=training, batch_size=count))
+    )
+    return np.asarray(batch[0]), np.asarray(batch[1])
+
+
+def representative_images(config, *, size, count=32):
+    """Augmented training crops that calibrate int8 activations."""
+    images, _ = _examples(
+        config, config.train_split, size=size, count=count, training=True
+    )
+    return list(images)
+
+
+def verification_batch(config, *, size, count=16):
+    """(images, masks) from the validation split, padded to `size`."""
+    return _examples(
+        config, config.val_split, size=size, count=count, training=False
+    )

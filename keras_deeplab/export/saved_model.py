@@ -1,0 +1,159 @@
+"""SavedModel export for TF Serving: three signatures, validated inputs.
+
+Layout: `<out>/<model_name>/<version>/`, written into a temporary sibling and
+renamed, so a server polling the folder never sees a half-written version.
+"""
+
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from keras_deeplab.atomic import atomic_directory
+from keras_deeplab.errors import UserInputError
+from keras_deeplab.models import MAIN_OUTPUT
+
+# 4096 x 4096: larger images (or decompression bombs claiming to be) are
+# refused before decoding.
+DEFAULT_MAX_PIXELS = 4096 * 4096
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _main_logits(model, images):
+    outputs = model(images, training=False)
+    return outputs[MAIN_OUTPUT] if isinstance(outputs, dict) else outputs
+
+
+def _check_pixels(height, width, max_pixels):
+    """InvalidArgument (not a crash or a hang) for oversized images."""
+    pixels = tf.cast(height, tf.int64) * tf.cast(width, tf.int64)
+    return tf.debugging.assert_less_equal(
+        pixels,
+        tf.constant(max_pixels, tf.int64),
+        message=f"image has more than max_pixels={max_pixels} pixels",
+    )
+
+
+def _big_endian_u32(data, offset):
+    raw = tf.io.decode_raw(tf.strings.substr(data, offset, 4), tf.uint8)
+    raw = tf.cast(raw, tf.int64)
+    return raw[0] * 2**24 + raw[1] * 2**16 + raw[2] * 2**8 + raw[3]
+
+
+def _header_size(data):
+    """(height, width) from a JPEG or PNG header, without decoding pixels."""
+
+    def png_size():
+        return _big_endian_u32(data, 20), _big_endian_u32(data, 16)
+
+    def jpeg_size():
+        shape = tf.cast(tf.image.extract_jpeg_shape(data), tf.int64)
+        return shape[0], shape[1]
+
+    def unknown_size():
+        return tf.constant(0, tf.int64), tf.constant(0, tf.int64)
+
+    is_png = tf.equal(tf.strings.substr(data, 0, 8), _PNG_MAGIC)
+    return tf.case(
+        [(tf.io.is_jpeg(data), jpeg_size), (is_png, png_size)],
+        default=unknown_size,
+    )
+
+
+def _decode(data, max_pixels):
+    """Decodes one encoded image to uint8 (h, w, 3) after a size check."""
+    header_check = _check_pixels(*_header_size(data), max_pixels)
+    with tf.control_dependencies([header_check]):
+        image = tf.io.decode_image(data, channels=3, expand_animations=False)
+    # Formats without a parsed header (GIF, BMP) are checked after decoding.
+    with tf.control_dependencies(
+        [_check_pixels(tf.shape(image)[0], tf.shape(image)[1], max_pixels)]
+    ):
+        return tf.identity(image)
+
+
+def build_archive(model, *, max_pixels=DEFAULT_MAX_PIXELS, probabilities=True):
+    """A `keras.export.ExportArchive` with the three serving signatures.
+
+    - `serving_default`: uint8 images (B, H, W, 3) -> `class_ids` int32
+      (B, H, W) [+ `probabilities` float32 (B, H, W, C)].
+    - `serve_image_bytes`: encoded JPEG/PNG strings (B,) -> `class_ids`.
+      Every image of one request must decode to the same size (they are
+      stacked); send one image per request for mixed sizes.
+    - `logits`: float32 RGB images in [0, 255] -> float32 logits.
+    """
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+
+    def classify(images):
+        logits = _main_logits(model, tf.cast(images, tf.float32))
+        outputs = {"class_ids": tf.argmax(logits, -1, output_type=tf.int32)}
+        if probabilities:
+            outputs["probabilities"] = tf.nn.softmax(logits, axis=-1)
+        return outputs
+
+    def serve_images(images):
+        shape = tf.shape(images)
+        with tf.control_dependencies(
+            [_check_pixels(shape[1], shape[2], max_pixels)]
+        ):
+            return classify(tf.identity(images))
+
+    def serve_bytes(encoded):
+        images = tf.map_fn(
+            lambda data: _decode(data, max_pixels),
+            encoded,
+            fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8),
+        )
+        return {"class_ids": classify(images)["class_ids"]}
+
+    def serve_logits(images):
+        return {"logits": _main_logits(model, images)}
+
+    image_spec = [None, None, None, 3]
+    archive.add_endpoint(
+        "serving_default",
+        serve_images,
+        input_signature=[tf.TensorSpec(image_spec, tf.uint8, name="images")],
+    )
+    archive.add_endpoint(
+        "serve_image_bytes",
+        serve_bytes,
+        input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")],
+    )
+    archive.add_endpoint(
+        "logits",
+        serve_logits,
+        input_signature=[tf.TensorSpec(image_spec, tf.float32, name="images")],
+    )
+    return archive
+
+
+def export_saved_model(
+    model,
+    out_dir,
+    *,
+    model_name="deeplab",
+    version=1,
+    overwrite=False,
+    max_pixels=DEFAULT_MAX_PIXELS,
+    probabilities=True,
+) -> Path:
+    """Writes `out_dir/model_name/version/` for TF Serving, atomically.
+
+    Raises:
+        UserInputError: if `version` is not a positive int.
+        FileExistsError: if that version exists and `overwrite` is False.
+    """
+    if not isinstance(version, int) or version < 1:
+        raise UserInputError(
+            f"version={version!r} is invalid; TF Serving needs a positive "
+            "int version folder, e.g. --version 1."
+        )
+    target = Path(out_dir) / model_name / str(version)
+    archive = build_archive(
+        model, max_pixels=max_pixels, probabilities=probabilities
+    )
+    with atomic_directory(target, overwrite=overwrite) as temporary:
+        archive.write_out(str(temporary), verbose=False)
+    return target

@@ -1,0 +1,163 @@
+"""TFLite (LiteRT) conversion: fp32, fp16, dynamic-range and full int8.
+
+Channels-last. The converted model takes RGB in [0, 255] (the Keras model's
+preprocessing is inside it) and returns float32 logits, or uint8 class ids
+when `argmax=True` so a phone receives the class map directly.
+"""
+
+import tempfile
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_deeplab.errors import UserInputError
+from keras_deeplab.models import MAIN_OUTPUT
+
+QUANTIZATIONS = ("none", "fp16", "dynamic", "int8")
+IO_TYPES = ("float32", "uint8", "int8")
+_SIGNATURE = "serve"
+
+
+def _write_serving_saved_model(model, directory, *, size, argmax):
+    """A one-signature SavedModel the converter reads with frozen weights.
+
+    Converting straight from a concrete function keeps Keras 3 variables as
+    uninitialised TFLite resource variables (NaN outputs); a SavedModel
+    written by ExportArchive is frozen correctly by the converter.
+    """
+    shape = [1, size, size, 3] if size else [1, None, None, 3]
+
+    def serve(images):
+        outputs = model(images, training=False)
+        logits = outputs[MAIN_OUTPUT] if isinstance(outputs, dict) else outputs
+        if argmax:
+            return {"class_ids": tf.cast(tf.argmax(logits, -1), tf.uint8)}
+        return {"logits": logits}
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        _SIGNATURE,
+        serve,
+        input_signature=[tf.TensorSpec(shape, tf.float32, name="images")],
+    )
+    archive.write_out(str(directory), verbose=False)
+
+
+def convert_tflite(
+    model,
+    *,
+    size=None,
+    quantize="none",
+    representative_images=None,
+    io_type="float32",
+    argmax=False,
+) -> bytes:
+    """Converts a DeepLabV3 model to a TFLite flatbuffer.
+
+    Args:
+        model: DeepLabV3 keras.Model with preprocessing included.
+        size: int or None. Fixed square input side (e.g. 513 or 257); None
+            keeps height and width dynamic (call `resize_tensor_input` before
+            `allocate_tensors`).
+        quantize: "none", "fp16" (fp16 weights), "dynamic" (int8 weights,
+            float activations) or "int8" (full integer; needs
+            `representative_images`).
+        representative_images: iterable of float32 (h, w, 3) RGB images from
+            the training pipeline, used to calibrate int8 activations.
+        io_type: "float32", "uint8" or "int8" input type for int8 models.
+        argmax: bool. Output uint8 class ids (1, h, w) instead of logits.
+
+    Returns:
+        The flatbuffer bytes.
+
+    Raises:
+        UserInputError: for an unknown option or int8 without images.
+    """
+    if quantize not in QUANTIZATIONS:
+        raise UserInputError(
+            f"quantize={quantize!r} is not supported; expected one of "
+            f"{QUANTIZATIONS}."
+        )
+    if io_type not in IO_TYPES or (io_type != "float32" and quantize != "int8"):
+        raise UserInputError(
+            f"io_type={io_type!r} is invalid with quantize={quantize!r}; "
+            "integer input needs quantize='int8'."
+        )
+    if quantize == "int8" and representative_images is None:
+        raise UserInputError(
+            "quantize='int8' needs representative images to calibrate "
+            "activations; pass the training data (export --data CONFIG)."
+        )
+    with tempfile.TemporaryDirectory() as directory:
+        _write_serving_saved_model(model, directory, size=size, argmax=argmax)
+        converter = tf.lite.TFLiteConverter.from_saved_model(
+            directory, signature_keys=[_SIGNATURE]
+        )
+        _configure(
+            converter,
+            quantize=quantize,
+            io_type=io_type,
+            representative_images=representative_images,
+        )
+        return converter.convert()
+
+
+def _configure(converter, *, quantize, io_type, representative_images):
+    if quantize != "none":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantize == "fp16":
+        converter.target_spec.supported_types = [tf.float16]
+    if quantize == "int8":
+        images = [
+            np.asarray(image, np.float32) for image in representative_images
+        ]
+
+        def representative_dataset():
+            for image in images:
+                yield [image[None]]
+
+        converter.representative_dataset = representative_dataset
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.TFLITE_BUILTINS_INT8
+        ]
+        converter.inference_input_type = tf.as_dtype(io_type)
+
+
+def run_tflite(model_bytes, images, *, num_threads=None):
+    """Runs a converted model on (batch, h, w, 3) images one at a time.
+
+    Uses `ai_edge_litert.interpreter.Interpreter` (tf.lite.Interpreter is
+    deprecated). Integer inputs are quantized with the model's own scale.
+
+    Returns:
+        numpy array (batch, h, w[, classes]) of the model's output.
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(
+        model_content=model_bytes, num_threads=num_threads
+    )
+    outputs = []
+    for image in np.asarray(images, np.float32):
+        input_detail = interpreter.get_input_details()[0]
+        interpreter.resize_tensor_input(
+            input_detail["index"], [1, *image.shape]
+        )
+        interpreter.allocate_tensors()
+        input_detail = interpreter.get_input_details()[0]
+        value = image[None]
+        if input_detail["dtype"] != np.float32:
+            scale, zero_point = input_detail["quantization"]
+            info = np.iinfo(input_detail["dtype"])
+            value = np.clip(
+                np.round(value / scale + zero_point), info.min, info.max
+            )
+        interpreter.set_tensor(
+            input_detail["index"], value.astype(input_detail["dtype"])
+        )
+        interpreter.invoke()
+        output_detail = interpreter.get_output_details()[0]
+        outputs.append(interpreter.get_tensor(output_detail["index"])[0])
+    return np.stack(outputs)

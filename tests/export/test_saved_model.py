@@ -1,0 +1,114 @@
+"""SavedModel export: TF Serving layout, signatures, parity, bad inputs."""
+
+import io
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from keras_deeplab import DeepLabV3
+from keras_deeplab.export.saved_model import export_saved_model
+from tests.helpers import TINY, random_images
+
+SIZES = [(1, 65, 65), (2, 97, 129)]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    keras.utils.set_random_seed(0)
+    model = DeepLabV3(3, **TINY)
+    out = tmp_path_factory.mktemp("serving")
+    path = export_saved_model(
+        model, out, model_name="seg", version=3, max_pixels=200 * 200
+    )
+    return model, path, tf.saved_model.load(str(path))
+
+
+def test_tf_serving_layout_and_signatures(exported):
+    _, path, loaded = exported
+    assert path.parts[-2:] == ("seg", "3")
+    assert (path / "saved_model.pb").is_file()
+    assert set(loaded.signatures) == {
+        "serving_default",
+        "serve_image_bytes",
+        "logits",
+    }
+    assert not list(path.parent.glob(".*partial*"))
+
+
+@pytest.mark.parametrize("shape", SIZES)
+def test_signatures_match_keras(exported, shape):
+    model, _, loaded = exported
+    images = random_images(*shape).round()
+    expected = np.asarray(model(images))
+    served = loaded.signatures["serving_default"](
+        images=tf.constant(images.astype(np.uint8))
+    )
+    np.testing.assert_array_equal(
+        served["class_ids"].numpy(), expected.argmax(-1)
+    )
+    np.testing.assert_allclose(
+        served["probabilities"].numpy(),
+        tf.nn.softmax(expected).numpy(),
+        atol=1e-5,
+    )
+    logits = loaded.signatures["logits"](images=tf.constant(images))
+    np.testing.assert_allclose(logits["logits"].numpy(), expected, atol=1e-4)
+
+
+def _encode(image, fmt):
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_image_bytes_signature(exported, fmt):
+    _, _, loaded = exported
+    image = random_images(1, 33, 47)[0].astype(np.uint8)
+    data = _encode(image, fmt)
+    served = loaded.signatures["serve_image_bytes"](
+        image_bytes=tf.constant([data, data])
+    )
+    assert served["class_ids"].shape == (2, 33, 47)
+    decoded = tf.io.decode_image(data, channels=3)[None]
+    direct = loaded.signatures["serving_default"](images=decoded)
+    np.testing.assert_array_equal(
+        served["class_ids"].numpy()[0], direct["class_ids"].numpy()[0]
+    )
+
+
+def test_bad_inputs_are_invalid_argument_errors(exported):
+    _, _, loaded = exported
+    by_bytes = loaded.signatures["serve_image_bytes"]
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        by_bytes(image_bytes=tf.constant([b"definitely not an image"]))
+    big = np.zeros((300, 300, 3), dtype=np.uint8)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="max_pixels"):
+        by_bytes(image_bytes=tf.constant([_encode(big, "PNG")]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="max_pixels"):
+        loaded.signatures["serving_default"](images=tf.constant(big[None]))
+    with pytest.raises((TypeError, ValueError, tf.errors.InvalidArgumentError)):
+        loaded.signatures["serving_default"](
+            images=tf.zeros((1, 8, 8, 3), tf.float32)
+        )
+    with pytest.raises((TypeError, ValueError, tf.errors.InvalidArgumentError)):
+        loaded.signatures["serving_default"](
+            images=tf.zeros((8, 8, 3), tf.uint8)
+        )
+
+
+def test_existing_version_is_kept_unless_overwrite(exported, tmp_path):
+    model, _, _ = exported
+    first = export_saved_model(model, tmp_path, version=1)
+    marker = first / "keep.txt"
+    marker.write_text("old")
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        export_saved_model(model, tmp_path, version=1)
+    assert marker.read_text() == "old"
+    export_saved_model(model, tmp_path, version=1, overwrite=True)
+    assert not marker.exists() and (first / "saved_model.pb").is_file()
+    with pytest.raises(ValueError, match="version=0 is invalid"):
+        export_saved_model(model, tmp_path, version=0)

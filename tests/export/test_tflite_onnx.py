@@ -1,0 +1,110 @@
+"""TFLite (every quantization, fixed and dynamic size) and ONNX parity."""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_deeplab import DeepLabV3
+from keras_deeplab.errors import UserInputError
+from keras_deeplab.export.parity import (
+    artefact_runners,
+    export_all,
+    format_table,
+    verify_exports,
+)
+from keras_deeplab.export.tflite import convert_tflite, run_tflite
+from tests.helpers import TINY, random_images
+
+pytest.importorskip("tf2onnx")
+pytest.importorskip("ai_edge_litert")
+
+SIZE = 65
+
+
+@pytest.fixture(scope="module")
+def model():
+    keras.utils.set_random_seed(0)
+    return DeepLabV3(3, **TINY)
+
+
+@pytest.fixture(scope="module")
+def exported(model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("all")
+    calibration = list(random_images(8, SIZE, SIZE, seed=1))
+    paths = export_all(model, out, size=SIZE, representative_images=calibration)
+    return out, paths
+
+
+def _reference(model, images):
+    return np.asarray(model(images))
+
+
+@pytest.mark.slow
+def test_parity_targets_on_a_fixed_weight_model(model, exported):
+    out, paths = exported
+    assert {p.name for p in (out / "tflite").iterdir()} == {
+        "deeplab_none_65.tflite",
+        "deeplab_fp16_65.tflite",
+        "deeplab_dynamic_65.tflite",
+        "deeplab_int8_65.tflite",
+        "deeplab_none_dynamic.tflite",
+    }
+    images = random_images(4, SIZE, SIZE, seed=2)
+    masks = _reference(model, images).argmax(-1)
+    masks[:, :2] = 255
+    rows = {
+        row["name"]: row
+        for row in verify_exports(model, out, images, masks, num_classes=3)
+    }
+    for name in (
+        "saved_model v1",
+        "deeplab_none_65",
+        "deeplab_none_dynamic",
+        "deeplab.onnx",
+    ):
+        assert rows[name]["max_abs_logit_diff"] <= 1e-4, name
+        assert rows[name]["argmax_agreement"] >= 0.999, name
+    assert rows["deeplab_fp16_65"]["argmax_agreement"] >= 0.995
+    assert rows["deeplab_int8_65"]["miou"] >= rows["keras"]["miou"] - 0.02
+    assert "deeplab_int8_65" in format_table(list(rows.values()))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shape", [(1, 97, 129), (2, 33, 47)])
+def test_dynamic_size_exports_at_odd_sizes(model, exported, shape):
+    out, _ = exported
+    runners = artefact_runners(out)
+    images = random_images(*shape, seed=3)
+    reference = _reference(model, images)
+    for name in ("deeplab.onnx", "deeplab_none_dynamic", "saved_model v1"):
+        logits = runners[name](images)
+        np.testing.assert_allclose(logits, reference, atol=1e-4, err_msg=name)
+
+
+@pytest.mark.slow
+def test_argmax_and_uint8_input_variants(model):
+    images = random_images(2, SIZE, SIZE, seed=4).round()
+    reference = _reference(model, images).argmax(-1)
+    class_ids = run_tflite(
+        convert_tflite(model, size=SIZE, argmax=True), images
+    )
+    assert class_ids.dtype == np.uint8
+    np.testing.assert_array_equal(class_ids, reference)
+    int8 = convert_tflite(
+        model,
+        size=SIZE,
+        quantize="int8",
+        io_type="uint8",
+        representative_images=list(images),
+    )
+    logits = run_tflite(int8, images)
+    assert (logits.argmax(-1) == reference).mean() >= 0.95
+
+
+def test_invalid_options_are_refused(model):
+    with pytest.raises(UserInputError, match="quantize='int4'"):
+        convert_tflite(model, quantize="int4")
+    with pytest.raises(UserInputError, match="needs representative images"):
+        convert_tflite(model, quantize="int8")
+    with pytest.raises(UserInputError, match="integer input needs"):
+        convert_tflite(model, io_type="uint8")
