@@ -175,19 +175,20 @@ def run_demo(out_dir, *, overrides=(), resume=False):
     model = load_trained_model(work_dir / BEST_MODEL)
     val = make_dataset(config, config.val_split, training=False)
     results = evaluate_model(model, val, num_classes=config.num_classes)
-    results["wall_time_s"] = round(time.perf_counter() - start, 1)
-    atomic_write_text(
-        out_dir / "metrics.json", json.dumps(results, indent=2) + "\n"
-    )
     overlays = save_overlay_grid(model, val, out_dir / "overlays.png")
     curves = save_training_curves(
         work_dir / HISTORY_FILE, out_dir / "training_curves.png"
     )
     print(f"per-class IoU:\n{format_class_iou(results['per_class_iou'])}")
-    print(f"wrote {overlays}, {curves}, {out_dir / 'metrics.json'}")
+    print(f"wrote {overlays}, {curves}")
+    results["parity"] = _export_and_verify(model, config, out_dir / "export")
+    results["wall_time_s"] = round(time.perf_counter() - start, 1)
+    atomic_write_text(
+        out_dir / "metrics.json", json.dumps(results, indent=2) + "\n"
+    )
     print(
         f"val mIoU {results['mean_iou']:.3f}, pixel accuracy "
         f"{results['pixel_accuracy']:.3f}, demo wall time "
-        f"{results['wall_time_s']:.0f} s"
+        f"{results['wall_time_s']:.0f} s; wrote {out_dir / 'metrics.json'}"
     )
     return results

@@ -168,6 +168,22 @@ def DeepLabV3(  # noqa: N802 - named like the keras.applications builders
     return model
 
 
+def _training_objects():
+    # Imported here: the training package imports this module.
+    from keras_deeplab.training.metrics import PixelAccuracy
+    from keras_deeplab.training.schedules import PolyDecay
+
+    return {
+        "keras_deeplab>PixelAccuracy": PixelAccuracy,
+        "keras_deeplab>PolyDecay": PolyDecay,
+    }
+
+
+def main_logits(outputs):
+    """The segmentation logits of a model call, with or without aux head."""
+    return outputs[MAIN_OUTPUT] if isinstance(outputs, dict) else outputs
+
+
 def _upsample(logits, images, *, name):
     # float32 like the classifier: the logits stay full precision.
     return ResizeToMatch(name=name, dtype="float32")([logits, images])
@@ -216,8 +232,12 @@ def load_trained_model(path, config=None) -> keras.Model:
             "(e.g. work_dir/best.keras) or a .weights.h5 file."
         )
     if path.suffix == ".keras":
-        # safe_mode refuses lambdas and arbitrary code in the archive.
-        return keras.saving.load_model(path, safe_mode=True)
+        # safe_mode refuses lambdas and arbitrary code in the archive. The
+        # training objects are named so a fresh process can rebuild the
+        # compiled optimizer and metrics saved with the model.
+        return keras.saving.load_model(
+            path, safe_mode=True, custom_objects=_training_objects()
+        )
     if path.name.endswith(".weights.h5") and config is not None:
         model = model_from_config(config)
         model.load_weights(path)

@@ -1,6 +1,10 @@
 """Command line: every subcommand's happy path and its user-error paths."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +15,7 @@ from keras_deeplab.data.synthetic import synthetic_sample
 from tests.data.fixtures import make_folder_dataset, write_mask
 from tests.training.tiny import TINY_TRAIN
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
 SETS = [arg for item in TINY_TRAIN for arg in ("--set", item)]
 
 
@@ -78,6 +83,27 @@ def test_predict_writes_mask_overlay_and_probabilities(trained_dir, tmp_path):
     assert Image.open(out / "shapes_overlay.png").size == (40, 40)
     probabilities = np.load(out / "shapes_probabilities.npy")
     assert probabilities.shape == (40, 40, 5)
+
+
+def test_trained_model_loads_in_a_fresh_process(trained_dir, tmp_path):
+    """Custom schedule/metric objects saved with the model must resolve."""
+    command = [
+        sys.executable,
+        "-m",
+        "keras_deeplab.cli",
+        "export",
+        str(trained_dir / "best.keras"),
+        "--format",
+        "onnx",
+        "--out",
+        str(tmp_path),
+    ]
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    run = subprocess.run(
+        command, env=env, capture_output=True, text=True, check=False
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert (tmp_path / "onnx" / "deeplab.onnx").stat().st_size > 0
 
 
 def test_predict_weights_file_needs_a_config(trained_dir, tmp_path, capsys):
@@ -150,3 +176,21 @@ def test_validate_data_reports_and_training_refuses(tmp_path, capsys):
         "keras-deeplab train: error: refusing to train: 1 problem(s)"
     )
     assert not (tmp_path / "w" / "best.keras").exists()
+
+
+@pytest.mark.slow
+def test_demo_end_to_end_tiny(tmp_path, capsys):
+    """The README demo, tiny: train, evaluate, pictures, export, parity."""
+    sets = [*SETS, "--set", "export_size=48"]
+    assert main(["demo", "--out", str(tmp_path), *sets]) == 0
+    out = capsys.readouterr().out
+    assert "OS16: 39,131,285 params" in out
+    assert "165.8 GMACs at 513x513" in out
+    assert "deeplab_int8_48" in out and "val mIoU" in out
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert 0.0 <= metrics["mean_iou"] <= 1.0
+    names = {row["name"] for row in metrics["parity"]}
+    assert {"keras", "saved_model v1", "deeplab.onnx"} <= names
+    for picture in ("overlays.png", "training_curves.png"):
+        assert Image.open(tmp_path / picture).size[0] > 100
+    assert (tmp_path / "export" / "parity.json").is_file()

@@ -1,4 +1,9 @@
-"""Datasets, augmentation and preprocessing for segmentation."""
+"""Datasets, augmentation and preprocessing for segmentation.
+
+Only the backend-neutral preprocessing is imported here; `pipeline`,
+`augment`, `sources`, `synthetic` and `validate` are submodules (the tf.data
+ones import TensorFlow, which the JAX-only GPU hosts do not have).
+"""
 
 from keras_deeplab.data.preprocess import (
     IMAGENET_MEAN_RGB,

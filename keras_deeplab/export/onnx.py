@@ -8,7 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_deeplab.atomic import atomic_file
-from keras_deeplab.models import MAIN_OUTPUT
+from keras_deeplab.models import main_logits
 
 ONNX_OPSET = 17
 INPUT_NAME = "images"
@@ -30,8 +30,7 @@ def export_onnx(model, path, *, opset=ONNX_OPSET):
 
     @tf.function(input_signature=spec)
     def serve(images):
-        outputs = model(images, training=False)
-        logits = outputs[MAIN_OUTPUT] if isinstance(outputs, dict) else outputs
+        logits = main_logits(model(images, training=False))
         return {OUTPUT_NAME: logits}
 
     proto, _ = tf2onnx.convert.from_function(

@@ -22,7 +22,7 @@ from keras_deeplab.export.tflite import (
     convert_tflite,
     run_tflite,
 )
-from keras_deeplab.models import MAIN_OUTPUT
+from keras_deeplab.models import main_logits
 from keras_deeplab.training.metrics import mean_iou
 
 REPORT_FILE = "parity.json"
@@ -114,8 +114,7 @@ def verify_exports(model, export_dir, images, masks, *, num_classes):
     Returns:
         List of rows: name, max_abs_logit_diff, argmax_agreement, miou.
     """
-    outputs = model.predict(images, verbose=0)
-    reference = outputs[MAIN_OUTPUT] if isinstance(outputs, dict) else outputs
+    reference = main_logits(model.predict(images, verbose=0))
     rows = [
         {
             "name": "keras",

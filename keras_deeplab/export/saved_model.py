@@ -11,17 +11,12 @@ import tensorflow as tf
 
 from keras_deeplab.atomic import atomic_directory
 from keras_deeplab.errors import UserInputError
-from keras_deeplab.models import MAIN_OUTPUT
+from keras_deeplab.models import main_logits
 
 # 4096 x 4096: larger images (or decompression bombs claiming to be) are
 # refused before decoding.
 DEFAULT_MAX_PIXELS = 4096 * 4096
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def _main_logits(model, images):
-    outputs = model(images, training=False)
-    return outputs[MAIN_OUTPUT] if isinstance(outputs, dict) else outputs
 
 
 def _check_pixels(height, width, max_pixels):
@@ -86,7 +81,7 @@ def build_archive(model, *, max_pixels=DEFAULT_MAX_PIXELS, probabilities=True):
     archive.track(model)
 
     def classify(images):
-        logits = _main_logits(model, tf.cast(images, tf.float32))
+        logits = main_logits(model(tf.cast(images, tf.float32), training=False))
         outputs = {"class_ids": tf.argmax(logits, -1, output_type=tf.int32)}
         if probabilities:
             outputs["probabilities"] = tf.nn.softmax(logits, axis=-1)
@@ -108,7 +103,7 @@ def build_archive(model, *, max_pixels=DEFAULT_MAX_PIXELS, probabilities=True):
         return {"class_ids": classify(images)["class_ids"]}
 
     def serve_logits(images):
-        return {"logits": _main_logits(model, images)}
+        return {"logits": main_logits(model(images, training=False))}
 
     image_spec = [None, None, None, 3]
     archive.add_endpoint(

@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_deeplab.errors import UserInputError
-from keras_deeplab.models import MAIN_OUTPUT
+from keras_deeplab.models import main_logits
 
 QUANTIZATIONS = ("none", "fp16", "dynamic", "int8")
 IO_TYPES = ("float32", "uint8", "int8")
@@ -29,8 +29,7 @@ def _write_serving_saved_model(model, directory, *, size, argmax):
     shape = [1, size, size, 3] if size else [1, None, None, 3]
 
     def serve(images):
-        outputs = model(images, training=False)
-        logits = outputs[MAIN_OUTPUT] if isinstance(outputs, dict) else outputs
+        logits = main_logits(model(images, training=False))
         if argmax:
             return {"class_ids": tf.cast(tf.argmax(logits, -1), tf.uint8)}
         return {"logits": logits}

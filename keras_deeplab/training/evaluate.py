@@ -5,16 +5,12 @@ import numpy as np
 from keras import ops
 
 from keras_deeplab.layers import resize_bilinear
-from keras_deeplab.models import MAIN_OUTPUT
+from keras_deeplab.models import main_logits
 from keras_deeplab.training.metrics import (
     PixelAccuracy,
     mean_iou,
     per_class_iou,
 )
-
-
-def _main_logits(outputs):
-    return outputs[MAIN_OUTPUT] if isinstance(outputs, dict) else outputs
 
 
 def predict_probabilities(model, images, *, scales=(1.0,), flip=False):
@@ -44,7 +40,7 @@ def predict_probabilities(model, images, *, scales=(1.0,), flip=False):
         )
         for flipped in (False, True) if flip else (False,):
             batch = ops.flip(scaled, axis=2) if flipped else scaled
-            logits = _main_logits(model.predict_on_batch(batch))
+            logits = main_logits(model.predict_on_batch(batch))
             logits = ops.convert_to_tensor(logits, dtype="float32")
             if flipped:
                 logits = ops.flip(logits, axis=2)

@@ -1,5 +1,6 @@
 """Build, compile and `model.fit` DeepLabV3 from a DeepLabConfig."""
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -141,6 +142,57 @@ def train(config, work_dir, *, resume: bool = False, verbose="auto"):
     backup = TrainingBackup(
         work_dir / "backup", every_steps=config.backup_every_steps
     )
+    _check_resume(backup, work_dir=work_dir, resume=resume)
+    # First: MultiWorkerMirroredStrategy must exist before any TF op runs.
+    strategy = make_strategy(config.strategy)
+    chief = is_chief(strategy)
+    if config.validate_data:
+        require_valid(config)
+    steps = steps_per_epoch(config)
+    with _dtype_policy(config.precision):
+        keras.utils.set_random_seed(config.seed)
+        with strategy.scope():
+            model = compile_model(
+                model_from_config(config), config, steps * config.epochs
+            )
+        initial_epoch = backup.restore(model) if resume else 0
+        if resume:
+            print(
+                f"resuming from the backup of epoch {initial_epoch + 1}, "
+                f"step {backup.state()['step']}",
+                flush=True,
+            )
+        if chief:
+            save_config(config, work_dir / CONFIG_FILE)
+        backup.is_writer = chief
+        history = model.fit(
+            fit_dataset(
+                config,
+                config.train_split,
+                training=True,
+                first_epoch=initial_epoch,
+            ).repeat(),
+            epochs=config.epochs,
+            initial_epoch=initial_epoch,
+            steps_per_epoch=steps,
+            validation_data=fit_dataset(
+                config, config.val_split, training=False
+            ),
+            callbacks=_callbacks(
+                config, work_dir, backup=backup, chief=chief, resume=resume
+            ),
+            shuffle=False,  # the tf.data pipeline shuffles, seeded
+            verbose=verbose,
+        )
+        if chief:
+            with atomic_file(work_dir / FINAL_MODEL) as temporary:
+                model.save(temporary)
+            # The run is complete: a later `train` here starts afresh.
+            shutil.rmtree(backup.directory, ignore_errors=True)
+    return history
+
+
+def _check_resume(backup, *, work_dir, resume):
     if backup.exists() and not resume:
         raise UserInputError(
             f"work dir {str(work_dir)!r} holds an interrupted run; pass "
@@ -151,31 +203,23 @@ def train(config, work_dir, *, resume: bool = False, verbose="auto"):
             f"--resume given but {str(work_dir / 'backup')!r} has no backup "
             "to resume from; drop --resume to start a new run."
         )
-    # First: MultiWorkerMirroredStrategy must exist before any TF op runs.
-    strategy = make_strategy(config.strategy)
-    chief = is_chief(strategy)
-    if config.validate_data:
-        require_valid(config)
-    keras.config.set_dtype_policy(config.precision)
-    keras.utils.set_random_seed(config.seed)
-    steps = steps_per_epoch(config)
-    with strategy.scope():
-        model = compile_model(
-            model_from_config(config), config, steps * config.epochs
-        )
-    initial_epoch = backup.restore(model) if resume else 0
-    if resume:
-        print(
-            f"resuming from the backup of epoch {initial_epoch + 1}, "
-            f"step {backup.state()['step']}",
-            flush=True,
-        )
+
+
+@contextlib.contextmanager
+def _dtype_policy(name):
+    """Sets the global dtype policy for one run, then restores the old one."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def _callbacks(config, work_dir, *, backup, chief, resume):
     # Non-chief workers log to a private folder: only the chief owns work_dir.
     log_dir = work_dir if chief else Path(tempfile.mkdtemp(prefix="worker-"))
-    if chief:
-        save_config(config, work_dir / CONFIG_FILE)
-    backup.is_writer = chief
-    callbacks = [
+    return [
         backup,
         BestCheckpoint(
             work_dir / BEST_MODEL, monitor=monitor_name(config), is_writer=chief
@@ -184,21 +228,3 @@ def train(config, work_dir, *, resume: bool = False, verbose="auto"):
         keras.callbacks.CSVLogger(log_dir / HISTORY_FILE, append=resume),
         keras.callbacks.TensorBoard(log_dir / "logs"),
     ]
-    history = model.fit(
-        fit_dataset(
-            config, config.train_split, training=True, first_epoch=initial_epoch
-        ).repeat(),
-        epochs=config.epochs,
-        initial_epoch=initial_epoch,
-        steps_per_epoch=steps,
-        validation_data=fit_dataset(config, config.val_split, training=False),
-        callbacks=callbacks,
-        shuffle=False,  # the tf.data pipeline shuffles, seeded
-        verbose=verbose,
-    )
-    if chief:
-        with atomic_file(work_dir / FINAL_MODEL) as temporary:
-            model.save(temporary)
-        # The run is complete: a later `train` here starts afresh.
-        shutil.rmtree(backup.directory, ignore_errors=True)
-    return history

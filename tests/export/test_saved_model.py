@@ -64,15 +64,17 @@ def _encode(image, fmt):
     return buffer.getvalue()
 
 
-@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
-def test_image_bytes_signature(exported, fmt):
+@pytest.mark.parametrize(
+    ("fmt", "height", "width"), [("PNG", 33, 47), ("JPEG", 64, 64)]
+)
+def test_image_bytes_signature(exported, fmt, height, width):
     _, _, loaded = exported
-    image = random_images(1, 33, 47)[0].astype(np.uint8)
+    image = random_images(1, height, width)[0].astype(np.uint8)
     data = _encode(image, fmt)
     served = loaded.signatures["serve_image_bytes"](
         image_bytes=tf.constant([data, data])
     )
-    assert served["class_ids"].shape == (2, 33, 47)
+    assert served["class_ids"].shape == (2, height, width)
     decoded = tf.io.decode_image(data, channels=3)[None]
     direct = loaded.signatures["serving_default"](images=decoded)
     np.testing.assert_array_equal(
@@ -90,14 +92,16 @@ def test_bad_inputs_are_invalid_argument_errors(exported):
         by_bytes(image_bytes=tf.constant([_encode(big, "PNG")]))
     with pytest.raises(tf.errors.InvalidArgumentError, match="max_pixels"):
         loaded.signatures["serving_default"](images=tf.constant(big[None]))
-    with pytest.raises((TypeError, ValueError, tf.errors.InvalidArgumentError)):
-        loaded.signatures["serving_default"](
-            images=tf.zeros((1, 8, 8, 3), tf.float32)
-        )
-    with pytest.raises((TypeError, ValueError, tf.errors.InvalidArgumentError)):
-        loaded.signatures["serving_default"](
-            images=tf.zeros((8, 8, 3), tf.uint8)
-        )
+    rejected = (TypeError, ValueError, tf.errors.InvalidArgumentError)
+    wrong_calls = [
+        ("serving_default", {"images": tf.zeros((1, 8, 8, 3), tf.float32)}),
+        ("serving_default", {"images": tf.zeros((8, 8, 3), tf.uint8)}),
+        ("logits", {"images": tf.zeros((1, 8, 8, 3), tf.uint8)}),
+        ("serve_image_bytes", {"image_bytes": tf.constant(b"not a batch")}),
+    ]
+    for name, kwargs in wrong_calls:
+        with pytest.raises(rejected):
+            loaded.signatures[name](**kwargs)
 
 
 def test_existing_version_is_kept_unless_overwrite(exported, tmp_path):

@@ -70,7 +70,7 @@ def test_parity_targets_on_a_fixed_weight_model(model, exported):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("shape", [(1, 97, 129), (2, 33, 47)])
+@pytest.mark.parametrize("shape", [(1, 513, 513), (1, 97, 129), (2, 33, 47)])
 def test_dynamic_size_exports_at_odd_sizes(model, exported, shape):
     out, _ = exported
     runners = artefact_runners(out)

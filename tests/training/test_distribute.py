@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.training.tiny import TINY_TRAIN
+from tests.training.tiny import TINY_TRAIN, train_command
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 _WORKER_TIMEOUT_S = 240
@@ -89,11 +89,7 @@ def _free_ports(count):
 )
 def test_multi_worker_on_two_local_processes(tmp_path):
     workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
-    sets = [
-        arg
-        for item in [*TINY_TRAIN, *EQUIVALENT, "strategy=multi_worker"]
-        for arg in ("--set", item)
-    ]
+    settings = [*TINY_TRAIN, *EQUIVALENT, "strategy=multi_worker"]
     processes = []
     for index in range(2):
         tf_config = {
@@ -102,16 +98,7 @@ def test_multi_worker_on_two_local_processes(tmp_path):
         }
         processes.append(
             subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "keras_deeplab.cli",
-                    "train",
-                    "demo",
-                    "--work-dir",
-                    str(tmp_path / f"worker{index}"),
-                    *sets,
-                ],
+                train_command(tmp_path / f"worker{index}", settings),
                 env=_env(TF_CONFIG=json.dumps(tf_config)),
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,

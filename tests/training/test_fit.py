@@ -95,3 +95,15 @@ def test_aux_head_trains_with_weighted_loss(tmp_path):
         logs["logits_loss"][0] + 0.4 * logs["aux_logits_loss"][0], rel=0.05
     )
     assert "val_logits_mean_iou" in logs
+
+
+def test_mixed_bfloat16_training_keeps_float32_logits(tmp_path):
+    history = train(
+        tiny_config("precision=mixed_bfloat16", "epochs=1"), tmp_path, verbose=0
+    )
+    assert np.isfinite(history.history["loss"][0])
+    assert keras.config.dtype_policy().name == "float32"  # restored
+    model = load_trained_model(tmp_path / FINAL_MODEL)
+    assert model.get_layer("conv1_conv").compute_dtype == "bfloat16"
+    logits = model(np.zeros((1, 48, 48, 3), "float32"))
+    assert keras.backend.standardize_dtype(logits.dtype) == "float32"

@@ -6,13 +6,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.training.tiny import TINY_TRAIN
+from tests.training.tiny import TINY_TRAIN, train_command
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RESUME_RUN = [
@@ -27,18 +26,7 @@ _KILL_TIMEOUT_S = 300
 
 
 def _train_command(work_dir, *extra):
-    sets = [arg for item in RESUME_RUN for arg in ("--set", item)]
-    return [
-        sys.executable,
-        "-m",
-        "keras_deeplab.cli",
-        "train",
-        "demo",
-        "--work-dir",
-        str(work_dir),
-        *sets,
-        *extra,
-    ]
+    return train_command(work_dir, RESUME_RUN, *extra)
 
 
 def _run(command):

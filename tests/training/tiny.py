@@ -1,5 +1,7 @@
 """The smallest real training configuration, shared by training tests."""
 
+import sys
+
 from keras_deeplab.config import load_config
 
 TINY_TRAIN = [
@@ -19,3 +21,19 @@ TINY_TRAIN = [
 
 def tiny_config(*overrides):
     return load_config("demo", [*TINY_TRAIN, *overrides])
+
+
+def train_command(work_dir, settings, *extra):
+    """`keras-deeplab train demo` in a subprocess, with --set for each."""
+    sets = [arg for item in settings for arg in ("--set", item)]
+    return [
+        sys.executable,
+        "-m",
+        "keras_deeplab.cli",
+        "train",
+        "demo",
+        "--work-dir",
+        str(work_dir),
+        *sets,
+        *extra,
+    ]
