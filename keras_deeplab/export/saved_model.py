@@ -29,6 +29,31 @@ def _check_pixels(height, width, max_pixels):
     )
 
 
+def _checked_images(images, max_pixels):
+    """Images of rank 4 with 3 channels and <= max_pixels, or InvalidArgument.
+
+    The signatures declare an unknown rank on purpose: a signature's shape is
+    not enforced when it is called (nor by TF Serving), and a rank-3 batch
+    reaching the convolutions aborts the whole process. With an unknown
+    static rank these checks run in the graph instead of being folded away.
+    """
+    checks = [
+        tf.debugging.assert_rank(
+            images, 4, message="images must be (batch, height, width, 3)"
+        )
+    ]
+    with tf.control_dependencies(checks):
+        shape = tf.shape(images)
+        checks = [
+            tf.debugging.assert_equal(
+                shape[3], 3, message="images must have 3 (RGB) channels"
+            ),
+            _check_pixels(shape[1], shape[2], max_pixels),
+        ]
+    with tf.control_dependencies(checks):
+        return tf.ensure_shape(images, [None, None, None, 3])
+
+
 def _big_endian_u32(data, offset):
     raw = tf.io.decode_raw(tf.strings.substr(data, offset, 4), tf.uint8)
     raw = tf.cast(raw, tf.int64)
@@ -88,13 +113,19 @@ def build_archive(model, *, max_pixels=DEFAULT_MAX_PIXELS, probabilities=True):
         return outputs
 
     def serve_images(images):
-        shape = tf.shape(images)
-        with tf.control_dependencies(
-            [_check_pixels(shape[1], shape[2], max_pixels)]
-        ):
-            return classify(tf.identity(images))
+        return classify(_checked_images(images, max_pixels))
 
     def serve_bytes(encoded):
+        with tf.control_dependencies(
+            [
+                tf.debugging.assert_rank(
+                    encoded,
+                    1,
+                    message="image_bytes must be a batch (B,) of strings",
+                )
+            ]
+        ):
+            encoded = tf.identity(encoded)
         images = tf.map_fn(
             lambda data: _decode(data, max_pixels),
             encoded,
@@ -103,9 +134,10 @@ def build_archive(model, *, max_pixels=DEFAULT_MAX_PIXELS, probabilities=True):
         return {"class_ids": classify(images)["class_ids"]}
 
     def serve_logits(images):
+        images = _checked_images(images, max_pixels)
         return {"logits": main_logits(model(images, training=False))}
 
-    image_spec = [None, None, None, 3]
+    image_spec = None  # unknown rank: see _checked_images
     archive.add_endpoint(
         "serving_default",
         serve_images,
@@ -114,7 +146,7 @@ def build_archive(model, *, max_pixels=DEFAULT_MAX_PIXELS, probabilities=True):
     archive.add_endpoint(
         "serve_image_bytes",
         serve_bytes,
-        input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")],
+        input_signature=[tf.TensorSpec(None, tf.string, name="image_bytes")],
     )
     archive.add_endpoint(
         "logits",
