@@ -166,7 +166,7 @@ def run_demo(out_dir, *, overrides=(), resume=False):
     start = time.perf_counter()
     out_dir = Path(out_dir)
     config = load_config("demo", overrides)
-    print(format_report(model_report(config.num_classes)))
+    print(format_report(model_report()))  # the 21-class VOC model of README
     print(f"resolved config:\n{config.to_json()}", flush=True)
     work_dir = out_dir / "train"
     if work_dir.exists() and not resume:

@@ -159,12 +159,17 @@ def save_report(rows, export_dir):
 def _examples(config, split, *, size, count, training):
     from keras_deeplab.data.pipeline import make_dataset
 
-    # Crops (training) or pads (evaluation) to the export size.
+    # Crops (training) or pads (evaluation) to the export size; augmented
+    # training crops may repeat the split when it is smaller than `count`.
     sized = dataclasses.replace(config, crop_size=size)
-    batch = next(
-        iter(make_dataset(sized, split, training=training, batch_size=count))
-    )
-    return np.asarray(batch[0]), np.asarray(batch[1])
+    dataset = make_dataset(sized, split, training=training, batch_size=1)
+    if training:
+        dataset = dataset.repeat()
+    pairs = list(dataset.take(count).as_numpy_iterator())
+    if not pairs:
+        raise UserInputError(f"split {split!r} has no examples to export with.")
+    images, masks = zip(*pairs, strict=True)
+    return np.concatenate(images), np.concatenate(masks)
 
 
 def representative_images(config, *, size, count=32):
