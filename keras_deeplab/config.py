@@ -201,11 +201,12 @@ PRESETS = {
     },
 }
 
-_FIELDS = {field.name: field for field in dataclasses.fields(DeepLabConfig)}
+# Resolved once: field name -> declared type (annotations are real types).
+_FIELD_TYPES = typing.get_type_hints(DeepLabConfig)
 
 
 def _unknown_key_error(key, source):
-    close = difflib.get_close_matches(key, _FIELDS, n=3)
+    close = difflib.get_close_matches(key, _FIELD_TYPES, n=3)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     return UserInputError(f"unknown config key {key!r} in {source}.{hint}")
 
@@ -223,7 +224,7 @@ def _parse_text(text, base):
 
 def _coerce(key, value, source):
     """Converts a YAML/JSON/CLI value to the field's declared type."""
-    annotation = typing.get_type_hints(DeepLabConfig)[key]
+    annotation = _FIELD_TYPES[key]
     optional = type(None) in typing.get_args(annotation)
     if value is None or (optional and value in ("none", "None", "null")):
         if not optional:
@@ -258,7 +259,7 @@ def _coerce(key, value, source):
 
 def _merge(values, overrides, source):
     for key, value in overrides.items():
-        if key not in _FIELDS:
+        if key not in _FIELD_TYPES:
             raise _unknown_key_error(key, source)
         values[key] = _coerce(key, value, source)
 
