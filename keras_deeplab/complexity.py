@@ -33,3 +33,27 @@ def model_macs(model: keras.Model) -> int:
         for layer in model.layers
         if isinstance(layer, keras.layers.Conv2D)
     )
+
+
+def graph_conv_macs(model: keras.Model, *, size: int) -> int:
+    """MACs per image of the convolution ops TensorFlow actually runs.
+
+    Counted by the TensorFlow profiler on the frozen inference graph of one
+    `size` x `size` image. Unlike `model_macs` it sees how the backend lowers
+    each layer: TensorFlow runs an atrous convolution as SpaceToBatch + Conv2D
+    + BatchToSpace, whose padding makes the convolution itself larger.
+    """
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
+
+    spec = tf.TensorSpec([1, size, size, 3], tf.float32)
+    forward = tf.function(lambda images: model(images, training=False))
+    graph = convert_variables_to_constants_v2(
+        forward.get_concrete_function(spec)
+    ).graph
+    options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+    options.update(output="none", account_type_regexes=["Conv2D"])
+    profile = tf.compat.v1.profiler.profile(graph=graph, options=options)
+    return profile.total_float_ops // 2  # the profiler counts 2 FLOPs a MAC

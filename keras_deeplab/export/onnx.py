@@ -4,10 +4,10 @@
 into a `tf.function` and converted with `tf2onnx.convert.from_function`.
 """
 
-import numpy as np
 import tensorflow as tf
 
 from keras_deeplab.atomic import atomic_file
+from keras_deeplab.export.runtimes import onnx_session
 from keras_deeplab.models import main_logits
 
 ONNX_OPSET = 17
@@ -44,13 +44,4 @@ def export_onnx(model, path, *, opset=ONNX_OPSET):
 
 def run_onnx(path, images):
     """Logits of an exported model under onnxruntime (CPU)."""
-    import onnxruntime
-
-    session = onnxruntime.InferenceSession(
-        str(path), providers=["CPUExecutionProvider"]
-    )
-    output_name = session.get_outputs()[0].name
-    return session.run(
-        [output_name],
-        {session.get_inputs()[0].name: np.asarray(images, np.float32)},
-    )[0]
+    return onnx_session(path)(images)

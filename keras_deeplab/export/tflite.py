@@ -12,6 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_deeplab.errors import UserInputError
+from keras_deeplab.export.runtimes import tflite_session
 from keras_deeplab.models import main_logits
 
 QUANTIZATIONS = ("none", "fp16", "dynamic", "int8")
@@ -127,36 +128,7 @@ def _configure(converter, *, quantize, io_type, representative_images):
 def run_tflite(model_bytes, images, *, num_threads=None):
     """Runs a converted model on (batch, h, w, 3) images one at a time.
 
-    Uses `ai_edge_litert.interpreter.Interpreter` (tf.lite.Interpreter is
-    deprecated). Integer inputs are quantized with the model's own scale.
-
     Returns:
         numpy array (batch, h, w[, classes]) of the model's output.
     """
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(
-        model_content=model_bytes, num_threads=num_threads
-    )
-    outputs = []
-    for image in np.asarray(images, np.float32):
-        input_detail = interpreter.get_input_details()[0]
-        interpreter.resize_tensor_input(
-            input_detail["index"], [1, *image.shape]
-        )
-        interpreter.allocate_tensors()
-        input_detail = interpreter.get_input_details()[0]
-        value = image[None]
-        if input_detail["dtype"] != np.float32:
-            scale, zero_point = input_detail["quantization"]
-            info = np.iinfo(input_detail["dtype"])
-            value = np.clip(
-                np.round(value / scale + zero_point), info.min, info.max
-            )
-        interpreter.set_tensor(
-            input_detail["index"], value.astype(input_detail["dtype"])
-        )
-        interpreter.invoke()
-        output_detail = interpreter.get_output_details()[0]
-        outputs.append(interpreter.get_tensor(output_detail["index"])[0])
-    return np.stack(outputs)
+    return tflite_session(model_bytes, num_threads=num_threads)(images)

@@ -1,0 +1,167 @@
+"""One measurement in a fresh process: `python -m ...measure SPEC_JSON`.
+
+Each runtime is timed in its own process so that its peak resident memory
+is its own, and process-wide settings (dtype policy, threads) never leak
+between measurements. Prints one line `RESULT {json}` on success.
+"""
+
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+RESULT_PREFIX = "RESULT "
+KERAS_RUNTIMES = ("keras", "keras_xla")
+LITERT_RUNTIMES = {"litert_fp32": "none", "litert_fp16": "fp16"}
+LITERT_RUNTIMES["litert_int8"] = "int8"
+RUNTIMES = (*KERAS_RUNTIMES, "saved_model", "onnxruntime", *LITERT_RUNTIMES)
+_MATMUL_SIZE = 3072  # large enough to be compute bound, ~58 GFLOP per call
+
+
+def _memory_mb(field) -> float:
+    # /proc, not getrusage: ru_maxrss survives exec, so a child would report
+    # the RSS of the parent it was forked from. VmHWM starts fresh at exec.
+    with open("/proc/self/status") as handle:
+        line = next(x for x in handle if x.startswith(field + ":"))
+    return int(line.split()[1]) / 1024  # kB
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (Linux)."""
+    return _memory_mb("VmHWM")
+
+
+def time_calls(fn, *, warmup: int, repeats: int) -> dict:
+    """Median and minimum wall time of `fn()` after `warmup` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        seconds.append(time.perf_counter() - start)
+    return {"median_s": statistics.median(seconds), "min_s": min(seconds)}
+
+
+def _configure_tensorflow(threads):
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    return tf
+
+
+def matmul_peak(spec) -> dict:
+    """Best fp32 GFLOP/s of a square matmul, TensorFlow and NumPy."""
+    tf = _configure_tensorflow(spec["threads"])
+    size = _MATMUL_SIZE
+    flops = 2 * size**3
+    a = np.random.default_rng(0).standard_normal((size, size), np.float32)
+    a_tensor = tf.constant(a)
+    matmul = tf.function(tf.linalg.matmul)
+    timings = {
+        "tensorflow": time_calls(
+            lambda: matmul(a_tensor, a_tensor).numpy(), warmup=1, repeats=5
+        ),
+        "numpy": time_calls(lambda: a @ a, warmup=1, repeats=5),
+    }
+    gflops = {k: flops / v["min_s"] / 1e9 for k, v in timings.items()}
+    return {"matmul_gflops": max(gflops.values()), "by_library": gflops}
+
+
+def _keras_runner(path, runtime, threads):
+    _configure_tensorflow(threads)
+    import keras
+
+    model = keras.saving.load_model(path, safe_mode=True)
+    model.compile(jit_compile=runtime == "keras_xla")
+    return model.predict_on_batch
+
+
+def _saved_model_runner(path, threads):
+    tf = _configure_tensorflow(threads)
+    logits = tf.saved_model.load(str(path)).signatures["logits"]
+    return lambda images: logits(images=tf.constant(images))["logits"].numpy()
+
+
+def make_runner(runtime, path, threads):
+    """fn(images) -> outputs for one runtime and its artefact at `path`."""
+    from keras_deeplab.export import runtimes
+
+    if runtime in KERAS_RUNTIMES:
+        return _keras_runner(path, runtime, threads)
+    if runtime == "saved_model":
+        return _saved_model_runner(path, threads)
+    if runtime == "onnxruntime":
+        return runtimes.onnx_session(path, num_threads=threads)
+    data = Path(path).read_bytes()
+    return runtimes.tflite_session(data, num_threads=threads)
+
+
+def inference(spec) -> dict:
+    """Latency of one runtime at one batch size on random RGB images."""
+    run = make_runner(spec["runtime"], spec["artefact"], spec["threads"])
+    size, batch = spec["size"], spec["batch"]
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (batch, size, size, 3)).astype(np.float32)
+    return time_calls(
+        lambda: run(images), warmup=spec["warmup"], repeats=spec["repeats"]
+    )
+
+
+def training(spec) -> dict:
+    """`model.fit` images/s on in-memory data (the input is not measured)."""
+    _configure_tensorflow(spec["threads"])
+    import keras
+
+    keras.config.set_dtype_policy(spec["precision"])
+    from keras_deeplab.complexity import model_macs
+    from keras_deeplab.models import DeepLabV3
+    from keras_deeplab.training.losses import segmentation_loss
+
+    size, batch, steps = spec["size"], spec["batch"], spec["steps"]
+    model = DeepLabV3(
+        spec["num_classes"],
+        output_stride=spec["output_stride"],
+        input_shape=(size, size, 3),
+        backbone_width=spec["backbone_width"],
+        head_filters=spec["head_filters"],
+    )
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.007, momentum=0.9),
+        loss=segmentation_loss(),
+        run_eagerly=spec["mode"] == "eager",
+        jit_compile=spec["mode"] == "xla",
+    )
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (batch * steps, size, size, 3))
+    masks = rng.integers(0, spec["num_classes"], (batch * steps, size, size))
+    images, masks = images.astype(np.float32), masks.astype(np.int32)
+    fit = {"batch_size": batch, "verbose": 0, "shuffle": False}
+    model.fit(images[:batch], masks[:batch], **fit)  # traces and compiles
+    start = time.perf_counter()
+    model.fit(images, masks, **fit)
+    seconds = time.perf_counter() - start
+    return {
+        "images_per_s": batch * steps / seconds,
+        "gmacs": model_macs(model) / 1e9,
+    }
+
+
+_KINDS = {"matmul": matmul_peak, "inference": inference, "fit": training}
+
+
+def main(argv=None):
+    spec = json.loads((argv or sys.argv[1:])[0])
+    start_rss_mb = _memory_mb("VmRSS")  # Python + keras_deeplab imports
+    result = _KINDS[spec["kind"]](spec)
+    result["start_rss_mb"] = round(start_rss_mb, 1)
+    result["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    print(RESULT_PREFIX + json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()

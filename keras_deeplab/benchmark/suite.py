@@ -1,0 +1,305 @@
+"""The benchmark suite: export each model once, time every runtime in its own
+process, and keep all results in one JSON document.
+
+The document is rewritten atomically after every measurement, so an
+interrupted run keeps what it measured and `resume=True` continues it.
+"""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from keras_deeplab.benchmark.measure import (
+    KERAS_RUNTIMES,
+    LITERT_RUNTIMES,
+    RESULT_PREFIX,
+    RUNTIMES,
+)
+from keras_deeplab.benchmark.results import (
+    RESULTS_FILE,
+    ResultsFile,
+    result_key,
+)
+from keras_deeplab.errors import UserInputError
+
+FIT_MODES = ("eager", "graph", "xla")
+FIT_PRECISIONS = ("float32", "mixed_bfloat16")
+# Training costs about three forward passes: forward, input and weight grads.
+TRAINING_FLOPS_PER_MAC = 6
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchmarkPlan:
+    """What to measure. Defaults are the full suite of the README."""
+
+    size: int = 513  # square input side (pixels): the paper's eval crop
+    batches: tuple = (1, 8)
+    output_strides: tuple = (8, 16, 32)
+    backbones: tuple = ("resnet50", "resnet101")
+    runtimes: tuple = RUNTIMES
+    warmup: int = 1  # untimed calls before timing (tracing, allocation)
+    repeats: int = 3  # timed calls; median and minimum are reported
+    threads: int = os.cpu_count() or 1  # for every runtime and the matmul
+    num_classes: int = 21
+    backbone_width: int = 64  # 64 is the real ResNet; less for smoke tests
+    head_filters: int = 256
+    fit_modes: tuple = FIT_MODES  # () skips the training benchmark
+    fit_precisions: tuple = FIT_PRECISIONS
+    fit_size: int = 321  # the paper's training crop
+    fit_batch: int = 4
+    fit_steps: int = 3  # timed steps after one warm-up step
+    calibration_images: int = 2  # int8 speed does not depend on the count
+
+
+def _check_subset(name, values, allowed):
+    unknown = [value for value in values if value not in allowed]
+    if unknown or not values:
+        raise UserInputError(
+            f"{name}={list(values)} is invalid: {unknown or 'empty'}; "
+            f"expected one or more of {list(allowed)}."
+        )
+
+
+def validate_plan(plan: BenchmarkPlan) -> BenchmarkPlan:
+    """Raises UserInputError for values the suite cannot measure."""
+    _check_subset("runtimes", plan.runtimes, RUNTIMES)
+    _check_subset("output_strides", plan.output_strides, (8, 16, 32))
+    _check_subset("backbones", plan.backbones, ("resnet50", "resnet101"))
+    if plan.fit_modes:
+        _check_subset("fit_modes", plan.fit_modes, FIT_MODES)
+        _check_subset("fit_precisions", plan.fit_precisions, FIT_PRECISIONS)
+    for name in ("size", "warmup", "repeats", "threads", "fit_size"):
+        if getattr(plan, name) < (0 if name == "warmup" else 1):
+            raise UserInputError(
+                f"{name}={getattr(plan, name)} must be a positive integer."
+            )
+    _check_subset("batches", plan.batches, range(1, 1025))
+    return plan
+
+
+def _child_environment(spec):
+    threads = spec["threads"]
+    environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    # ONNX Runtime and LiteRT run without TensorFlow; the numpy backend lets
+    # keras_deeplab import without loading it, so their memory is their own.
+    light = spec.get("runtime") in ("onnxruntime", *LITERT_RUNTIMES)
+    environment["KERAS_BACKEND"] = "numpy" if light else "tensorflow"
+    for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        environment[variable] = str(threads)
+    return environment
+
+
+def measure(spec: dict) -> dict:
+    """Runs one measurement in a fresh Python process; returns its result.
+
+    A failed measurement returns {"error": last line of its stderr}: one
+    broken runtime must not hide the others.
+    """
+    completed = subprocess.run(
+        [sys.executable, "-m", "keras_deeplab.benchmark.measure"]
+        + [json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        env=_child_environment(spec),
+        check=False,
+    )
+    for line in completed.stdout.splitlines():
+        if line.startswith(RESULT_PREFIX):
+            return json.loads(line.removeprefix(RESULT_PREFIX))
+    errors = completed.stderr.strip().splitlines() or ["no output"]
+    return {"error": f"exit {completed.returncode}: {errors[-1]}"}
+
+
+def _calibration_images(plan):
+    from keras_deeplab.data.synthetic import synthetic_sample
+
+    return [
+        synthetic_sample(i, size=plan.size)[0].astype(np.float32)
+        for i in range(plan.calibration_images)
+    ]
+
+
+def export_artefacts(model, directory, *, plan) -> dict:
+    """{runtime: path} of the artefact each planned runtime loads."""
+    from keras_deeplab.export.onnx import export_onnx
+    from keras_deeplab.export.saved_model import export_saved_model
+    from keras_deeplab.export.tflite import convert_tflite
+
+    directory = Path(directory)
+    paths = {}
+    if set(plan.runtimes) & set(KERAS_RUNTIMES):
+        path = directory / "model.keras"
+        model.save(path)
+        paths.update({runtime: path for runtime in KERAS_RUNTIMES})
+    if "saved_model" in plan.runtimes:
+        paths["saved_model"] = export_saved_model(
+            model, directory / "serving", overwrite=True
+        )
+    if "onnxruntime" in plan.runtimes:
+        paths["onnxruntime"] = export_onnx(model, directory / "model.onnx")
+    for runtime, quantize in LITERT_RUNTIMES.items():
+        if runtime in plan.runtimes:
+            path = directory / f"{quantize}_{plan.size}.tflite"
+            path.write_bytes(
+                convert_tflite(
+                    model,
+                    size=plan.size,
+                    quantize=quantize,
+                    representative_images=_calibration_images(plan),
+                )
+            )
+            paths[runtime] = path
+    return {runtime: str(path) for runtime, path in paths.items()}
+
+
+def _efficiency(flops_per_s, results):
+    return flops_per_s / (results.matmul_gflops * 1e9)
+
+
+def _build_model(plan, backbone, output_stride, input_shape):
+    from keras_deeplab.models import DeepLabV3
+
+    return DeepLabV3(
+        plan.num_classes,
+        backbone=backbone,
+        output_stride=output_stride,
+        input_shape=input_shape,
+        backbone_width=plan.backbone_width,
+        head_filters=plan.head_filters,
+    )
+
+
+def _model_record(model, plan, backbone, output_stride):
+    from keras_deeplab.complexity import graph_conv_macs, model_macs
+
+    fixed = _build_model(plan, backbone, output_stride, (plan.size,) * 2 + (3,))
+    return {
+        "kind": "model",
+        "backbone": backbone,
+        "output_stride": output_stride,
+        "size": plan.size,
+        "params": model.count_params(),
+        "gmacs": model_macs(fixed) / 1e9,
+        "graph_gmacs": graph_conv_macs(model, size=plan.size) / 1e9,
+    }
+
+
+def _inference_keys(plan, backbone, output_stride):
+    base = {"kind": "inference", "backbone": backbone, "size": plan.size}
+    base["output_stride"] = output_stride
+    return [
+        {**base, "runtime": runtime, "batch": batch}
+        for runtime in plan.runtimes
+        for batch in plan.batches
+    ]
+
+
+def _benchmark_model(results, plan, backbone, output_stride, log):
+    """Exports one model, then times each runtime and batch size."""
+    import shutil
+    import tempfile
+
+    import keras
+
+    keys = _inference_keys(plan, backbone, output_stride)
+    if all(result_key(key) in results.done for key in keys):
+        return
+    keras.utils.set_random_seed(0)  # speed does not depend on the weights
+    model = _build_model(plan, backbone, output_stride, (None, None, 3))
+    info = _model_record(model, plan, backbone, output_stride)
+    results.add(info)
+    log(f"{backbone} OS{output_stride}: {info['gmacs']:.1f} GMACs, exporting")
+    with tempfile.TemporaryDirectory(dir=results.path.parent) as directory:
+        artefacts = export_artefacts(model, directory, plan=plan)
+        keras.backend.clear_session()
+        for key in keys:
+            if result_key(key) in results.done:
+                continue
+            path = artefacts[key["runtime"]]
+            spec = {**key, "artefact": path, "threads": plan.threads}
+            spec.update(warmup=plan.warmup, repeats=plan.repeats)
+            record = {**key, **measure(spec), "gmacs": info["gmacs"]}
+            record["artefact_mb"] = round(_disk_mb(path), 1)
+            if "median_s" in record:
+                record["images_per_s"] = key["batch"] / record["median_s"]
+                flops = 2e9 * info["gmacs"] * record["images_per_s"]
+                record["efficiency"] = _efficiency(flops, results)
+            results.add(record)
+            log(_describe(record))
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _disk_mb(path):
+    path = Path(path)
+    files = path.rglob("*") if path.is_dir() else [path]
+    return sum(f.stat().st_size for f in files if f.is_file()) / 1e6
+
+
+def _describe(record):
+    if "error" in record:
+        return (
+            f"  {record['runtime']} batch {record['batch']}: FAILED "
+            + (record["error"])
+        )
+    return (
+        f"  {record['runtime']} batch {record['batch']}: "
+        f"{record['median_s'] * 1e3:.0f} ms median, "
+        f"{record['efficiency']:.0%} of matmul peak, "
+        f"{record['peak_rss_mb']:.0f} MB peak RSS"
+    )
+
+
+def _benchmark_fit(results, plan, log):
+    for mode in plan.fit_modes:
+        for precision in plan.fit_precisions:
+            key = {"kind": "fit", "mode": mode, "precision": precision}
+            key.update(size=plan.fit_size, batch=plan.fit_batch)
+            if result_key(key) in results.done:
+                continue
+            spec = {**key, "steps": plan.fit_steps, "threads": plan.threads}
+            spec.update(num_classes=plan.num_classes, output_stride=16)
+            spec.update(backbone_width=plan.backbone_width)
+            spec.update(head_filters=plan.head_filters)
+            record = {**key, **measure(spec)}
+            if "images_per_s" in record:
+                flops = TRAINING_FLOPS_PER_MAC * 1e9 * record["gmacs"]
+                flops *= record["images_per_s"]
+                record["efficiency"] = _efficiency(flops, results)
+                log(
+                    f"fit {mode} {precision}: "
+                    f"{record['images_per_s']:.2f} images/s"
+                )
+            else:
+                log(f"fit {mode} {precision}: FAILED {record['error']}")
+            results.add(record)
+
+
+def run_benchmark(plan: BenchmarkPlan, out_dir, *, resume=False, log=print):
+    """Measures `plan` and writes `out_dir`/results.json.
+
+    The matmul peak is measured first, in this run, so every efficiency is
+    a ratio of two numbers from the same machine state.
+
+    Returns:
+        The results document (dict).
+    """
+    validate_plan(plan)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = ResultsFile(out_dir / RESULTS_FILE, plan=plan, resume=resume)
+    peak = measure({"kind": "matmul", "threads": plan.threads})
+    if "error" in peak:
+        raise RuntimeError(f"matmul reference failed: {peak['error']}")
+    results.document["matmul"] = peak
+    results.save()
+    log(f"fp32 matmul peak: {peak['matmul_gflops']:.0f} GFLOP/s")
+    for backbone in plan.backbones:
+        for output_stride in plan.output_strides:
+            _benchmark_model(results, plan, backbone, output_stride, log)
+    _benchmark_fit(results, plan, log)
+    return results.document

@@ -1,0 +1,78 @@
+"""Reusable ONNX Runtime and LiteRT sessions for exported models.
+
+Kept free of TensorFlow imports so that a deployment-side process (or a
+benchmark measuring its memory) loads only the runtime it uses.
+"""
+
+import numpy as np
+
+
+def onnx_session(path, *, num_threads=None):
+    """Returns fn(images float32 (b, h, w, 3)) -> logits of an ONNX model.
+
+    Args:
+        path: str or Path. The .onnx file.
+        num_threads: int or None. Intra-op threads; None lets ONNX Runtime
+            use one per physical core.
+    """
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    if num_threads:
+        options.intra_op_num_threads = num_threads
+    session = onnxruntime.InferenceSession(
+        str(path), options, providers=["CPUExecutionProvider"]
+    )
+    input_name = session.get_inputs()[0].name
+    output_name = session.get_outputs()[0].name
+
+    def run(images):
+        feed = {input_name: np.asarray(images, np.float32)}
+        return session.run([output_name], feed)[0]
+
+    return run
+
+
+def _quantize_input(value, detail):
+    """Float images to the int8/uint8 input of a full-integer model."""
+    if detail["dtype"] == np.float32:
+        return value
+    scale, zero_point = detail["quantization"]
+    info = np.iinfo(detail["dtype"])
+    return np.clip(np.round(value / scale + zero_point), info.min, info.max)
+
+
+def tflite_session(model_bytes, *, num_threads=None):
+    """Returns fn(images float32 (b, h, w, 3)) -> outputs of a TFLite model.
+
+    Uses `ai_edge_litert.interpreter.Interpreter` (tf.lite.Interpreter is
+    deprecated). Images run one at a time, as on a phone; tensors are
+    re-allocated only when the image size changes. Integer inputs are
+    quantized with the model's own scale.
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(
+        model_content=model_bytes, num_threads=num_threads
+    )
+    input_index = interpreter.get_input_details()[0]["index"]
+    allocated_shape = None
+
+    def run(images):
+        nonlocal allocated_shape
+        outputs = []
+        for image in np.asarray(images, np.float32):
+            shape = [1, *image.shape]
+            if shape != allocated_shape:
+                interpreter.resize_tensor_input(input_index, shape)
+                interpreter.allocate_tensors()
+                allocated_shape = shape
+            detail = interpreter.get_input_details()[0]
+            value = _quantize_input(image[None], detail)
+            interpreter.set_tensor(input_index, value.astype(detail["dtype"]))
+            interpreter.invoke()
+            output = interpreter.get_output_details()[0]
+            outputs.append(interpreter.get_tensor(output["index"])[0])
+        return np.stack(outputs)
+
+    return run
