@@ -1,4 +1,4 @@
-"""Command line: `keras-deeplab train|evaluate|predict|validate-data|demo`.
+"""Command line: `keras-deeplab train|evaluate|predict|export|demo|...`.
 
 User errors (missing file, bad config key or value, bad data) exit with
 status 2 and one line on stderr, never a traceback.
@@ -11,6 +11,9 @@ import sys
 from pathlib import Path
 
 from keras_deeplab.atomic import atomic_file
+from keras_deeplab.benchmark.command import (
+    add_parser as add_benchmark_parser,
+)
 from keras_deeplab.errors import UserInputError
 
 # TensorFlow logs a page of C++ start-up lines; keep the CLI readable unless
@@ -307,6 +310,7 @@ def _parser():
     )
     _add_set(demo)
     demo.set_defaults(run=_demo)
+    add_benchmark_parser(commands)
     return parser
 
 

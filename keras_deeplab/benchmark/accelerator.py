@@ -1,0 +1,143 @@
+"""Training and inference images/s and MFU on an accelerator, under JAX.
+
+Run as `KERAS_BACKEND=jax python -m keras_deeplab.benchmark.accelerator`
+(benchmarks/gpu.sh does). Needs Keras and JAX only: GPU hosts without
+TensorFlow can run it. Prints one JSON document.
+
+Model FLOP utilisation (MFU) = model FLOPs per second / the chip's dense
+peak for the precision: 2 FLOPs per MAC forward, 6 for a training step
+(forward, input gradients, weight gradients).
+"""
+
+import argparse
+import json
+import time
+
+import numpy as np
+
+# Dense (no sparsity) bf16 tensor-core peaks, TFLOP/s, from NVIDIA's specs.
+BF16_PEAK_TFLOPS = {
+    "H100 80GB HBM3": 989.4,  # SXM
+    "H100 PCIe": 756.0,
+    "H200": 989.4,
+    "A100": 312.0,
+    "L4": 121.0,
+}
+TRAINING_FLOPS_PER_MAC = 6
+INFERENCE_FLOPS_PER_MAC = 2
+
+
+def chip_peak_tflops(device_kind: str, override: float | None = None):
+    """Known bf16 peak for a JAX device_kind, or `override`, or None."""
+    if override:
+        return override
+    for name, peak in BF16_PEAK_TFLOPS.items():
+        if name in device_kind:
+            return peak
+    return None
+
+
+def _timed(function, *, warmup, steps):
+    for _ in range(warmup):
+        function()
+    start = time.perf_counter()
+    for _ in range(steps):
+        function()
+    return (time.perf_counter() - start) / steps
+
+
+def measure_throughput(args) -> dict:
+    """Images/s of `model.fit` steps and of `predict_on_batch`."""
+    import jax
+    import keras
+
+    from keras_deeplab.complexity import model_macs
+    from keras_deeplab.models import DeepLabV3
+    from keras_deeplab.training.losses import segmentation_loss
+
+    keras.config.set_dtype_policy(args.precision)
+    size, batch = args.size, args.batch
+    model = DeepLabV3(
+        args.num_classes,
+        output_stride=args.output_stride,
+        input_shape=(size, size, 3),
+        backbone_width=args.backbone_width,
+        head_filters=args.head_filters,
+    )
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.007, momentum=0.9),
+        loss=segmentation_loss(),
+        jit_compile=True,
+    )
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (batch, size, size, 3)).astype(np.float32)
+    masks = rng.integers(0, args.num_classes, (batch, size, size))
+    masks = masks.astype(np.int32)
+
+    def train_step():
+        # Reading the loss back waits for the device to finish the step.
+        float(model.train_on_batch(images, masks))
+
+    def predict_step():
+        model.predict_on_batch(images)
+
+    train_s = _timed(train_step, warmup=args.warmup, steps=args.steps)
+    predict_s = _timed(predict_step, warmup=args.warmup, steps=args.steps)
+    macs = model_macs(model)
+    device = jax.devices()[0]
+    peak = chip_peak_tflops(device.device_kind, args.peak_tflops)
+    result = {
+        "device": f"{device.platform}: {device.device_kind}",
+        "devices": jax.device_count(),
+        "precision": args.precision,
+        "size": size,
+        "batch": batch,
+        "output_stride": args.output_stride,
+        "gmacs_per_image": macs / 1e9,
+        "train_images_per_s": batch / train_s,
+        "predict_images_per_s": batch / predict_s,
+        "peak_tflops": peak,
+    }
+    for name, flops_per_mac in (
+        ("train", TRAINING_FLOPS_PER_MAC),
+        ("predict", INFERENCE_FLOPS_PER_MAC),
+    ):
+        achieved = flops_per_mac * macs * result[f"{name}_images_per_s"]
+        result[f"{name}_tflops"] = achieved / 1e12
+        result[f"{name}_mfu"] = achieved / (peak * 1e12) if peak else None
+    return result
+
+
+def _parser():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=513)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--output-stride", type=int, default=16)
+    parser.add_argument("--precision", default="mixed_bfloat16")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--num-classes", type=int, default=21)
+    parser.add_argument("--backbone-width", type=int, default=64)
+    parser.add_argument("--head-filters", type=int, default=256)
+    parser.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=None,
+        help="chip peak for MFU when its device_kind is not in the table",
+    )
+    parser.add_argument("--out", default=None, help="also write JSON here")
+    return parser
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    text = json.dumps(measure_throughput(args), indent=2)
+    print(text)
+    if args.out:
+        from keras_deeplab.atomic import atomic_write_text
+
+        atomic_write_text(args.out, text + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""`keras-deeplab benchmark`: arguments, run, report and --compare."""
+
+import dataclasses
+import json
+from pathlib import Path
+
+from keras_deeplab.benchmark.measure import RUNTIMES
+from keras_deeplab.benchmark.report import (
+    DEFAULT_THRESHOLD,
+    compare,
+    format_comparison,
+    write_report,
+)
+from keras_deeplab.benchmark.results import RESULTS_FILE
+from keras_deeplab.benchmark.suite import (
+    FIT_MODES,
+    FIT_PRECISIONS,
+    BenchmarkPlan,
+    run_benchmark,
+)
+from keras_deeplab.errors import UserInputError
+
+REGRESSION_EXIT = 1
+_DEFAULTS = BenchmarkPlan()
+
+
+def add_parser(commands):
+    """Adds the `benchmark` subcommand to an argparse subparsers object."""
+    parser = commands.add_parser(
+        "benchmark",
+        help="latency, memory and efficiency of every runtime",
+        description="Measures every runtime in its own process; writes "
+        "results.json, results.md and latency.png to --out.",
+    )
+    parser.add_argument("--out", required=True, help="results folder")
+    lists = {
+        "--batch": ("batches", int, None),
+        "--output-stride": ("output_strides", int, (8, 16, 32)),
+        "--backbone": ("backbones", str, ("resnet50", "resnet101")),
+        "--runtime": ("runtimes", str, RUNTIMES),
+        "--fit-mode": ("fit_modes", str, (*FIT_MODES, "none")),
+        "--fit-precision": ("fit_precisions", str, FIT_PRECISIONS),
+    }
+    for flag, (field, kind, choices) in lists.items():
+        parser.add_argument(
+            flag,
+            dest=field,
+            nargs="+",
+            type=kind,
+            choices=choices,
+            default=getattr(_DEFAULTS, field),
+            help=f"default: {' '.join(map(str, getattr(_DEFAULTS, field)))}",
+        )
+    for field in ("size", "repeats", "warmup", "threads", "backbone_width"):
+        _add_int(parser, field)
+    for field in ("head_filters", "fit_size", "fit_batch", "fit_steps"):
+        _add_int(parser, field)
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the measurements already in --out and add the rest",
+    )
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="rewrite results.md and latency.png from results.json",
+    )
+    parser.add_argument(
+        "--compare",
+        metavar="BASELINE_JSON",
+        default=None,
+        help="exit 1 if any measurement is slower than in this results.json",
+    )
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=DEFAULT_THRESHOLD,
+        help="slowdown that counts as a regression (default: 0.10)",
+    )
+    parser.set_defaults(run=run_command, config=None)
+
+
+def _add_int(parser, field):
+    parser.add_argument(
+        "--" + field.replace("_", "-"),
+        dest=field,
+        type=int,
+        default=getattr(_DEFAULTS, field),
+        help=f"default: {getattr(_DEFAULTS, field)}",
+    )
+
+
+def _plan(args) -> BenchmarkPlan:
+    values = {
+        field.name: getattr(args, field.name)
+        for field in dataclasses.fields(BenchmarkPlan)
+        if hasattr(args, field.name)
+    }
+    if "none" in values["fit_modes"]:
+        values["fit_modes"] = ()
+    return BenchmarkPlan(
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    )
+
+
+def _read_results(path, what):
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{what} {str(path)!r} does not exist; expected a results.json "
+            "written by `keras-deeplab benchmark`."
+        )
+    try:
+        document = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise UserInputError(
+            f"{what} {str(path)!r} is not valid JSON ({err}); expected a "
+            "results.json written by `keras-deeplab benchmark`."
+        ) from err
+    if not isinstance(document, dict) or "results" not in document:
+        raise UserInputError(
+            f"{what} {str(path)!r} has no 'results' list; expected a "
+            "results.json written by `keras-deeplab benchmark`."
+        )
+    return document
+
+
+def run_command(args) -> int:
+    """Runs (or reports) the benchmark; returns the CLI exit status."""
+    out_dir = Path(args.out)
+    baseline = args.compare and _read_results(args.compare, "--compare")
+    if args.report_only:
+        document = _read_results(out_dir / RESULTS_FILE, "results file")
+    else:
+        document = run_benchmark(_plan(args), out_dir, resume=args.resume)
+    paths = write_report(document, out_dir)
+    print(f"wrote {out_dir / RESULTS_FILE}, {paths['markdown']}, ", end="")
+    print(paths["chart"])
+    failed = [r for r in document["results"] if "error" in r]
+    for record in failed:
+        print(f"failed: {record}")
+    status = REGRESSION_EXIT if failed else 0
+    if baseline:
+        rows = compare(document, baseline, threshold=args.threshold)
+        print(format_comparison(rows) or "nothing in common with baseline")
+        if any(row["regression"] for row in rows):
+            status = REGRESSION_EXIT
+    return status

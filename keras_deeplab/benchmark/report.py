@@ -1,0 +1,263 @@
+"""Benchmark results as markdown tables, a bar chart and a regression check."""
+
+from pathlib import Path
+
+from keras_deeplab.atomic import atomic_file, atomic_write_text
+from keras_deeplab.benchmark.results import result_key
+
+MARKDOWN_FILE = "results.md"
+CHART_FILE = "latency.png"
+DEFAULT_THRESHOLD = 0.10  # slowdowns above 10% are regressions
+
+
+def _records(document, kind):
+    return [r for r in document["results"] if r.get("kind") == kind]
+
+
+def _ok(records):
+    return [r for r in records if "error" not in r]
+
+
+def _row(cells):
+    return "| " + " | ".join(str(cell) for cell in cells) + " |"
+
+
+def _table(header, rows):
+    lines = [_row(header), _row(["---"] * len(header))]
+    return "\n".join(lines + [_row(row) for row in rows])
+
+
+def _find(records, **fields):
+    matches = [
+        r for r in records if all(r.get(k) == v for k, v in fields.items())
+    ]
+    return matches[0] if matches else None
+
+
+def _inference_table(records, backbone):
+    records = [r for r in records if r["backbone"] == backbone]
+    runtimes = list(dict.fromkeys(r["runtime"] for r in records))
+    strides = sorted({r["output_stride"] for r in records})
+    batches = sorted({r["batch"] for r in records})
+    header = ["runtime"]
+    header += [f"OS{s} b1 ms" for s in strides if 1 in batches]
+    header += [f"OS{s} b{b} img/s" for b in batches if b > 1 for s in strides]
+    header += [f"OS{s} b1 % peak" for s in strides if 1 in batches]
+    header += ["peak RSS MB", "file MB"]
+    rows = []
+    for runtime in runtimes:
+        mine = [r for r in records if r["runtime"] == runtime]
+
+        def cell(stride, batch, value, mine=mine):
+            record = _find(mine, output_stride=stride, batch=batch)
+            if record is None:
+                return "-"
+            if "error" in record:
+                return "failed"
+            return value(record)
+
+        row = [f"`{runtime}`"]
+        if 1 in batches:
+            row += [
+                cell(s, 1, lambda r: f"{r['median_s'] * 1e3:,.0f}")
+                for s in strides
+            ]
+        row += [
+            cell(s, b, lambda r: f"{r['images_per_s']:.2f}")
+            for b in batches
+            if b > 1
+            for s in strides
+        ]
+        if 1 in batches:
+            row += [
+                cell(s, 1, lambda r: f"{r['efficiency']:.0%}") for s in strides
+            ]
+        measured = _ok(mine)
+        rss = max((r["peak_rss_mb"] for r in measured), default=None)
+        size = max((r["artefact_mb"] for r in measured), default=None)
+        row += ["-" if rss is None else f"{rss:,.0f}"]
+        row += ["-" if size is None else f"{size:,.0f}"]
+        rows.append(row)
+    return _table(header, rows)
+
+
+def _model_table(records):
+    header = ["backbone", "OS", "params", "GMACs (layers)", "GMACs (TF graph)"]
+    rows = [
+        [
+            r["backbone"],
+            r["output_stride"],
+            f"{r['params']:,}",
+            f"{r['gmacs']:.2f}",
+            f"{r['graph_gmacs']:.2f}",
+        ]
+        for r in records
+    ]
+    return _table(header, rows)
+
+
+def _fit_table(records):
+    header = ["mode", "precision", "images/s", "% of fp32 matmul peak"]
+    rows = [
+        [r["mode"], r["precision"], "failed", "-"]
+        if "error" in r
+        else [
+            r["mode"],
+            r["precision"],
+            f"{r['images_per_s']:.2f}",
+            f"{r['efficiency']:.0%}",
+        ]
+        for r in records
+    ]
+    return _table(header, rows)
+
+
+def format_markdown(document) -> str:
+    """Machine, model, inference and training tables of one run."""
+    machine, plan = document["machine"], document["plan"]
+    versions = ", ".join(f"{k} {v}" for k, v in machine["versions"].items())
+    parts = [
+        f"Machine: {machine['cpu']}, {machine['logical_cpus']} logical CPUs, "
+        f"{machine['memory_gib']} GiB; {plan['threads']} threads per runtime; "
+        f"fp32 matmul peak {document['matmul']['matmul_gflops']:.0f} GFLOP/s "
+        f"(measured in the run). {versions}. Updated {document['updated']}.",
+    ]
+    models = _records(document, "model")
+    if models:
+        parts.append(f"Model cost at {plan['size']}x{plan['size']}:")
+        parts.append(_model_table(models))
+    inference = _records(document, "inference")
+    for backbone in dict.fromkeys(r["backbone"] for r in inference):
+        parts.append(
+            f"Inference, {backbone}, {plan['size']}x{plan['size']} "
+            f"(median of {plan['repeats']} after {plan['warmup']} warm-up):"
+        )
+        parts.append(_inference_table(inference, backbone))
+    fits = _records(document, "fit")
+    if fits:
+        parts.append(
+            f"`model.fit`, OS16, {plan['fit_size']}x{plan['fit_size']}, "
+            f"batch {plan['fit_batch']} (efficiency counts 6 FLOPs/MAC):"
+        )
+        parts.append(_fit_table(fits))
+    return "\n\n".join(parts) + "\n"
+
+
+def save_chart(document, path) -> Path:
+    """Batch-1 latency per runtime and output stride, one panel a backbone."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display needed
+    from matplotlib import pyplot
+
+    records = [r for r in _ok(_records(document, "inference"))]
+    records = [r for r in records if r["batch"] == 1]
+    backbones = list(dict.fromkeys(r["backbone"] for r in records))
+    figure, axes = pyplot.subplots(
+        1, len(backbones), figsize=(6 * len(backbones), 4), squeeze=False
+    )
+    for axis, backbone in zip(axes[0], backbones, strict=True):
+        mine = [r for r in records if r["backbone"] == backbone]
+        runtimes = list(dict.fromkeys(r["runtime"] for r in mine))
+        strides = sorted({r["output_stride"] for r in mine})
+        width = 0.8 / len(strides)
+        for index, stride in enumerate(strides):
+            positions, heights = [], []
+            for x, runtime in enumerate(runtimes):
+                record = _find(mine, runtime=runtime, output_stride=stride)
+                if record is not None:
+                    positions.append(x + index * width)
+                    heights.append(record["median_s"] * 1e3)
+            axis.bar(positions, heights, width, label=f"OS{stride}")
+        axis.set_xticks(
+            [x + 0.4 - width / 2 for x in range(len(runtimes))],
+            runtimes,
+            rotation=30,
+            ha="right",
+        )
+        size = document["plan"]["size"]
+        axis.set(ylabel="ms (batch 1, median)", title=f"{backbone} {size}px")
+        axis.legend()
+    figure.suptitle(document["machine"]["cpu"], fontsize=9)
+    figure.tight_layout()
+    with atomic_file(path) as temporary:
+        figure.savefig(temporary, dpi=100, format="png")
+    pyplot.close(figure)
+    return Path(path)
+
+
+def write_report(document, out_dir) -> dict:
+    """Writes results.md and latency.png beside results.json."""
+    out_dir = Path(out_dir)
+    markdown = atomic_write_text(
+        out_dir / MARKDOWN_FILE, format_markdown(document)
+    )
+    return {
+        "markdown": markdown,
+        "chart": save_chart(document, out_dir / CHART_FILE),
+    }
+
+
+def _normalised_cost(record, document):
+    """Seconds per image in units of this run's matmul peak (less is better).
+
+    Multiplying by the run's own peak makes runs on a busier or a faster
+    machine comparable: a real regression changes the ratio, noise in the
+    machine's speed changes both terms.
+    """
+    peak = record.get("matmul_gflops", document["matmul"]["matmul_gflops"])
+    return peak / record["images_per_s"]
+
+
+def _describe_key(record):
+    if record["kind"] == "fit":
+        return f"fit {record['mode']} {record['precision']}"
+    return (
+        f"{record['runtime']} {record['backbone']} OS{record['output_stride']}"
+        f" b{record['batch']}"
+    )
+
+
+def compare(document, baseline, *, threshold=DEFAULT_THRESHOLD) -> list:
+    """Matching measurements of two runs, slowest change first.
+
+    Returns:
+        List of dicts: name, baseline and current images/s, slowdown (0.25
+        means 25% slower after normalising by each run's matmul peak) and
+        regression (slowdown > threshold).
+    """
+    base = {
+        result_key(r): r
+        for r in _ok(baseline["results"])
+        if "images_per_s" in r
+    }
+    rows = []
+    for record in _ok(document["results"]):
+        previous = base.get(result_key(record))
+        if previous is None or "images_per_s" not in record:
+            continue
+        slowdown = (
+            _normalised_cost(record, document)
+            / _normalised_cost(previous, baseline)
+            - 1
+        )
+        rows.append(
+            {
+                "name": _describe_key(record),
+                "baseline_images_per_s": previous["images_per_s"],
+                "images_per_s": record["images_per_s"],
+                "slowdown": slowdown,
+                "regression": slowdown > threshold,
+            }
+        )
+    return sorted(rows, key=lambda row: -row["slowdown"])
+
+
+def format_comparison(rows) -> str:
+    return "\n".join(
+        f"{'REGRESSION' if row['regression'] else 'ok':>10}  "
+        f"{row['name']:<40} {row['baseline_images_per_s']:8.3f} -> "
+        f"{row['images_per_s']:8.3f} images/s ({row['slowdown']:+.1%} "
+        "normalised cost)"
+        for row in rows
+    )

@@ -1,0 +1,62 @@
+"""`keras-deeplab benchmark` end to end on a tiny model (smoke test)."""
+
+import json
+
+import pytest
+
+from keras_deeplab.benchmark.measure import RUNTIMES
+from keras_deeplab.cli import main
+
+TINY_RUN = [
+    "--size", "65", "--backbone-width", "8", "--head-filters", "16",
+    "--output-stride", "16", "--backbone", "resnet50", "--batch", "1", "2",
+    "--repeats", "1", "--fit-mode", "graph", "--fit-precision", "float32",
+    "--fit-size", "65", "--fit-batch", "2", "--fit-steps", "1",
+]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_benchmark_cli_measures_every_runtime_and_compares(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["benchmark", "--out", str(out), *TINY_RUN]) == 0
+    document = json.loads((out / "results.json").read_text())
+    records = {
+        (r["runtime"], r["batch"]): r
+        for r in document["results"]
+        if r["kind"] == "inference"
+    }
+    assert set(records) == {(rt, b) for rt in RUNTIMES for b in (1, 2)}
+    assert all(0 < r["efficiency"] < 1 for r in records.values())
+    # ONNX Runtime and LiteRT run without TensorFlow in their process.
+    assert (
+        records["litert_fp32", 1]["peak_rss_mb"]
+        < records["keras", 1]["peak_rss_mb"] - 200
+    )
+    (model,) = [r for r in document["results"] if r["kind"] == "model"]
+    # Space-to-batch padding: TF runs at least the layers' MACs.
+    assert model["graph_gmacs"] >= model["gmacs"] > 0
+    (fit,) = [r for r in document["results"] if r["kind"] == "fit"]
+    assert fit["images_per_s"] > 0
+    assert "`litert_int8`" in (out / "results.md").read_text()
+    assert (out / "latency.png").stat().st_size > 1000
+
+    # Comparing with itself passes; with a twice-as-fast baseline it fails.
+    report_only = ["benchmark", "--out", str(out), "--report-only"]
+    baseline = out / "results.json"
+    assert main([*report_only, "--compare", str(baseline)]) == 0
+    faster = json.loads(baseline.read_text())
+    for record in faster["results"]:
+        if "images_per_s" in record:
+            record["images_per_s"] *= 2
+    faster_path = tmp_path / "faster.json"
+    faster_path.write_text(json.dumps(faster))
+    assert main([*report_only, "--compare", str(faster_path)]) == 1
+    assert "REGRESSION" in capsys.readouterr().out
+
+
+def test_benchmark_cli_rejects_bad_input(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    assert main(["benchmark", "--out", out, "--repeats", "0"]) == 2
+    assert "repeats=0 must be a positive integer" in capsys.readouterr().err
+    assert main(["benchmark", "--out", out, "--report-only"]) == 2
+    assert "results.json" in capsys.readouterr().err
