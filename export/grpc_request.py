@@ -14,26 +14,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-
-def predict_request(
-    images: np.ndarray,
-    *,
-    model_name="deeplab",
-    signature="serving_default",
-    version=None,
-):
-    """A PredictRequest carrying uint8 images (B, H, W, 3)."""
-    from tensorflow_serving.apis import predict_pb2
-
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = model_name
-    request.model_spec.signature_name = signature
-    if version is not None:
-        request.model_spec.version.value = version
-    request.inputs["images"].CopyFrom(
-        tf.make_tensor_proto(np.asarray(images, dtype=np.uint8))
-    )
-    return request
+from keras_deeplab.export.serving import predict_request
 
 
 def send(request, target="localhost:8500", timeout=60.0):

@@ -5,44 +5,18 @@ Usage (server started as in export/README.md):
         --url http://localhost:8501/v1/models/deeplab:predict
     python export/rest_request.py photo.jpg --bytes  # serve_image_bytes
 
-The payload builders are imported by the tests, which feed the payloads
-through the SavedModel signatures the way TF Serving decodes them.
+The payload builders live in `keras_deeplab.export.serving`, where the tests
+feed them through the SavedModel signatures the way TF Serving decodes them.
 """
 
 import argparse
-import base64
 import json
 import urllib.request
 
 import numpy as np
 from PIL import Image
 
-
-def image_payload(images: np.ndarray) -> dict:
-    """`serving_default`: uint8 images (B, H, W, 3) in the columnar format."""
-    images = np.asarray(images)
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-        raise ValueError(
-            f"images must be uint8 (batch, height, width, 3); got "
-            f"{images.dtype} {images.shape}."
-        )
-    return {
-        "signature_name": "serving_default",
-        "inputs": {"images": images.tolist()},
-    }
-
-
-def bytes_payload(encoded: list) -> dict:
-    """`serve_image_bytes`: encoded JPEG/PNG files, base64 as REST wants."""
-    return {
-        "signature_name": "serve_image_bytes",
-        "inputs": {
-            "image_bytes": [
-                {"b64": base64.b64encode(data).decode("ascii")}
-                for data in encoded
-            ]
-        },
-    }
+from keras_deeplab.export.serving import bytes_payload, image_payload
 
 
 def send(payload: dict, url: str, timeout: float = 60.0) -> dict:

@@ -134,13 +134,7 @@ def _export(args):
             temporary.write_bytes(data)
         paths = {"tflite": path}
     for name, path in paths.items():
-        print(f"{name}: {path} ({_size_mb(path):.1f} MB)")
-
-
-def _size_mb(path):
-    path = Path(path)
-    files = [path] if path.is_file() else path.rglob("*")
-    return sum(f.stat().st_size for f in files if f.is_file()) / 2**20
+        print(f"{name}: {path} ({parity.disk_size_mb(path):.1f} MB)")
 
 
 def _verify_export(args):

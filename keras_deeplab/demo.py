@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_deeplab.atomic import atomic_file, atomic_write_text
+from keras_deeplab.atomic import atomic_write_text
 from keras_deeplab.backbones.resnet import OUTPUT_STRIDES
 from keras_deeplab.complexity import model_macs
 from keras_deeplab.config import load_config
@@ -22,13 +22,18 @@ from keras_deeplab.export.parity import (
     verification_batch,
     verify_exports,
 )
+from keras_deeplab.figures import (
+    comparison_rows,
+    save_figure,
+    training_curves,
+)
 from keras_deeplab.models import DeepLabV3, load_trained_model
 from keras_deeplab.training.evaluate import (
     evaluate_model,
     predict_probabilities,
 )
 from keras_deeplab.training.fit import BEST_MODEL, HISTORY_FILE, train
-from keras_deeplab.visualize import colorize, overlay, save_png
+from keras_deeplab.visualize import save_png
 
 REPORT_IMAGE_SIZE = 513  # the paper's crop size; GMACs are quoted at it
 _OVERLAY_ROWS = 6
@@ -81,46 +86,19 @@ def save_overlay_grid(model, dataset, path, *, rows=_OVERLAY_ROWS):
     images, masks = next(iter(dataset.unbatch().batch(rows)))
     images = np.asarray(images)
     predictions = np.argmax(predict_probabilities(model, images), axis=-1)
-    grid = [
-        np.concatenate(
-            [
-                image.astype(np.uint8),
-                colorize(mask),
-                overlay(image.astype(np.uint8), prediction.astype(np.uint8)),
-            ],
-            axis=1,
-        )
-        for image, mask, prediction in zip(
-            images, np.asarray(masks), predictions, strict=True
-        )
-    ]
-    return save_png(path, np.concatenate(grid, axis=0))
+    return save_png(path, comparison_rows(images, masks, predictions))
+
+
+def read_history(history_csv) -> dict:
+    """The CSVLogger file as {metric: [value per epoch]}."""
+    with open(history_csv, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return {key: [float(row[key]) for row in rows] for key in rows[0]}
 
 
 def save_training_curves(history_csv, path):
     """Loss and val mIoU per epoch from the CSV log, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display needed
-    from matplotlib import pyplot
-
-    with open(history_csv, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    epochs = [int(row["epoch"]) + 1 for row in rows]
-    figure, (loss_axis, iou_axis) = pyplot.subplots(1, 2, figsize=(9, 3.5))
-    loss_axis.plot(epochs, [float(r["loss"]) for r in rows], label="train")
-    loss_axis.plot(epochs, [float(r["val_loss"]) for r in rows], label="val")
-    loss_axis.set(xlabel="epoch", ylabel="loss", title="cross-entropy")
-    loss_axis.legend()
-    iou_axis.plot(epochs, [float(r["mean_iou"]) for r in rows], label="train")
-    iou_axis.plot(epochs, [float(r["val_mean_iou"]) for r in rows], label="val")
-    iou_axis.set(xlabel="epoch", ylabel="mIoU", title="mean IoU", ylim=(0, 1))
-    iou_axis.legend()
-    figure.tight_layout()
-    with atomic_file(path) as temporary:
-        figure.savefig(temporary, dpi=100, format="png")
-    pyplot.close(figure)
-    return Path(path)
+    return save_figure(training_curves(read_history(history_csv)), path)
 
 
 def format_class_iou(per_class_iou, names=CLASS_NAMES) -> str:

@@ -1,5 +1,6 @@
 """DeepLabV3 model assembly: where the dilated backbone meets the ASPP head."""
 
+import dataclasses
 from numbers import Integral
 from pathlib import Path
 
@@ -211,6 +212,34 @@ def model_from_config(config) -> keras.Model:
                 # In Keras 3 a non-trainable BN also runs in inference mode.
                 layer.trainable = False
     return model
+
+
+def with_output_stride(model, config, output_stride: int) -> keras.Model:
+    """The same trained weights in a model of another output stride.
+
+    Dilation changes no weight shape, so a model trained at output stride 16
+    can be evaluated at 8 (denser features, ~3x the compute; +1-1.5 mIoU in
+    the paper). Explicit `config.atrous_rates` are scaled with the stride
+    (6, 12, 18 at 16 become 12, 24, 36 at 8); None scales automatically.
+
+    Args:
+        model: the trained keras.Model, built from `config`.
+        config: DeepLabConfig the model was built (and trained) with.
+        output_stride: int. 8, 16 or 32.
+    """
+    rates = config.atrous_rates
+    if rates is not None:
+        scale = config.output_stride / output_stride
+        rates = tuple(int(rate * scale) for rate in rates)
+    rebuilt_config = dataclasses.replace(
+        config,
+        output_stride=output_stride,
+        atrous_rates=rates,
+        backbone_weights=None,  # every weight comes from `model`
+    ).validate()
+    rebuilt = model_from_config(rebuilt_config)
+    rebuilt.set_weights(model.get_weights())
+    return rebuilt
 
 
 def load_trained_model(path, config=None) -> keras.Model:

@@ -160,3 +160,45 @@ def test_no_head_layer_looks_like_a_backbone_layer():
     for layer in model.layers:
         if layer.name not in backbone_names:
             assert not layer.name[:5].startswith("conv"), layer.name
+
+
+def test_with_output_stride_keeps_weights_and_scales_rates():
+    from keras_deeplab.config import load_config
+    from keras_deeplab.models import model_from_config, with_output_stride
+
+    config = load_config(
+        None,
+        [
+            "num_classes=3",
+            "backbone_width=8",
+            "head_filters=16",
+            "atrous_rates=[6,12,18]",
+        ],
+    )
+    trained = model_from_config(config)
+    images = random_images(1, 65, 65)
+    same = with_output_stride(trained, config, 16)
+    np.testing.assert_allclose(
+        np.asarray(same(images)), np.asarray(trained(images)), atol=1e-6
+    )
+    dense = with_output_stride(trained, config, 8)
+    assert dense.get_layer("conv4_block1_2_conv").dilation_rate == (2, 2)
+    assert dense.get_layer("aspp_atrous1_conv").dilation_rate == (12, 12)
+    for kept, rebuilt in zip(trained.weights, dense.weights, strict=True):
+        np.testing.assert_array_equal(np.asarray(kept), np.asarray(rebuilt))
+    assert dense(images).shape == (1, 65, 65, 3)
+
+
+def test_cached_imagenet_weights_looks_in_keras_home(tmp_path, monkeypatch):
+    from keras_deeplab.backbones.resnet import (
+        IMAGENET_FILE,
+        cached_imagenet_weights,
+    )
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    assert cached_imagenet_weights(50) is None
+    path = tmp_path / "models" / IMAGENET_FILE.format(depth=50)
+    path.parent.mkdir()
+    path.write_bytes(b"h5")
+    assert cached_imagenet_weights(50) == path
+    assert cached_imagenet_weights(101) is None

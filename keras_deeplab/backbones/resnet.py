@@ -25,6 +25,8 @@ BACKBONE_BN_EPSILON = 1.001e-5
 PAPER_BN_MOMENTUM = 0.9997
 # Output stride reached after the stem (7x7/2 conv + 3x3/2 max-pool).
 _STEM_STRIDE = 4
+# The file name keras.applications downloads and caches the weights under.
+IMAGENET_FILE = "resnet{depth}_weights_tf_dim_ordering_tf_kernels_notop.h5"
 _REFERENCE_BUILDERS = {
     50: keras.applications.ResNet50,
     101: keras.applications.ResNet101,
@@ -267,6 +269,21 @@ def _reference_resnet(depth, weights):
             "keras.applications."
         )
     return builder(include_top=False, weights=weights)
+
+
+def cached_imagenet_weights(depth) -> Path | None:
+    """The keras.applications ImageNet *_notop.h5 file if already cached.
+
+    Keras downloads it to $KERAS_HOME/models (default ~/.keras/models) on
+    first use of `weights="imagenet"`; on an offline machine copy the file
+    there, or pass its path as `backbone_weights`.
+    """
+    import os
+
+    _validated_blocks(depth)
+    home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
+    path = home / "models" / IMAGENET_FILE.format(depth=depth)
+    return path if path.is_file() else None
 
 
 def load_imagenet_weights(model, *, depth, weights="imagenet"):

@@ -206,6 +206,8 @@ def _benchmark_model(results, plan, backbone, output_stride, log):
 
     import keras
 
+    from keras_deeplab.export.parity import disk_size_mb
+
     keys = _inference_keys(plan, backbone, output_stride)
     if all(result_key(key) in results.done for key in keys):
         return
@@ -224,7 +226,7 @@ def _benchmark_model(results, plan, backbone, output_stride, log):
             spec = {**key, "artefact": path, "threads": plan.threads}
             spec.update(warmup=plan.warmup, repeats=plan.repeats)
             record = {**key, **measure(spec), "gmacs": info["gmacs"]}
-            record["artefact_mb"] = round(_disk_mb(path), 1)
+            record["artefact_mb"] = round(disk_size_mb(path), 1)
             if "median_s" in record:
                 record["images_per_s"] = key["batch"] / record["median_s"]
                 flops = 2e9 * info["gmacs"] * record["images_per_s"]
@@ -232,12 +234,6 @@ def _benchmark_model(results, plan, backbone, output_stride, log):
             results.add(record)
             log(_describe(record))
         shutil.rmtree(directory, ignore_errors=True)
-
-
-def _disk_mb(path):
-    path = Path(path)
-    files = path.rglob("*") if path.is_dir() else [path]
-    return sum(f.stat().st_size for f in files if f.is_file()) / 1e6
 
 
 def _describe(record):

@@ -6,6 +6,8 @@ texture; shapes overlap and occlude each other and may leave the frame. Pure
 NumPy, so it runs anywhere and is reproducible from (seed, index) alone.
 """
 
+from pathlib import Path
+
 import numpy as np
 
 from keras_deeplab.errors import UserInputError
@@ -111,3 +113,34 @@ def synthetic_arrays(count: int, *, size: int = 128, seed=0):
     samples = [synthetic_sample(i, size=size, seed=seed) for i in range(count)]
     images, masks = zip(*samples, strict=True)
     return np.stack(images), np.stack(masks)
+
+
+def write_folder_dataset(
+    root, *, train_count: int, val_count: int, size: int = 128, seed=0
+):
+    """Writes synthetic data in the `folder` dataset layout.
+
+    root/images/<stem>.jpg (RGB JPEG, as photos usually are),
+    root/masks/<stem>.png (VOC-style palette PNG of class ids) and
+    root/train.txt, root/val.txt listing the stems of each split. Train with
+    `dataset=folder, data_dir=root, num_classes=NUM_CLASSES`.
+
+    Returns:
+        The root as a Path.
+    """
+    from PIL import Image
+
+    from keras_deeplab.visualize import save_mask_png
+
+    root = Path(root)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    splits = {"train": range(train_count)}
+    splits["val"] = range(train_count, train_count + val_count)
+    for split, indices in splits.items():
+        stems = [f"{split}_{index:05d}" for index in indices]
+        for stem, index in zip(stems, indices, strict=True):
+            image, mask = synthetic_sample(index, size=size, seed=seed)
+            Image.fromarray(image).save(root / "images" / f"{stem}.jpg")
+            save_mask_png(root / "masks" / f"{stem}.png", mask)
+        (root / f"{split}.txt").write_text("\n".join(stems) + "\n")
+    return root

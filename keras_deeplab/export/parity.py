@@ -15,13 +15,10 @@ import numpy as np
 
 from keras_deeplab.atomic import atomic_file, atomic_write_text
 from keras_deeplab.errors import UserInputError
-from keras_deeplab.export.onnx import export_onnx, run_onnx
+from keras_deeplab.export.onnx import export_onnx
+from keras_deeplab.export.runtimes import onnx_session, tflite_session
 from keras_deeplab.export.saved_model import export_saved_model
-from keras_deeplab.export.tflite import (
-    QUANTIZATIONS,
-    convert_tflite,
-    run_tflite,
-)
+from keras_deeplab.export.tflite import QUANTIZATIONS, convert_tflite
 from keras_deeplab.models import main_logits
 from keras_deeplab.training.metrics import mean_iou
 
@@ -79,27 +76,87 @@ def _saved_model_runner(path):
     ].numpy()
 
 
-def artefact_runners(export_dir):
-    """{name: fn(images float32 (b, h, w, 3)) -> logits} for what exists."""
+def artefact_paths(export_dir) -> dict:
+    """{name: path} of every SavedModel, TFLite and ONNX file in a folder.
+
+    Raises:
+        UserInputError: if there is none.
+    """
     export_dir = Path(export_dir)
-    runners = {}
-    for path in sorted(export_dir.glob("serving/*/*/saved_model.pb")):
-        runners[f"saved_model v{path.parent.name}"] = _saved_model_runner(
-            path.parent
-        )
-    for path in sorted(export_dir.glob("tflite/*.tflite")):
-        data = path.read_bytes()
-        runners[path.stem] = lambda images, data=data: run_tflite(data, images)
-    for path in sorted(export_dir.glob("onnx/*.onnx")):
-        runners[path.stem + ".onnx"] = lambda images, p=path: run_onnx(
-            p, images
-        )
-    if not runners:
+    paths = {
+        f"saved_model v{p.parent.name}": p.parent
+        for p in sorted(export_dir.glob("serving/*/*/saved_model.pb"))
+    }
+    paths.update(
+        {p.stem: p for p in sorted(export_dir.glob("tflite/*.tflite"))}
+    )
+    paths.update({p.name: p for p in sorted(export_dir.glob("onnx/*.onnx"))})
+    if not paths:
         raise UserInputError(
             f"no exported model under {str(export_dir)!r}; expected "
             "serving/, tflite/ or onnx/ from `keras-deeplab export`."
         )
-    return runners
+    return paths
+
+
+def artefact_runner(path):
+    """fn(images float32 (b, h, w, 3)) -> outputs for one exported model."""
+    path = Path(path)
+    if path.suffix == ".tflite":
+        return tflite_session(path.read_bytes())
+    if path.suffix == ".onnx":
+        return onnx_session(path)
+    return _saved_model_runner(path)
+
+
+def artefact_runners(export_dir):
+    """{name: fn(images) -> logits} for every artefact in `export_dir`."""
+    return {
+        name: artefact_runner(path)
+        for name, path in artefact_paths(export_dir).items()
+    }
+
+
+def disk_size_mb(path) -> float:
+    """Size of a file, or of every file under a folder, in MiB."""
+    path = Path(path)
+    files = [path] if path.is_file() else path.rglob("*")
+    return sum(f.stat().st_size for f in files if f.is_file()) / 2**20
+
+
+def time_artefacts(model, export_dir, image, *, repeats=3):
+    """Batch-1 latency and size of Keras and of every exported artefact.
+
+    Args:
+        model: the Keras model the artefacts were exported from.
+        export_dir: folder written by `export_all`.
+        image: float32 (1, h, w, 3) at the fixed TFLite size.
+        repeats: timed calls after one warm-up; the median is reported.
+
+    Returns:
+        List of rows: name, latency_ms, size_mb (None for Keras).
+    """
+    from keras_deeplab.benchmark.measure import time_calls
+
+    runners = {"keras": model.predict_on_batch}
+    runners.update(artefact_runners(export_dir))
+    sizes = {
+        name: disk_size_mb(path)
+        for name, path in artefact_paths(export_dir).items()
+    }
+    rows = []
+    for name, run in runners.items():
+        timing = time_calls(
+            lambda run=run: run(image), warmup=1, repeats=repeats
+        )
+        rows.append(
+            {
+                "name": name,
+                "latency_ms": timing["median_s"] * 1e3,
+                "size_mb": sizes.get(name),
+            }
+        )
+    return rows
 
 
 def _miou(masks, logits, num_classes):

@@ -31,3 +31,19 @@ def test_colour_does_not_reveal_the_class():
     # Random per-instance colours: every shape class averages to mid-grey.
     for mean in means:
         assert np.all(np.abs(mean - 127.5) < 25), mean
+
+
+def test_write_folder_dataset_reads_back_exactly(tmp_path):
+    from keras_deeplab.data.sources import folder_examples, read_mask
+    from keras_deeplab.data.synthetic import (
+        synthetic_sample,
+        write_folder_dataset,
+    )
+
+    root = write_folder_dataset(tmp_path, train_count=3, val_count=2, size=40)
+    train = folder_examples(root, split="train")
+    val = folder_examples(root, split="val")
+    assert len(train) == 3 and len(val) == 2
+    assert train[0].image.suffix == ".jpg"
+    _, expected = synthetic_sample(3, size=40)  # first val sample
+    np.testing.assert_array_equal(read_mask(val[0].mask), expected)

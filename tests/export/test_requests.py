@@ -1,9 +1,7 @@
-"""The request formats in export/ work against the exported signatures."""
+"""TF Serving request bodies work against the exported signatures."""
 
-import base64
 import importlib.util
 import io
-import json
 from pathlib import Path
 
 import keras
@@ -13,19 +11,11 @@ import tensorflow as tf
 from PIL import Image
 
 from keras_deeplab import DeepLabV3
+from keras_deeplab.export import serving
 from keras_deeplab.export.saved_model import export_saved_model
 from tests.helpers import TINY, random_images
 
 EXPORT_DIR = Path(__file__).resolve().parents[2] / "export"
-
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(
-        name, EXPORT_DIR / f"{name}.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -36,63 +26,58 @@ def served(tmp_path_factory):
     return model, tf.saved_model.load(str(path))
 
 
-def _as_tf_serving(payload, loaded):
-    """Decodes a REST JSON body the way TF Serving does and runs it."""
-    body = json.loads(json.dumps(payload))  # exactly what goes on the wire
-    signature = loaded.signatures[body["signature_name"]]
-    inputs = {}
-    for name, value in body["inputs"].items():
-        if isinstance(value[0], dict):  # {"b64": ...} means bytes
-            inputs[name] = tf.constant(
-                [base64.b64decode(v["b64"]) for v in value]
-            )
-        else:
-            spec = signature.structured_input_signature[1][name]
-            inputs[name] = tf.constant(np.asarray(value), dtype=spec.dtype)
-    return signature(**inputs)
+def _class_ids(model, images):
+    return np.asarray(model(images.astype("float32"))).argmax(-1)
 
 
 def test_rest_pixel_payload(served):
     model, loaded = served
-    rest = _load("rest_request")
     images = random_images(2, 33, 41).astype(np.uint8)
-    out = _as_tf_serving(rest.image_payload(images), loaded)
-    np.testing.assert_array_equal(
-        out["class_ids"].numpy(),
-        np.asarray(model(images.astype("float32"))).argmax(-1),
-    )
+    out = serving.serve_rest(loaded, serving.image_payload(images))
+    np.testing.assert_array_equal(out["class_ids"], _class_ids(model, images))
     with pytest.raises(ValueError, match="must be uint8"):
-        rest.image_payload(images.astype("float32"))
+        serving.image_payload(images.astype("float32"))
 
 
 def test_rest_bytes_payload(served):
     _, loaded = served
-    rest = _load("rest_request")
     buffer = io.BytesIO()
     Image.fromarray(random_images(1, 40, 30)[0].astype(np.uint8)).save(
         buffer, format="PNG"
     )
-    out = _as_tf_serving(rest.bytes_payload([buffer.getvalue()]), loaded)
-    assert out["class_ids"].shape == (1, 40, 30)
+    payload = serving.bytes_payload([buffer.getvalue()])
+    assert serving.serve_rest(loaded, payload)["class_ids"].shape == (1, 40, 30)
 
 
 def test_grpc_predict_request(served):
     pytest.importorskip("tensorflow_serving.apis.predict_pb2")
     model, loaded = served
-    grpc_request = _load("grpc_request")
     images = random_images(1, 29, 37).astype(np.uint8)
-    request = grpc_request.predict_request(
-        images, model_name="deeplab", version=1
-    )
+    request = serving.predict_request(images, model_name="deeplab", version=1)
     assert request.model_spec.signature_name == "serving_default"
     assert request.model_spec.version.value == 1
-    # TF Serving turns each TensorProto into a tensor for the signature.
     tensor = tf.make_ndarray(request.inputs["images"])
     assert tensor.dtype == np.uint8 and tensor.shape == (1, 29, 37, 3)
-    out = loaded.signatures[request.model_spec.signature_name](
-        images=tf.constant(tensor)
+    out = serving.serve_grpc(loaded, request)
+    np.testing.assert_array_equal(out["class_ids"], _class_ids(model, images))
+
+
+@pytest.mark.parametrize("name", ["rest_request", "grpc_request"])
+def test_deployer_scripts_use_the_library_builders(name):
+    spec = importlib.util.spec_from_file_location(
+        name, EXPORT_DIR / f"{name}.py"
     )
-    np.testing.assert_array_equal(
-        out["class_ids"].numpy(),
-        np.asarray(model(images.astype("float32"))).argmax(-1),
-    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    builder = "image_payload" if name == "rest_request" else "predict_request"
+    assert getattr(module, builder) is getattr(serving, builder)
+    assert callable(module.send) and callable(module.main)
+
+
+def test_signature_summary_lists_every_signature(served):
+    _, loaded = served
+    summary = serving.signature_summary(loaded).splitlines()
+    assert len(summary) == len(loaded.signatures)
+    default = next(x for x in summary if x.startswith("serving_default:"))
+    assert default.startswith("serving_default: images uint8[any rank] -> ")
+    assert "class_ids" in default
