@@ -4,6 +4,11 @@ import keras
 
 from keras_deeplab.errors import UserInputError
 
+FLOPS_PER_MAC = 2  # a multiply and an add
+# A training step costs about three forward passes: the forward pass, the
+# gradients of the inputs and the gradients of the weights.
+TRAINING_FLOPS_PER_MAC = 3 * FLOPS_PER_MAC
+
 
 def conv_macs(layer: keras.layers.Conv2D) -> int:
     """Multiply-accumulates of one Conv2D call on its static output shape.

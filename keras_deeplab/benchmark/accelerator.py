@@ -15,6 +15,8 @@ import time
 
 import numpy as np
 
+from keras_deeplab.complexity import FLOPS_PER_MAC, TRAINING_FLOPS_PER_MAC
+
 # Dense (no sparsity) bf16 tensor-core peaks, TFLOP/s, from NVIDIA's specs.
 BF16_PEAK_TFLOPS = {
     "H100 80GB HBM3": 989.4,  # SXM
@@ -23,8 +25,6 @@ BF16_PEAK_TFLOPS = {
     "A100": 312.0,
     "L4": 121.0,
 }
-TRAINING_FLOPS_PER_MAC = 6
-INFERENCE_FLOPS_PER_MAC = 2
 
 
 def chip_peak_tflops(device_kind: str, override: float | None = None):
@@ -100,7 +100,7 @@ def measure_throughput(args) -> dict:
     }
     for name, flops_per_mac in (
         ("train", TRAINING_FLOPS_PER_MAC),
-        ("predict", INFERENCE_FLOPS_PER_MAC),
+        ("predict", FLOPS_PER_MAC),
     ):
         achieved = flops_per_mac * macs * result[f"{name}_images_per_s"]
         result[f"{name}_tflops"] = achieved / 1e12

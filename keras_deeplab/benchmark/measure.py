@@ -15,8 +15,12 @@ import numpy as np
 
 RESULT_PREFIX = "RESULT "
 KERAS_RUNTIMES = ("keras", "keras_xla")
-LITERT_RUNTIMES = {"litert_fp32": "none", "litert_fp16": "fp16"}
-LITERT_RUNTIMES["litert_int8"] = "int8"
+# LiteRT runtime -> the TFLite quantization it runs.
+LITERT_RUNTIMES = {
+    "litert_fp32": "none",
+    "litert_fp16": "fp16",
+    "litert_int8": "int8",
+}
 RUNTIMES = (*KERAS_RUNTIMES, "saved_model", "onnxruntime", *LITERT_RUNTIMES)
 _MATMUL_SIZE = 3072  # large enough to be compute bound, ~58 GFLOP per call
 

@@ -25,12 +25,11 @@ from keras_deeplab.benchmark.results import (
     ResultsFile,
     result_key,
 )
+from keras_deeplab.complexity import FLOPS_PER_MAC, TRAINING_FLOPS_PER_MAC
 from keras_deeplab.errors import UserInputError
 
 FIT_MODES = ("eager", "graph", "xla")
 FIT_PRECISIONS = ("float32", "mixed_bfloat16")
-# Training costs about three forward passes: forward, input and weight grads.
-TRAINING_FLOPS_PER_MAC = 6
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,7 +77,11 @@ def validate_plan(plan: BenchmarkPlan) -> BenchmarkPlan:
             raise UserInputError(
                 f"{name}={getattr(plan, name)} must be a positive integer."
             )
-    _check_subset("batches", plan.batches, range(1, 1025))
+    if not plan.batches or min(plan.batches) < 1:
+        raise UserInputError(
+            f"batches={list(plan.batches)} is invalid; expected positive "
+            "batch sizes, e.g. --batch 1 8."
+        )
     return plan
 
 
@@ -229,7 +232,8 @@ def _benchmark_model(results, plan, backbone, output_stride, log):
             record["artefact_mb"] = round(disk_size_mb(path), 1)
             if "median_s" in record:
                 record["images_per_s"] = key["batch"] / record["median_s"]
-                flops = 2e9 * info["gmacs"] * record["images_per_s"]
+                flops = FLOPS_PER_MAC * 1e9 * info["gmacs"]
+                flops *= record["images_per_s"]
                 record["efficiency"] = _efficiency(flops, results)
             results.add(record)
             log(_describe(record))
