@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -79,6 +80,21 @@ def _free_ports(count):
     return ports
 
 
+def _wait_for_workers(processes, *, timeout):
+    """Exit codes once all workers end, or as soon as one fails.
+
+    A worker whose peer died waits on its collective forever, so one
+    non-zero exit decides the run (None marks a worker still running).
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        codes = [process.poll() for process in processes]
+        if None not in codes or any(code not in (None, 0) for code in codes):
+            return codes
+        time.sleep(1)
+    return [process.poll() for process in processes]
+
+
 @pytest.mark.slow
 @pytest.mark.xfail(
     strict=True,
@@ -105,12 +121,7 @@ def test_multi_worker_on_two_local_processes(tmp_path):
             )
         )
     try:
-        # A worker whose peer died waits on its collective forever.
-        codes = [
-            process.wait(timeout=_WORKER_TIMEOUT_S) for process in processes
-        ]
-    except subprocess.TimeoutExpired:
-        codes = [None, None]
+        codes = _wait_for_workers(processes, timeout=_WORKER_TIMEOUT_S)
     finally:
         for process in processes:
             process.kill()
