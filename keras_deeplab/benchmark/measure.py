@@ -9,7 +9,6 @@ import json
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -85,24 +84,15 @@ def _keras_runner(path, runtime, threads):
     return model.predict_on_batch
 
 
-def _saved_model_runner(path, threads):
-    tf = _configure_tensorflow(threads)
-    logits = tf.saved_model.load(str(path)).signatures["logits"]
-    return lambda images: logits(images=tf.constant(images))["logits"].numpy()
-
-
 def make_runner(runtime, path, threads):
     """fn(images) -> outputs for one runtime and its artefact at `path`."""
-    from keras_deeplab.export import runtimes
+    from keras_deeplab.export.runtimes import artefact_runner
 
     if runtime in KERAS_RUNTIMES:
         return _keras_runner(path, runtime, threads)
     if runtime == "saved_model":
-        return _saved_model_runner(path, threads)
-    if runtime == "onnxruntime":
-        return runtimes.onnx_session(path, num_threads=threads)
-    data = Path(path).read_bytes()
-    return runtimes.tflite_session(data, num_threads=threads)
+        _configure_tensorflow(threads)  # before TensorFlow runs any op
+    return artefact_runner(path, num_threads=threads)
 
 
 def inference(spec) -> dict:

@@ -159,8 +159,9 @@ def save_chart(document, path) -> Path:
     matplotlib.use("Agg")  # no display needed
     from matplotlib import pyplot
 
-    records = [r for r in _ok(_records(document, "inference"))]
-    records = [r for r in records if r["batch"] == 1]
+    records = [
+        r for r in _ok(_records(document, "inference")) if r["batch"] == 1
+    ]
     backbones = list(dict.fromkeys(r["backbone"] for r in records))
     figure, axes = pyplot.subplots(
         1, len(backbones), figsize=(6 * len(backbones), 4), squeeze=False

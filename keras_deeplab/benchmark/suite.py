@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -204,9 +205,6 @@ def _inference_keys(plan, backbone, output_stride):
 
 def _benchmark_model(results, plan, backbone, output_stride, log):
     """Exports one model, then times each runtime and batch size."""
-    import shutil
-    import tempfile
-
     import keras
 
     from keras_deeplab.export.parity import disk_size_mb
@@ -237,7 +235,6 @@ def _benchmark_model(results, plan, backbone, output_stride, log):
                 record["efficiency"] = _efficiency(flops, results)
             results.add(record)
             log(_describe(record))
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _describe(record):

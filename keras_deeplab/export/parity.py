@@ -16,7 +16,7 @@ import numpy as np
 from keras_deeplab.atomic import atomic_file, atomic_write_text
 from keras_deeplab.errors import UserInputError
 from keras_deeplab.export.onnx import export_onnx
-from keras_deeplab.export.runtimes import onnx_session, tflite_session
+from keras_deeplab.export.runtimes import artefact_runner
 from keras_deeplab.export.saved_model import export_saved_model
 from keras_deeplab.export.tflite import QUANTIZATIONS, convert_tflite
 from keras_deeplab.models import main_logits
@@ -67,15 +67,6 @@ def export_all(
     return paths
 
 
-def _saved_model_runner(path):
-    import tensorflow as tf
-
-    signature = tf.saved_model.load(str(path)).signatures["logits"]
-    return lambda images: signature(images=tf.constant(images, tf.float32))[
-        "logits"
-    ].numpy()
-
-
 def artefact_paths(export_dir) -> dict:
     """{name: path} of every SavedModel, TFLite and ONNX file in a folder.
 
@@ -97,16 +88,6 @@ def artefact_paths(export_dir) -> dict:
             "serving/, tflite/ or onnx/ from `keras-deeplab export`."
         )
     return paths
-
-
-def artefact_runner(path):
-    """fn(images float32 (b, h, w, 3)) -> outputs for one exported model."""
-    path = Path(path)
-    if path.suffix == ".tflite":
-        return tflite_session(path.read_bytes())
-    if path.suffix == ".onnx":
-        return onnx_session(path)
-    return _saved_model_runner(path)
 
 
 def artefact_runners(export_dir):
@@ -138,12 +119,10 @@ def time_artefacts(model, export_dir, image, *, repeats=3):
     """
     from keras_deeplab.benchmark.measure import time_calls
 
+    paths = artefact_paths(export_dir)
     runners = {"keras": model.predict_on_batch}
-    runners.update(artefact_runners(export_dir))
-    sizes = {
-        name: disk_size_mb(path)
-        for name, path in artefact_paths(export_dir).items()
-    }
+    runners.update({name: artefact_runner(p) for name, p in paths.items()})
+    sizes = {name: disk_size_mb(path) for name, path in paths.items()}
     rows = []
     for name, run in runners.items():
         timing = time_calls(

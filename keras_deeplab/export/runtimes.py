@@ -1,8 +1,10 @@
-"""Reusable ONNX Runtime and LiteRT sessions for exported models.
+"""Reusable sessions for exported models: SavedModel, ONNX Runtime, LiteRT.
 
-Kept free of TensorFlow imports so that a deployment-side process (or a
-benchmark measuring its memory) loads only the runtime it uses.
+Nothing here imports TensorFlow at module level, so a deployment-side
+process (or a benchmark measuring its memory) loads only the runtime it uses.
 """
+
+from pathlib import Path
 
 import numpy as np
 
@@ -76,3 +78,29 @@ def tflite_session(model_bytes, *, num_threads=None):
         return np.stack(outputs)
 
     return run
+
+
+def saved_model_session(path):
+    """Returns fn(images float32) -> logits via the `logits` signature."""
+    import tensorflow as tf
+
+    signature = tf.saved_model.load(str(path)).signatures["logits"]
+    return lambda images: signature(images=tf.constant(images, tf.float32))[
+        "logits"
+    ].numpy()
+
+
+def artefact_runner(path, *, num_threads=None):
+    """fn(images float32 (b, h, w, 3)) -> outputs for one exported model.
+
+    Args:
+        path: a .tflite or .onnx file, or a SavedModel version folder.
+        num_threads: int or None. Threads for ONNX Runtime and LiteRT; a
+            SavedModel uses TensorFlow's process-wide threading settings.
+    """
+    path = Path(path)
+    if path.suffix == ".tflite":
+        return tflite_session(path.read_bytes(), num_threads=num_threads)
+    if path.suffix == ".onnx":
+        return onnx_session(path, num_threads=num_threads)
+    return saved_model_session(path)
