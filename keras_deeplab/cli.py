@@ -153,6 +153,28 @@ def _verify_export(args):
     print(f"wrote {parity.save_report(rows, args.export_dir)}")
 
 
+def _convert_torchvision(args):
+    from keras_deeplab.convert import convert_torchvision
+
+    out = Path(args.out)
+    if out.suffix != ".keras":
+        raise UserInputError(
+            f"--out {str(out)!r} must end in .keras (a Keras model file)."
+        )
+    model = convert_torchvision(
+        args.checkpoint,
+        arch=args.arch,
+        output_stride=args.output_stride,
+        num_classes=args.num_classes,
+    )
+    with atomic_file(out) as temporary:
+        model.save(temporary)
+    print(
+        f"wrote {out}: {model.name}, {model.output_shape!s} logits, "
+        f"{model.count_params():,} parameters"
+    )
+
+
 def _demo(args):
     from keras_deeplab.demo import run_demo
 
@@ -294,6 +316,34 @@ def _parser():
     )
     _add_set(verify)
     verify.set_defaults(run=_verify_export)
+
+    convert = commands.add_parser(
+        "convert-torchvision",
+        help="torchvision/VainF DeepLabV3 checkpoint -> .keras model",
+    )
+    convert.add_argument(
+        "checkpoint", help=".pth state dict (torchvision) or VainF checkpoint"
+    )
+    convert.add_argument(
+        "--arch",
+        required=True,
+        choices=("deeplabv3_resnet50", "deeplabv3_resnet101"),
+    )
+    convert.add_argument(
+        "--output-stride",
+        type=int,
+        default=8,
+        choices=(8, 16),
+        help="8 (torchvision's) or 16 (VainF's training stride); default 8",
+    )
+    convert.add_argument(
+        "--num-classes",
+        type=int,
+        default=None,
+        help="check the classifier has this many classes",
+    )
+    convert.add_argument("--out", required=True, help="MODEL.keras to write")
+    convert.set_defaults(run=_convert_torchvision)
 
     demo = commands.add_parser(
         "demo", help="train on synthetic data, evaluate, write pictures"

@@ -12,7 +12,12 @@ from pathlib import Path
 import yaml
 
 from keras_deeplab.atomic import atomic_write_text
-from keras_deeplab.backbones.resnet import OUTPUT_STRIDES, PAPER_BN_MOMENTUM
+from keras_deeplab.backbones.resnet import (
+    OUTPUT_STRIDES,
+    PAPER_BN_MOMENTUM,
+    VARIANTS,
+    check_imagenet_weights_fit,
+)
 from keras_deeplab.errors import UserInputError
 
 DATASETS = ("synthetic", "folder", "voc", "cityscapes", "ade20k", "tfds")
@@ -29,15 +34,17 @@ class DeepLabConfig:
     num_classes: int = 21  # including background
     backbone: str = "resnet50"  # resnet50 | resnet101
     output_stride: int = 16  # 8, 16 or 32
+    variant: str = "keras_applications"  # or torchvision (converted weights)
     atrous_rates: tuple | None = None  # None: (6, 12, 18) scaled to the OS
-    multi_grid: tuple = (1, 2, 4)  # conv5 rate multipliers
+    multi_grid: tuple | None = None  # conv5 rates; None: the variant's
     image_pooling: bool = True  # ASPP global-pooling branch
     aux_head: bool = False  # FCN head on conv4, training only
     aux_loss_weight: float = 0.4  # weight of the aux-head loss
     backbone_weights: str | None = None  # "imagenet" or a *_notop.h5 path
+    init_weights: str | None = None  # whole .keras model to fine-tune from
     backbone_width: int = 64  # 64 = ResNet-50/101
     head_filters: int = 256  # ASPP filters
-    dropout_rate: float = 0.1  # before the classifier
+    dropout_rate: float | None = None  # after ASPP; None: the variant's
     bn_momentum: float = PAPER_BN_MOMENTUM  # paper: BN decay 0.9997
     freeze_bn: bool = False  # frozen BN for small per-replica batches
 
@@ -90,6 +97,8 @@ class DeepLabConfig:
         """Cross-field checks; raises ValueError with the fix."""
         _check_choice("backbone", self.backbone, ("resnet50", "resnet101"))
         _check_choice("output_stride", self.output_stride, OUTPUT_STRIDES)
+        _check_choice("variant", self.variant, VARIANTS)
+        check_imagenet_weights_fit(self.backbone_weights, self.variant)
         _check_choice("dataset", self.dataset, DATASETS)
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("precision", self.precision, PRECISIONS)

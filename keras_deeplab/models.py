@@ -9,6 +9,8 @@ import keras
 from keras_deeplab.backbones.resnet import (
     PAPER_BN_MOMENTUM,
     STAGE_BLOCKS,
+    VARIANTS,
+    check_imagenet_weights_fit,
     load_imagenet_weights,
     resnet_features,
 )
@@ -27,6 +29,32 @@ MAIN_OUTPUT = "logits"
 AUX_OUTPUT = "aux_logits"
 
 
+@dataclasses.dataclass(frozen=True)
+class _VariantHead:
+    """What a layout changes above the backbone, and its defaults."""
+
+    preprocessing: str  # ImagePreprocessing mode of the pretrained weights
+    multi_grid: tuple  # conv5 rate multipliers when none are given
+    dropout_rate: float  # after the ASPP projection
+    extra_conv: bool  # torchvision's 3x3 conv before the classifier
+
+
+_VARIANT_HEADS = {
+    "keras_applications": _VariantHead(
+        preprocessing="caffe",
+        multi_grid=(1, 2, 4),
+        dropout_rate=HEAD_DROPOUT_RATE,
+        extra_conv=False,
+    ),
+    "torchvision": _VariantHead(
+        preprocessing="torch",
+        multi_grid=(1, 1, 1),
+        dropout_rate=0.5,  # torchvision's ASPP projection
+        extra_conv=True,
+    ),
+}
+
+
 def _check_positive_ints(name, values):
     if not values or not all(isinstance(v, Integral) and v > 0 for v in values):
         raise UserInputError(
@@ -35,7 +63,21 @@ def _check_positive_ints(name, values):
         )
 
 
-def _validate(*, num_classes, backbone, input_shape, atrous_rates, weights):
+def _validate(
+    *,
+    num_classes,
+    backbone,
+    variant,
+    input_shape,
+    atrous_rates,
+    backbone_weights,
+    weights,
+):
+    if variant not in VARIANTS:
+        raise UserInputError(
+            f"variant={variant!r} is not supported; expected one of {VARIANTS}."
+        )
+    check_imagenet_weights_fit(backbone_weights, variant)
     if not isinstance(num_classes, Integral) or num_classes < 1:
         raise UserInputError(
             f"num_classes={num_classes!r} is invalid; expected an int >= 1, "
@@ -65,8 +107,9 @@ def DeepLabV3(  # noqa: N802 - named like the keras.applications builders
     *,
     backbone: str = "resnet50",
     output_stride: int = 16,
+    variant: str = "keras_applications",
     atrous_rates: tuple | None = None,
-    multi_grid: tuple = (1, 2, 4),
+    multi_grid: tuple | None = None,
     image_pooling: bool = True,
     aux_head: bool = False,
     input_shape: tuple = (None, None, 3),
@@ -76,7 +119,7 @@ def DeepLabV3(  # noqa: N802 - named like the keras.applications builders
     name: str | None = None,
     backbone_width: int = 64,
     head_filters: int = ASPP_FILTERS,
-    dropout_rate: float = HEAD_DROPOUT_RATE,
+    dropout_rate: float | None = None,
     bn_momentum: float = PAPER_BN_MOMENTUM,
 ) -> keras.Model:
     """Builds DeepLabV3 (Chen et al., 2017) on a dilated ResNet.
@@ -85,10 +128,16 @@ def DeepLabV3(  # noqa: N802 - named like the keras.applications builders
         num_classes: int. Number of classes. Defaults to 21 (Pascal VOC).
         backbone: str. "resnet50" or "resnet101". Defaults to "resnet50".
         output_stride: int. 8, 16 or 32. Defaults to 16.
+        variant: str. "keras_applications" (default): ResNet v1 with
+            keras.applications' ImageNet weights and caffe preprocessing,
+            the head of the paper. "torchvision": ResNet v1.5, torchvision's
+            head (extra 3x3 conv, dropout 0.5) and preprocessing (RGB / 255,
+            mean/std), the layout `keras_deeplab.convert` fills with a
+            torchvision or VainF DeepLabV3 checkpoint.
         atrous_rates: tuple of ints or None. ASPP rates; None means (6, 12,
             18) at output stride 16, doubled at 8 and halved at 32.
-        multi_grid: tuple of 3 ints. Rate multipliers of the conv5 blocks.
-            Defaults to (1, 2, 4).
+        multi_grid: tuple of 3 ints or None. Rate multipliers of the conv5
+            blocks; None is (1, 2, 4), or (1, 1, 1) for "torchvision".
         image_pooling: bool. Add the image-pooling ASPP branch.
         aux_head: bool. Add an FCN head on conv4; the model then returns a
             dict {"logits": ..., "aux_logits": ...}. Defaults to False.
@@ -104,7 +153,8 @@ def DeepLabV3(  # noqa: N802 - named like the keras.applications builders
         backbone_width: int. 64 is the real ResNet; smaller values give fast
             test models. Defaults to 64.
         head_filters: int. Filters of ASPP and the aux head. Defaults to 256.
-        dropout_rate: float. Dropout before the classifiers. Defaults to 0.1.
+        dropout_rate: float or None. Dropout after the ASPP projection; None
+            is 0.1, or 0.5 for "torchvision". The aux head drops 0.1.
         bn_momentum: float. BatchNormalization momentum. Defaults to 0.9997.
 
     Returns:
@@ -118,24 +168,26 @@ def DeepLabV3(  # noqa: N802 - named like the keras.applications builders
     _validate(
         num_classes=num_classes,
         backbone=backbone,
+        variant=variant,
         input_shape=input_shape,
         atrous_rates=atrous_rates,
+        backbone_weights=backbone_weights,
         weights=weights,
     )
     depth = BACKBONES[backbone]
+    head = _VARIANT_HEADS[variant]
     images = keras.Input(shape=input_shape, name="images")
-    x = (
-        ImagePreprocessing(name="preprocess")(images)
-        if (include_preprocessing)
-        else images
-    )
+    x = images
+    if include_preprocessing:
+        x = ImagePreprocessing(head.preprocessing, name="preprocess")(x)
     features = resnet_features(
         x,
         depth=depth,
         output_stride=output_stride,
-        multi_grid=multi_grid,
+        multi_grid=multi_grid or head.multi_grid,
         width=backbone_width,
         bn_momentum=bn_momentum,
+        variant=variant,
     )
     logits = deeplab_head(
         features["conv5"],
@@ -143,7 +195,10 @@ def DeepLabV3(  # noqa: N802 - named like the keras.applications builders
         atrous_rates=atrous_rates or default_atrous_rates(output_stride),
         filters=head_filters,
         image_pooling=image_pooling,
-        dropout_rate=dropout_rate,
+        dropout_rate=(
+            head.dropout_rate if dropout_rate is None else dropout_rate
+        ),
+        extra_conv=head.extra_conv,
         bn_momentum=bn_momentum,
     )
     outputs = _upsample(logits, images, name=MAIN_OUTPUT)
@@ -152,18 +207,22 @@ def DeepLabV3(  # noqa: N802 - named like the keras.applications builders
             features["conv4"],
             num_classes=num_classes,
             filters=head_filters,
-            dropout_rate=dropout_rate,
             bn_momentum=bn_momentum,
         )
         outputs = {
             MAIN_OUTPUT: outputs,
             AUX_OUTPUT: _upsample(aux_logits, images, name=AUX_OUTPUT),
         }
+    suffix = "" if variant == "keras_applications" else f"_{variant}"
     model = keras.Model(
-        images, outputs, name=name or f"deeplabv3_{backbone}_os{output_stride}"
+        images,
+        outputs,
+        name=name or f"deeplabv3_{backbone}_os{output_stride}{suffix}",
     )
     if backbone_weights is not None:
-        load_imagenet_weights(model, depth=depth, weights=backbone_weights)
+        load_imagenet_weights(
+            model, depth=depth, weights=backbone_weights, variant=variant
+        )
     if weights is not None:
         model.load_weights(weights)
     return model
@@ -196,6 +255,7 @@ def model_from_config(config) -> keras.Model:
         config.num_classes,
         backbone=config.backbone,
         output_stride=config.output_stride,
+        variant=config.variant,
         atrous_rates=config.atrous_rates,
         multi_grid=config.multi_grid,
         image_pooling=config.image_pooling,
@@ -206,12 +266,71 @@ def model_from_config(config) -> keras.Model:
         dropout_rate=config.dropout_rate,
         bn_momentum=config.bn_momentum,
     )
+    if config.init_weights is not None:
+        report = initialize_from(model, config.init_weights)
+        print(report, flush=True)
     if config.freeze_bn:
         for layer in model.layers:
             if isinstance(layer, keras.layers.BatchNormalization):
                 # In Keras 3 a non-trainable BN also runs in inference mode.
                 layer.trainable = False
     return model
+
+
+# Layers that may start from scratch when initialising from another model: the
+# classifiers when num_classes differs, the aux head when the source had none.
+_NEW_WHEN_RESHAPED = ("head_classifier", "aux_classifier")
+_NEW_WHEN_ABSENT = ("aux_head_conv", "aux_head_bn", "aux_classifier")
+
+
+def initialize_from(model, path) -> str:
+    """Copies the weights of a trained `.keras` model into `model` by name.
+
+    For fine-tuning a trained or converted model (`convert-torchvision`) on
+    other data: every weighted layer must exist in the source with the same
+    shapes, except the classifiers, which start afresh when `num_classes`
+    differs, and the aux head, which starts afresh when the source has none.
+    Nothing is copied unless all layers fit.
+
+    Args:
+        model: the keras.Model to initialise (same backbone and variant).
+        path: str or Path. A `.keras` model file (loaded in safe mode).
+
+    Returns:
+        One line saying what was copied and what starts afresh.
+
+    Raises:
+        FileNotFoundError: if `path` does not exist.
+        UserInputError: listing the layers that do not fit.
+    """
+    source = {layer.name: layer for layer in load_trained_model(path).layers}
+    pairs, fresh, problems = [], [], []
+    for layer in (layer for layer in model.layers if layer.weights):
+        counterpart = source.get(layer.name)
+        shapes = [tuple(w.shape) for w in layer.weights]
+        if counterpart is None:
+            (fresh if layer.name in _NEW_WHEN_ABSENT else problems).append(
+                f"{layer.name}: absent"
+            )
+            continue
+        source_shapes = [tuple(w.shape) for w in counterpart.weights]
+        if source_shapes == shapes:
+            pairs.append((counterpart, layer))
+        else:
+            message = f"{layer.name}: {source_shapes} vs {shapes}"
+            (fresh if layer.name in _NEW_WHEN_RESHAPED else problems).append(
+                message
+            )
+    if problems:
+        raise UserInputError(
+            f"init_weights {str(path)!r} does not fit this model: "
+            f"{len(problems)} layers differ ({'; '.join(problems[:6])}). "
+            "Use the same backbone, variant and head settings as the source."
+        )
+    for counterpart, layer in pairs:
+        layer.set_weights(counterpart.get_weights())
+    started = f"; new: {', '.join(fresh)}" if fresh else ""
+    return f"init_weights: {len(pairs)} layers from {path}{started}"
 
 
 def with_output_stride(model, config, output_stride: int) -> keras.Model:
@@ -236,6 +355,7 @@ def with_output_stride(model, config, output_stride: int) -> keras.Model:
         output_stride=output_stride,
         atrous_rates=rates,
         backbone_weights=None,  # every weight comes from `model`
+        init_weights=None,
     ).validate()
     rebuilt = model_from_config(rebuilt_config)
     rebuilt.set_weights(model.get_weights())

@@ -17,17 +17,18 @@ _JAX_FORWARD = """
 import sys, numpy as np, keras
 from keras_deeplab import DeepLabV3
 assert keras.backend.backend() == "jax", keras.backend.backend()
-weights, images, out = sys.argv[1:4]
+weights, images, out, variant = sys.argv[1:5]
 model = DeepLabV3(3, aux_head=True, backbone_width=8, head_filters=16,
-                  weights=weights)
+                  variant=variant, weights=weights)
 outputs = model.predict(np.load(images), verbose=0)
 np.save(out, outputs["logits"])
 """
 
 
-def test_jax_forward_pass_matches_tensorflow(tmp_path):
+@pytest.mark.parametrize("variant", ["keras_applications", "torchvision"])
+def test_jax_forward_pass_matches_tensorflow(tmp_path, variant):
     pytest.importorskip("jax")
-    model = DeepLabV3(3, aux_head=True, **TINY)
+    model = DeepLabV3(3, aux_head=True, variant=variant, **TINY)
     weights = tmp_path / "tiny.weights.h5"
     model.save_weights(weights)
     images = random_images(2, 97, 65)
@@ -41,6 +42,7 @@ def test_jax_forward_pass_matches_tensorflow(tmp_path):
             str(weights),
             str(tmp_path / "images.npy"),
             str(tmp_path / "out.npy"),
+            variant,
         ],
         env=env,
         check=True,

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_deeplab.data.preprocess import preprocess_images
 from keras_deeplab.layers import (
     ImagePreprocessing,
     ResizeToMatch,
+    preprocess_images,
     resize_bilinear,
 )
 from tests.helpers import random_images
@@ -61,6 +61,20 @@ def test_preprocessing_matches_keras_applications():
         keras.applications.resnet.preprocess_input(uint8.astype("float32")),
         atol=1e-4,
     )
+
+
+def test_torch_preprocessing_matches_torchvision_normalize():
+    """keras.applications' "torch" mode is torchvision's ToTensor +
+    Normalize(mean, std), in RGB order."""
+    images = random_images(2, 8, 8)
+    expected = keras.applications.imagenet_utils.preprocess_input(
+        images.copy(), mode="torch"
+    )
+    layer = ImagePreprocessing("torch")
+    np.testing.assert_allclose(np.asarray(layer(images)), expected, atol=1e-5)
+    assert ImagePreprocessing.from_config(layer.get_config()).mode == "torch"
+    with pytest.raises(ValueError, match="mode='tf' is not supported"):
+        ImagePreprocessing("tf")
 
 
 @pytest.mark.parametrize("layer_class", [ImagePreprocessing, ResizeToMatch])

@@ -11,16 +11,20 @@ from tests.helpers import TINY, random_images
 DEEPLABV3_R50_OS16_VOC_PARAMS = 39_131_285
 DEEPLABV3_R50_OS16_VOC_AUX_PARAMS = 41_497_002
 DEEPLABV3_R50_OS16_VOC_TRAINABLE = 39_075_093
-# torchvision's deeplabv3_resnet50 (21 classes, no aux) counts trainable
-# parameters only: ours + its extra 3x3 conv/BN - our backbone conv biases.
+# torchvision's deeplabv3_resnet50 (21 classes, no aux), which counts
+# trainable parameters only; tests/test_convert.py counts torchvision's own.
 TORCHVISION_DEEPLABV3_R50_PARAMS = 39_638_869
-TORCHVISION_EXTRA_CONV_BN = 3 * 3 * 256 * 256 + 2 * 256
-KERAS_RESNET50_CONV_BIASES = 26_560
+VARIANTS = ["keras_applications", "torchvision"]
+
+
+@pytest.fixture(scope="module", params=VARIANTS)
+def variant(request):
+    return request.param
 
 
 @pytest.fixture(scope="module")
-def tiny_model():
-    return DeepLabV3(3, **TINY)
+def tiny_model(variant):
+    return DeepLabV3(3, variant=variant, **TINY)
 
 
 @pytest.mark.parametrize("shape", [(1, 97, 129), (3, 97, 129), (2, 65, 65)])
@@ -39,10 +43,14 @@ def test_uint8_input_gives_the_same_logits(tiny_model):
     )
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("output_stride", [8, 16, 32])
-def test_every_output_stride_builds_and_keeps_the_input_size(output_stride):
-    model = DeepLabV3(2, output_stride=output_stride, **TINY)
-    assert model(random_images(1, 65, 65)).shape == (1, 65, 65, 2)
+def test_every_output_stride_builds_and_keeps_the_input_size(
+    output_stride, variant
+):
+    model = DeepLabV3(2, output_stride=output_stride, variant=variant, **TINY)
+    for size in (64, 65):
+        assert model(random_images(1, size, size)).shape == (1, size, size, 2)
 
 
 @pytest.mark.parametrize(
@@ -67,6 +75,18 @@ def test_every_output_stride_builds_and_keeps_the_input_size(output_stride):
             {"atrous_rates": (6, -1)},
             "atrous_rates=(6, -1) is invalid; expected a non-empty tuple of "
             "positive ints, e.g. (6, 12, 18).",
+        ),
+        (
+            {"variant": "pytorch"},
+            "variant='pytorch' is not supported; expected one of "
+            "('keras_applications', 'torchvision').",
+        ),
+        (
+            {"variant": "torchvision", "backbone_weights": "imagenet"},
+            "backbone_weights='imagenet' are keras.applications ResNet v1 "
+            "weights, which do not fit variant='torchvision'; convert a "
+            "torchvision checkpoint instead (keras-deeplab convert-torchvision)"
+            " or use variant='keras_applications'.",
         ),
         (
             {"input_shape": (64, 64, 1)},
@@ -109,10 +129,10 @@ def test_keras_file_round_trip_in_safe_mode(tmp_path, tiny_model):
     )
 
 
-def test_weights_argument_loads_saved_weights(tmp_path, tiny_model):
+def test_weights_argument_loads_saved_weights(tmp_path, tiny_model, variant):
     path = tmp_path / "tiny.weights.h5"
     tiny_model.save_weights(path)
-    rebuilt = DeepLabV3(3, weights=str(path), **TINY)
+    rebuilt = DeepLabV3(3, variant=variant, weights=str(path), **TINY)
     images = random_images(1, 33, 33)
     np.testing.assert_array_equal(
         np.asarray(rebuilt(images)), np.asarray(tiny_model(images))
@@ -130,9 +150,10 @@ def test_backbone_weights_from_local_file(tmp_path):
     )
 
 
-def test_mixed_bfloat16_keeps_float32_logits():
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_mixed_bfloat16_keeps_float32_logits(variant):
     keras.config.set_dtype_policy("mixed_bfloat16")
-    model = DeepLabV3(3, aux_head=True, **TINY)
+    model = DeepLabV3(3, aux_head=True, variant=variant, **TINY)
     assert model.get_layer("conv1_conv").compute_dtype == "bfloat16"
     outputs = model(random_images(1, 65, 65))
     for logits in outputs.values():
@@ -140,17 +161,18 @@ def test_mixed_bfloat16_keeps_float32_logits():
         assert np.isfinite(np.asarray(logits)).all()
 
 
+def _trainable(model):
+    return sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+
+
 def test_full_size_parameter_counts():
     plain = DeepLabV3(21)
-    trainable = sum(int(np.prod(w.shape)) for w in plain.trainable_weights)
     assert plain.count_params() == DEEPLABV3_R50_OS16_VOC_PARAMS
-    assert trainable == DEEPLABV3_R50_OS16_VOC_TRAINABLE
-    assert (
-        trainable + TORCHVISION_EXTRA_CONV_BN - KERAS_RESNET50_CONV_BIASES
-        == TORCHVISION_DEEPLABV3_R50_PARAMS
-    )
+    assert _trainable(plain) == DEEPLABV3_R50_OS16_VOC_TRAINABLE
     with_aux = DeepLabV3(21, aux_head=True)
     assert with_aux.count_params() == DEEPLABV3_R50_OS16_VOC_AUX_PARAMS
+    torchvision = DeepLabV3(21, variant="torchvision")
+    assert _trainable(torchvision) == TORCHVISION_DEEPLABV3_R50_PARAMS
 
 
 def test_no_head_layer_looks_like_a_backbone_layer():
@@ -202,3 +224,39 @@ def test_cached_imagenet_weights_looks_in_keras_home(tmp_path, monkeypatch):
     path.write_bytes(b"h5")
     assert cached_imagenet_weights(50) == path
     assert cached_imagenet_weights(101) is None
+
+
+def test_initialize_from_copies_all_but_new_classifiers(tmp_path):
+    from keras_deeplab.models import initialize_from
+
+    source = DeepLabV3(21, variant="torchvision", aux_head=True, **TINY)
+    path = tmp_path / "converted.keras"
+    source.save(path)
+    target = DeepLabV3(4, variant="torchvision", **TINY)
+    report = initialize_from(target, path)
+    assert report.startswith("init_weights: ") and "head_classifier" in report
+    for layer in target.layers:
+        if layer.weights and layer.name != "head_classifier":
+            for kept, copied in zip(
+                source.get_layer(layer.name).weights, layer.weights, strict=True
+            ):
+                np.testing.assert_array_equal(
+                    np.asarray(kept), np.asarray(copied)
+                )
+    with_aux = DeepLabV3(4, variant="torchvision", aux_head=True, **TINY)
+    assert "aux_classifier" in initialize_from(with_aux, path)
+
+
+def test_initialize_from_refuses_another_layout(tmp_path):
+    from keras_deeplab.models import initialize_from
+
+    path = tmp_path / "converted.keras"
+    DeepLabV3(3, variant="torchvision", **TINY).save(path)
+    target = DeepLabV3(3, **TINY)  # keras_applications: conv biases
+    before = [np.asarray(w) for w in target.weights]
+    with pytest.raises(
+        ValueError, match="does not fit this model: .*conv1_conv"
+    ):
+        initialize_from(target, path)
+    for old, weight in zip(before, target.weights, strict=True):
+        np.testing.assert_array_equal(old, np.asarray(weight))

@@ -1,13 +1,22 @@
-"""Dilated ResNet-50/101 (v1) with keras.applications layer names.
+"""Dilated ResNet-50/101 with keras.applications layer names, in two layouts.
 
-Channels-last only. Layer names, `use_bias` and BatchNormalization epsilon
-equal those of `keras.applications.ResNet50/ResNet101(include_top=False)`, so
-ImageNet weights transfer by name. Atrous convolution replaces the stride of
-the last stage(s) to reach output stride 16 or 8 (Chen et al., 2017,
-"Rethinking Atrous Convolution for Semantic Image Segmentation"); the weights
-are identical for every output stride.
+Channels-last only. Atrous convolution replaces the stride of the last
+stage(s) to reach output stride 16 or 8 (Chen et al., 2017, "Rethinking
+Atrous Convolution for Semantic Image Segmentation"); the weights are
+identical for every output stride.
+
+Two layouts of the same network share one builder and one set of layer names:
+- "keras_applications" (default): ResNet v1 as in
+  `keras.applications.ResNet50/101(include_top=False)` (stride on the first
+  1x1 conv of a block, conv biases, BN epsilon 1.001e-5), so its ImageNet
+  weights transfer by name.
+- "torchvision": ResNet v1.5 as in torchvision (stride on the 3x3 conv with
+  PyTorch's symmetric padding, no conv bias, BN epsilon 1e-5; the first
+  block of a dilated stage keeps the previous stage's rate), so torchvision
+  DeepLabV3 checkpoints convert exactly (`keras_deeplab.convert`).
 """
 
+import dataclasses
 from pathlib import Path
 
 import keras
@@ -21,6 +30,7 @@ STAGE_NAMES = ("conv2", "conv3", "conv4", "conv5")
 BOTTLENECK_EXPANSION = 4
 # keras.applications uses 1.001e-5; equal epsilon keeps numerics identical.
 BACKBONE_BN_EPSILON = 1.001e-5
+TORCH_BN_EPSILON = 1e-5  # torch.nn.BatchNorm2d's default
 # BatchNormalization decay of the DeepLabV3 recipe (paper, section 4).
 PAPER_BN_MOMENTUM = 0.9997
 # Output stride reached after the stem (7x7/2 conv + 3x3/2 max-pool).
@@ -31,6 +41,46 @@ _REFERENCE_BUILDERS = {
     50: keras.applications.ResNet50,
     101: keras.applications.ResNet101,
 }
+
+
+@dataclasses.dataclass(frozen=True)
+class _Layout:
+    """Where two ResNet implementations differ (same weight shapes)."""
+
+    stride_on_3x3: bool  # v1.5 (torchvision) vs v1 (keras.applications)
+    use_bias: bool  # conv biases (keras.applications) or none (torchvision)
+    bn_epsilon: float
+    first_block_keeps_rate: bool  # torchvision's replace_stride_with_dilation
+
+
+_LAYOUTS = {
+    "keras_applications": _Layout(
+        stride_on_3x3=False,
+        use_bias=True,
+        bn_epsilon=BACKBONE_BN_EPSILON,
+        first_block_keeps_rate=False,
+    ),
+    "torchvision": _Layout(
+        stride_on_3x3=True,
+        use_bias=False,
+        bn_epsilon=TORCH_BN_EPSILON,
+        first_block_keeps_rate=True,
+    ),
+}
+VARIANTS = tuple(_LAYOUTS)
+
+
+def _layout(variant):
+    if variant not in _LAYOUTS:
+        raise UserInputError(
+            f"variant={variant!r} is not supported; expected one of {VARIANTS}."
+        )
+    return _LAYOUTS[variant]
+
+
+def block_name(stage: str, index: int) -> str:
+    """Name prefix of bottleneck `index` (from 0) of a stage, e.g. conv4."""
+    return f"{stage}_block{index + 1}"
 
 
 def stage_plan(output_stride):
@@ -65,29 +115,45 @@ def stage_plan(output_stride):
     return tuple(plan)
 
 
-def block_rates(output_stride, multi_grid, depth=50):
+def block_rates(
+    output_stride, multi_grid, depth=50, *, variant="keras_applications"
+):
     """Dilation rate of every bottleneck's 3x3 conv, stage by stage.
 
-    Multi-grid scales the rates of the last stage: its unit i uses
-    `stage_rate * multi_grid[i]`.
+    Every block of a stage uses the stage's rate, except in the torchvision
+    layout, whose first block of a dilated stage keeps the rate of the stage
+    before it (OS8: conv4 (1, 2, 2, 2, 2, 2), conv5 (2, 4, 4)). Multi-grid
+    then scales the rates of the last stage: its unit i is multiplied by
+    `multi_grid[i]`.
 
     Args:
         output_stride: int. 8, 16 or 32.
         multi_grid: tuple of ints, one per block of the last stage.
         depth: int. 50 or 101.
+        variant: str. "keras_applications" or "torchvision".
 
     Returns:
         Tuple of four tuples of ints.
     """
     blocks = _validated_blocks(depth)
-    if len(multi_grid) != blocks[-1] or min(multi_grid) < 1:
+    layout = _layout(variant)
+    if (
+        len(multi_grid) != blocks[-1]
+        or not all(isinstance(unit, int) for unit in multi_grid)
+        or min(multi_grid) < 1
+    ):
         raise UserInputError(
             f"multi_grid={tuple(multi_grid)!r} is invalid; expected "
             f"{blocks[-1]} positive ints, one per conv5 block, e.g. (1, 2, 4)."
         )
-    plan = stage_plan(output_stride)
-    rates = [(plan[i][1],) * blocks[i] for i in range(len(blocks) - 1)]
-    rates.append(tuple(plan[-1][1] * unit for unit in multi_grid))
+    rates, previous = [], 1
+    for (_, rate), count in zip(stage_plan(output_stride), blocks, strict=True):
+        first = previous if layout.first_block_keeps_rate else rate
+        rates.append((first,) + (rate,) * (count - 1))
+        previous = rate
+    rates[-1] = tuple(
+        r * unit for r, unit in zip(rates[-1], multi_grid, strict=True)
+    )
     return tuple(rates)
 
 
@@ -100,52 +166,63 @@ def _validated_blocks(depth):
     return STAGE_BLOCKS[depth]
 
 
-def _conv_bn(x, filters, kernel_size, *, name, stride=1, rate=1, bn_momentum):
-    """Conv2D + BatchNormalization named like keras.applications."""
+def _conv_bn(
+    x, filters, kernel_size, *, name, layout, bn_momentum, stride=1, rate=1
+):
+    """Conv2D + BatchNormalization named like keras.applications.
+
+    A strided 3x3 conv pads explicitly by 1 on every side, as PyTorch does;
+    TF "same" would pad 0 before and 1 after on even sizes.
+    """
+    padding = "same" if kernel_size > 1 else "valid"
+    if kernel_size > 1 and stride > 1:
+        x = layers.ZeroPadding2D(kernel_size // 2, name=f"{name}_pad")(x)
+        padding = "valid"
     x = layers.Conv2D(
         filters,
         kernel_size,
         strides=stride,
         dilation_rate=rate,
-        padding="same" if kernel_size > 1 else "valid",
+        padding=padding,
+        use_bias=layout.use_bias,
         name=f"{name}_conv",
     )(x)
     return layers.BatchNormalization(
-        epsilon=BACKBONE_BN_EPSILON, momentum=bn_momentum, name=f"{name}_bn"
+        epsilon=layout.bn_epsilon, momentum=bn_momentum, name=f"{name}_bn"
     )(x)
 
 
-def _bottleneck(x, filters, *, stride, rate, projection, name, bn_momentum):
-    """ResNet v1 bottleneck: the stride sits on the first 1x1 conv.
+def _bottleneck(
+    x, filters, *, stride, rate, projection, name, layout, bn_momentum
+):
+    """ResNet bottleneck; the stride sits on the first 1x1 conv (v1) or on
+    the 3x3 conv (v1.5).
 
-    The 3x3 conv therefore always has stride 1 and can be dilated: no conv
-    ever combines stride > 1 with dilation > 1 (Keras forbids it).
+    A dilated stage has stride 1, so no conv ever combines stride > 1 with
+    dilation > 1 (Keras forbids it).
     """
     out_filters = BOTTLENECK_EXPANSION * filters
+    stride_1x1, stride_3x3 = (
+        (1, stride) if layout.stride_on_3x3 else (stride, 1)
+    )
+    common = {"layout": layout, "bn_momentum": bn_momentum}
     shortcut = x
     if projection:
         shortcut = _conv_bn(
-            x,
-            out_filters,
-            1,
-            stride=stride,
-            name=f"{name}_0",
-            bn_momentum=bn_momentum,
+            x, out_filters, 1, stride=stride, name=f"{name}_0", **common
         )
-    x = _conv_bn(
-        x, filters, 1, stride=stride, name=f"{name}_1", bn_momentum=bn_momentum
-    )
+    x = _conv_bn(x, filters, 1, stride=stride_1x1, name=f"{name}_1", **common)
     x = layers.Activation("relu", name=f"{name}_1_relu")(x)
     x = _conv_bn(
-        x, filters, 3, rate=rate, name=f"{name}_2", bn_momentum=bn_momentum
+        x, filters, 3, stride=stride_3x3, rate=rate, name=f"{name}_2", **common
     )
     x = layers.Activation("relu", name=f"{name}_2_relu")(x)
-    x = _conv_bn(x, out_filters, 1, name=f"{name}_3", bn_momentum=bn_momentum)
+    x = _conv_bn(x, out_filters, 1, name=f"{name}_3", **common)
     x = layers.Add(name=f"{name}_add")([shortcut, x])
     return layers.Activation("relu", name=f"{name}_out")(x)
 
 
-def _stage(x, filters, *, stride, rates, name, bn_momentum):
+def _stage(x, filters, *, stride, rates, name, layout, bn_momentum):
     for index, rate in enumerate(rates):
         x = _bottleneck(
             x,
@@ -153,7 +230,8 @@ def _stage(x, filters, *, stride, rates, name, bn_momentum):
             stride=stride if index == 0 else 1,
             rate=rate,
             projection=index == 0,
-            name=f"{name}_block{index + 1}",
+            name=block_name(name, index),
+            layout=layout,
             bn_momentum=bn_momentum,
         )
     return x
@@ -167,6 +245,7 @@ def resnet_features(
     multi_grid=(1, 1, 1),
     width=64,
     bn_momentum=PAPER_BN_MOMENTUM,
+    variant="keras_applications",
 ):
     """Applies the dilated ResNet to a symbolic tensor.
 
@@ -179,19 +258,23 @@ def resnet_features(
         width: int. Filters of the stem and of the first stage's bottleneck;
             64 is ResNet-50/101, smaller values give fast test models.
         bn_momentum: float. BatchNormalization moving-average momentum.
+        variant: str. "keras_applications" (v1) or "torchvision" (v1.5).
 
     Returns:
         Dict from stage name ("conv2".."conv5") to its output tensor.
     """
-    rates = block_rates(output_stride, multi_grid, depth)
-    if width < 1:
+    rates = block_rates(output_stride, multi_grid, depth, variant=variant)
+    layout = _layout(variant)
+    if not isinstance(width, int) or width < 1:
         raise UserInputError(
             f"width={width!r} must be a positive int, e.g. 64."
         )
     x = layers.ZeroPadding2D(padding=3, name="conv1_pad")(images)
-    x = layers.Conv2D(width, 7, strides=2, name="conv1_conv")(x)
+    x = layers.Conv2D(
+        width, 7, strides=2, use_bias=layout.use_bias, name="conv1_conv"
+    )(x)
     x = layers.BatchNormalization(
-        epsilon=BACKBONE_BN_EPSILON, momentum=bn_momentum, name="conv1_bn"
+        epsilon=layout.bn_epsilon, momentum=bn_momentum, name="conv1_bn"
     )(x)
     x = layers.Activation("relu", name="conv1_relu")(x)
     x = layers.ZeroPadding2D(padding=1, name="pool1_pad")(x)
@@ -205,6 +288,7 @@ def resnet_features(
             stride=plan[index][0],
             rates=rates[index],
             name=name,
+            layout=layout,
             bn_momentum=bn_momentum,
         )
         features[name] = x  # conv5: (batch, h/os, w/os, 32 * width)
@@ -221,10 +305,12 @@ def dilated_resnet(
     return_stages: bool = False,
     width: int = 64,
     bn_momentum: float = PAPER_BN_MOMENTUM,
+    variant: str = "keras_applications",
 ) -> keras.Model:
-    """Builds a dilated ResNet v1 backbone as a functional model.
+    """Builds a dilated ResNet backbone as a functional model.
 
-    Input is preprocessed like `keras.applications.resnet.preprocess_input`.
+    Input is preprocessed like `keras.applications.resnet.preprocess_input`
+    ("keras_applications") or torchvision's `Normalize` ("torchvision").
 
     Args:
         depth: int. 50 or 101. Defaults to 50.
@@ -238,6 +324,8 @@ def dilated_resnet(
             of the conv5 feature map. Defaults to False.
         width: int. Base width; 64 for the real ResNet. Defaults to 64.
         bn_momentum: float. BatchNormalization momentum.
+        variant: str. "keras_applications" (ResNet v1, the default) or
+            "torchvision" (ResNet v1.5); see the module docstring.
 
     Returns:
         `keras.Model` named "resnet{depth}".
@@ -250,11 +338,14 @@ def dilated_resnet(
         multi_grid=multi_grid,
         width=width,
         bn_momentum=bn_momentum,
+        variant=variant,
     )
     outputs = features if return_stages else features["conv5"]
     model = keras.Model(images, outputs, name=f"resnet{depth}")
     if weights is not None:
-        load_imagenet_weights(model, depth=depth, weights=weights)
+        load_imagenet_weights(
+            model, depth=depth, weights=weights, variant=variant
+        )
     return model
 
 
@@ -286,7 +377,9 @@ def cached_imagenet_weights(depth) -> Path | None:
     return path if path.is_file() else None
 
 
-def load_imagenet_weights(model, *, depth, weights="imagenet"):
+def load_imagenet_weights(
+    model, *, depth, weights="imagenet", variant="keras_applications"
+):
     """Copies keras.applications ResNet weights into `model` by layer name.
 
     Args:
@@ -295,12 +388,27 @@ def load_imagenet_weights(model, *, depth, weights="imagenet"):
         depth: int. 50 or 101.
         weights: "imagenet" (Keras downloads and caches the file) or a path to
             a local `..._notop.h5` / `.weights.h5` file for offline machines.
+        variant: str. The layout of `model`; only "keras_applications" fits
+            these weights.
 
     Raises:
         FileNotFoundError: if `weights` is a path that does not exist.
-        ValueError: if any weighted layer is missing or differs in shape.
+        ValueError: if any weighted layer is missing or differs in shape, or
+            `model` has the torchvision layout.
     """
+    check_imagenet_weights_fit(weights, variant)
     transfer_weights(_reference_resnet(depth, weights), model)
+
+
+def check_imagenet_weights_fit(weights, variant):
+    """Raises unless keras.applications weights fit the `variant` layout."""
+    if weights is not None and variant != "keras_applications":
+        raise UserInputError(
+            f"backbone_weights={weights!r} are keras.applications ResNet v1 "
+            f"weights, which do not fit variant={variant!r}; convert a "
+            "torchvision checkpoint instead (keras-deeplab convert-torchvision)"
+            " or use variant='keras_applications'."
+        )
 
 
 def transfer_weights(source, target):

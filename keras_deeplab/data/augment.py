@@ -8,8 +8,8 @@ pipeline is reproducible.
 
 import tensorflow as tf
 
-from keras_deeplab.data.preprocess import IMAGENET_MEAN_RGB
 from keras_deeplab.data.sources import IGNORE_INDEX
+from keras_deeplab.layers import IMAGENET_MEAN_RGB
 
 
 def _split_seed(seed, count):

@@ -16,7 +16,8 @@ ASPP_FILTERS = 256
 OS16_ATROUS_RATES = (6, 12, 18)
 _REFERENCE_OUTPUT_STRIDE = 16
 HEAD_BN_EPSILON = 1e-5
-# TF reference code drops 10% of the projected ASPP features.
+# TF reference code drops 10% of the projected ASPP features; so do the FCN
+# aux heads of the TF reference and torchvision.
 HEAD_DROPOUT_RATE = 0.1
 
 
@@ -100,8 +101,7 @@ def aspp(features, *, atrous_rates, filters, image_pooling, bn_momentum):
     )
 
 
-def _classifier(x, num_classes, *, dropout_rate, name):
-    x = layers.Dropout(dropout_rate, name=f"{name}_dropout")(x)
+def _classifier(x, num_classes, *, name):
     # float32 so mixed precision never hands back half-precision logits.
     return layers.Conv2D(
         num_classes, 1, name=f"{name}_classifier", dtype="float32"
@@ -116,9 +116,15 @@ def deeplab_head(
     filters=ASPP_FILTERS,
     image_pooling=True,
     dropout_rate=HEAD_DROPOUT_RATE,
+    extra_conv=False,
     bn_momentum,
 ):
-    """ASPP followed by dropout and a 1x1 classifier.
+    """ASPP, dropout, [3x3 conv + BN + ReLU,] 1x1 classifier.
+
+    Args:
+        extra_conv: bool. Add torchvision's 3x3 conv (`filters`, no bias)
+            + BN + ReLU between the ASPP projection and the classifier.
+            Defaults to False (the paper and the TF reference).
 
     Returns:
         float32 KerasTensor (batch, h/os, w/os, num_classes) of logits.
@@ -130,18 +136,16 @@ def deeplab_head(
         image_pooling=image_pooling,
         bn_momentum=bn_momentum,
     )
-    return _classifier(x, num_classes, dropout_rate=dropout_rate, name="head")
+    x = layers.Dropout(dropout_rate, name="head_dropout")(x)
+    if extra_conv:
+        x = _conv_bn_relu(
+            x, filters, 3, name="head_conv", bn_momentum=bn_momentum
+        )
+    return _classifier(x, num_classes, name="head")
 
 
-def fcn_aux_head(
-    features,
-    *,
-    num_classes,
-    filters,
-    dropout_rate=HEAD_DROPOUT_RATE,
-    bn_momentum,
-):
-    """Auxiliary FCN head (3x3 conv -> BN -> ReLU -> 1x1) used in training.
+def fcn_aux_head(features, *, num_classes, filters, bn_momentum):
+    """Auxiliary FCN head (3x3 conv, BN, ReLU, dropout 0.1, 1x1) for training.
 
     Returns:
         float32 KerasTensor (batch, h/os, w/os, num_classes) of logits.
@@ -149,4 +153,5 @@ def fcn_aux_head(
     x = _conv_bn_relu(
         features, filters, 3, name="aux_head", bn_momentum=bn_momentum
     )
-    return _classifier(x, num_classes, dropout_rate=dropout_rate, name="aux")
+    x = layers.Dropout(HEAD_DROPOUT_RATE, name="aux_dropout")(x)
+    return _classifier(x, num_classes, name="aux")

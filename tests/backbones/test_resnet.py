@@ -44,6 +44,35 @@ def test_block_rates_apply_multi_grid_to_the_last_stage():
     assert block_rates(8, (1, 2, 4), depth=101)[2] == (2,) * 23
 
 
+def test_torchvision_first_dilated_block_keeps_the_previous_rate():
+    """torchvision's replace_stride_with_dilation: OS8 is [F, T, T], OS16
+    is [F, F, T]; the first block of a dilated layer keeps the old rate."""
+    assert block_rates(8, (1, 1, 1), variant="torchvision")[2:] == (
+        (1, 2, 2, 2, 2, 2),
+        (2, 4, 4),
+    )
+    assert block_rates(16, (1, 1, 1), variant="torchvision")[2:] == (
+        (1,) * 6,
+        (1, 2, 2),
+    )
+    assert block_rates(32, (1, 1, 1), variant="torchvision")[3] == (1, 1, 1)
+
+
+def test_torchvision_layout_strides_the_3x3_with_symmetric_padding():
+    model = dilated_resnet(50, variant="torchvision", width=8)
+    for name in ("conv3_block1", "conv4_block1", "conv5_block1"):
+        assert model.get_layer(f"{name}_1_conv").strides == (1, 1)
+        assert model.get_layer(f"{name}_2_conv").strides == (2, 2)
+        assert model.get_layer(f"{name}_2_conv").padding == "valid"
+        assert model.get_layer(f"{name}_2_pad").padding == ((1, 1), (1, 1))
+    convs = [x for x in model.layers if isinstance(x, keras.layers.Conv2D)]
+    assert not any(layer.use_bias for layer in convs)
+    assert model.get_layer("conv1_bn").epsilon == resnet.TORCH_BN_EPSILON
+    # Even and odd sizes give the same feature sizes as the v1 layout.
+    for size, expected in ((64, 2), (65, 3)):
+        assert model(random_images(1, size, size)).shape[1] == expected
+
+
 @pytest.mark.parametrize("multi_grid", [(1, 2), (0, 1, 1)])
 def test_block_rates_reject_bad_multi_grid(multi_grid):
     with pytest.raises(ValueError, match="multi_grid="):

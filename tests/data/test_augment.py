@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from keras_deeplab.data.augment import augment, pad_to_size, random_scale
-from keras_deeplab.data.preprocess import IMAGENET_MEAN_RGB
+from keras_deeplab.layers import IMAGENET_MEAN_RGB
 
 
 def _example(seed, height=37, width=53, num_classes=6):
