@@ -2,7 +2,7 @@
 # Training and inference throughput and MFU of DeepLabV3-ResNet50 under JAX on
 # one GPU: bf16, output stride 16, 513x513, batch 16 (the issue-7 setting).
 # Needs only keras>=3.14 and jax[cuda]; TensorFlow is not used.
-# Usage: benchmarks/gpu.sh [extra args for keras_deeplab.benchmark.accelerator]
+# Usage: benchmarks/gpu.sh [extra args for benchmarks.accelerator]
 # Writes benchmarks/gpu_results.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +13,6 @@ if ! python3 -c "import keras, jax" 2>/dev/null; then
 fi
 python3 -c "import jax; print('devices:', jax.devices())"
 KERAS_BACKEND=jax PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" \
-    python3 -m keras_deeplab.benchmark.accelerator \
+    python3 -m benchmarks.accelerator \
     --size 513 --batch 16 --output-stride 16 --precision mixed_bfloat16 \
     --out benchmarks/gpu_results.json "$@"

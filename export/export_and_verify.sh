@@ -5,5 +5,5 @@
 #   CONFIG:   the config it was trained with (its data calibrates int8)
 set -euo pipefail
 work_dir=${1:?work dir}; config=${2:?config}; out=${3:-exported}
-keras-deeplab export "$work_dir/best.keras" --format all --data "$config" --out "$out"
-keras-deeplab verify-export "$out" --data "$config" --weights "$work_dir/best.keras"
+keras-deeplab export --model "$work_dir/best.keras" --config "$config" --format all --out "$out"
+keras-deeplab verify-export "$out" --config "$config" --model "$work_dir/best.keras"

@@ -1,14 +1,43 @@
 """Atomic file and directory writes: readers see the old or the new, never half.
 
 Each helper writes into a temporary sibling (same file system) and renames it
-into place with `os.replace`, which POSIX guarantees to be atomic.
+into place with `os.replace`, which POSIX guarantees to be atomic. A process
+killed mid-write leaves its temporary sibling behind; the next write of the
+same path removes it (each path has one writer at a time).
 """
 
 import contextlib
+import glob
 import os
 import shutil
 import tempfile
 from pathlib import Path
+
+
+def _remove_leftovers(path):
+    """Temporaries of earlier writes of `path` that were killed mid-way."""
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.partial*"):
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+    retired = path.with_name(f".{path.name}.old")
+    if retired.exists():
+        shutil.rmtree(retired, ignore_errors=True)
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where Linux allows."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    current = os.umask(0o022)  # elsewhere: the classic set-and-restore
+    os.umask(current)
+    return current
 
 
 @contextlib.contextmanager
@@ -21,6 +50,7 @@ def atomic_file(path):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(path)
     suffix = "".join(path.suffixes)
     handle, temporary = tempfile.mkstemp(
         prefix=f".{path.name}.", suffix=f".partial{suffix}", dir=path.parent
@@ -61,11 +91,15 @@ def atomic_directory(path, *, overwrite: bool = False):
             "--overwrite to replace it."
         )
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(path)
     temporary = Path(
         tempfile.mkdtemp(
             prefix=f".{path.name}.", suffix=".partial", dir=path.parent
         )
     )
+    # mkdtemp creates 0700; a published folder gets the usual permissions so
+    # that, e.g., TF Serving running as another user can read it.
+    temporary.chmod(0o777 & ~_umask())
     try:
         yield temporary
         if path.exists():

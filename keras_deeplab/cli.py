@@ -1,53 +1,82 @@
 """Command line: `keras-deeplab train|evaluate|predict|export|demo|...`.
 
+One convention everywhere: `--config CONFIG` (a preset name or a YAML/JSON
+file) and `--model MODEL` (a .keras file, or .weights.h5 with --config);
+`--set key=value` overrides one config value. The spellings of earlier
+releases still work: a positional CONFIG, `--weights`, `--data`, and
+export's positional MODEL.
+
 User errors (missing file, bad config key or value, bad data) exit with
-status 2 and one line on stderr, never a traceback.
+status 2 and one line on stderr, never a traceback. TensorFlow's C++ logs
+are silenced unless `--verbose`.
 """
 
 import argparse
+import contextlib
 import json
-import os
 import sys
 from pathlib import Path
 
-from keras_deeplab.atomic import atomic_file
-from keras_deeplab.benchmark.command import (
-    add_parser as add_benchmark_parser,
-)
 from keras_deeplab.errors import UserInputError
-
-# TensorFlow logs a page of C++ start-up lines; keep the CLI readable unless
-# the user asked for them.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from keras_deeplab.native_logs import filtered_stderr
 
 USER_ERROR_EXIT = 2
 DATA_PROBLEM_EXIT = 1  # validate-data found problems (and listed them)
+_PRESETS_HELP = "preset (demo, voc_aug, cityscapes, ade20k, pets) or YAML/JSON"
 
 
-def _config(args, source=None):
+def _config(args, *, required=True):
     from keras_deeplab.config import load_config
 
-    config = load_config(source or args.config, args.set)
-    print(f"resolved config:\n{config.to_json()}", flush=True)
+    source = args.config or getattr(args, "config_positional", None)
+    if source is None and required:
+        raise UserInputError(
+            f"keras-deeplab {args.command} needs --config CONFIG "
+            f"({_PRESETS_HELP})."
+        )
+    if source is None and not args.set:
+        return None
+    config = load_config(source, args.set)
+    changed = config.differences()
+    print(
+        "settings: "
+        + (", ".join(f"{k}={v!r}" for k, v in changed.items()) or "defaults"),
+        flush=True,
+    )
     return config
+
+
+def _model_path(args):
+    path = args.model or getattr(args, "model_positional", None)
+    if path is None:
+        raise UserInputError(
+            f"keras-deeplab {args.command} needs --model MODEL (a .keras "
+            "file, or .weights.h5 with --config)."
+        )
+    return path
 
 
 def _train(args):
     from keras_deeplab.training.fit import train
 
-    train(_config(args), args.work_dir, resume=args.resume)
+    train(
+        _config(args),
+        args.work_dir,
+        resume=args.resume,
+        overwrite=args.overwrite,
+    )
 
 
 def _evaluate(args):
-    from keras_deeplab.data.pipeline import make_dataset
+    from keras_deeplab.data.configured import split_dataset
     from keras_deeplab.models import load_trained_model
     from keras_deeplab.training.evaluate import evaluate_model
 
     config = _config(args)
-    model = load_trained_model(args.weights, config)
+    model = load_trained_model(_model_path(args), config)
     results = evaluate_model(
         model,
-        make_dataset(config, config.val_split, training=False),
+        split_dataset(config, config.val_split, training=False),
         num_classes=config.num_classes,
         scales=config.eval_scales,
         flip=config.eval_flip,
@@ -59,8 +88,8 @@ def _predict(args):
     from keras_deeplab.models import load_trained_model
     from keras_deeplab.predict import segment_files
 
-    config = _config(args) if args.config else None
-    model = load_trained_model(args.weights, config)
+    config = _config(args, required=False)
+    model = load_trained_model(_model_path(args), config)
     written = segment_files(
         model, args.images, args.out, probabilities=args.probabilities
     )
@@ -77,83 +106,69 @@ def _validate_data(args):
 
 
 def _export(args):
-    from keras_deeplab.export import parity
-    from keras_deeplab.export.onnx import export_onnx
-    from keras_deeplab.export.saved_model import export_saved_model
-    from keras_deeplab.export.tflite import convert_tflite
+    from keras_deeplab.data.configured import calibration_images
+    from keras_deeplab.export.artefacts import disk_size_mb, export, export_all
     from keras_deeplab.models import load_trained_model
 
-    config = _config(args, args.data) if args.data else None
-    model = load_trained_model(args.model, config)
+    config = _config(args, required=False)
+    model = load_trained_model(_model_path(args), config)
     size = args.size or (config.export_size if config else None)
-    needs_data = args.format == "all" or args.quantize == "int8"
-    if needs_data and config is None:
+    calibrates = args.format == "all" or args.quantize == "int8"
+    if calibrates and config is None:
         raise UserInputError(
             f"--format {args.format} --quantize {args.quantize} calibrates "
-            "int8 on training images; pass --data CONFIG."
+            "int8 on training images; pass --config CONFIG."
         )
-    images = (
-        parity.representative_images(config, size=size)
-        if (needs_data)
-        else None
-    )
-    out = Path(args.out)
+    images = calibration_images(config, size=size) if calibrates else None
+    naming = {
+        "model_name": config.model_name if config else "deeplab",
+        "version": args.version,
+        "overwrite": args.overwrite,
+    }
     if args.format == "all":
-        paths = parity.export_all(
-            model,
-            out,
-            size=size,
-            representative_images=images,
-            version=args.version,
-            overwrite=args.overwrite,
-            model_name=config.model_name,
+        paths = export_all(
+            model, args.out, size=size, representative_images=images, **naming
         )
-    elif args.format == "saved_model":
-        paths = {
-            "saved_model": export_saved_model(
-                model,
-                out,
-                version=args.version,
-                overwrite=args.overwrite,
-                model_name=config.model_name if config else "deeplab",
-            )
-        }
-    elif args.format == "onnx":
-        paths = {"onnx": export_onnx(model, out / "onnx" / "deeplab.onnx")}
     else:
-        data = convert_tflite(
+        path = export(
             model,
+            args.format,
+            args.out,
             size=size,
             quantize=args.quantize,
             representative_images=images,
             io_type=args.io_type,
             argmax=args.argmax,
+            **naming,
         )
-        path = out / "tflite" / parity.tflite_name(args.quantize, size)
-        with atomic_file(path) as temporary:
-            temporary.write_bytes(data)
-        paths = {"tflite": path}
+        paths = {args.format: path}
     for name, path in paths.items():
-        print(f"{name}: {path} ({parity.disk_size_mb(path):.1f} MB)")
+        print(f"{name}: {path} ({disk_size_mb(path):.1f} MiB)")
 
 
 def _verify_export(args):
-    from keras_deeplab.export import parity
+    from keras_deeplab.data.configured import validation_batch
+    from keras_deeplab.export.verify import (
+        format_table,
+        save_report,
+        verify_exports,
+    )
     from keras_deeplab.models import load_trained_model
 
     config = _config(args)
-    model = load_trained_model(args.weights, config)
-    images, masks = parity.verification_batch(
+    model = load_trained_model(_model_path(args), config)
+    images, masks = validation_batch(
         config, size=config.export_size, count=args.count
     )
-    rows = parity.verify_exports(
+    rows = verify_exports(
         model, args.export_dir, images, masks, num_classes=config.num_classes
     )
-    print(parity.format_table(rows))
-    print(f"wrote {parity.save_report(rows, args.export_dir)}")
+    print(format_table(rows))
+    print(f"wrote {save_report(rows, args.export_dir)}")
 
 
 def _convert_torchvision(args):
+    from keras_deeplab.atomic import atomic_file
     from keras_deeplab.convert import convert_torchvision
 
     out = Path(args.out)
@@ -170,8 +185,8 @@ def _convert_torchvision(args):
     with atomic_file(out) as temporary:
         model.save(temporary)
     print(
-        f"wrote {out}: {model.name}, {model.output_shape!s} logits, "
-        f"{model.count_params():,} parameters"
+        f"wrote {out}: {model.name}, {model.count_params():,} parameters"
+        + (" (with aux head)" if isinstance(model.output, dict) else "")
     )
 
 
@@ -181,35 +196,42 @@ def _demo(args):
     run_demo(args.out, overrides=args.set, resume=args.resume)
 
 
-def _add_config_args(parser, *, required=True):
+def _add_config(parser, *, positional=False):
+    """--config (alias --data) [+ the old positional CONFIG] and --set."""
+    if positional:
+        parser.add_argument(
+            "config_positional", nargs="?", help=argparse.SUPPRESS
+        )
     parser.add_argument(
-        "config",
-        nargs=None if required else "?",
-        help="preset name (demo, voc_aug, cityscapes, ade20k, pets) or a "
-        "YAML/JSON config file",
+        "--config", "--data", dest="config", default=None, help=_PRESETS_HELP
     )
-    _add_set(parser)
+    _add_set(parser, help="override one config value; repeatable")
 
 
-def _add_set(parser):
+def _add_set(parser, *, help):
     parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one config value; repeatable",
+        "--set", action="append", default=[], metavar="KEY=VALUE", help=help
     )
 
 
-def _parser():
-    parser = argparse.ArgumentParser(
-        prog="keras-deeplab",
-        description="DeepLabV3 semantic segmentation for Keras 3.",
+def _add_model(parser, *, positional=False):
+    """--model (alias --weights) [+ export's old positional MODEL]."""
+    if positional:
+        parser.add_argument(
+            "model_positional", nargs="?", help=argparse.SUPPRESS
+        )
+    parser.add_argument(
+        "--model",
+        "--weights",
+        dest="model",
+        default=None,
+        help=".keras model (or .weights.h5 with --config)",
     )
-    commands = parser.add_subparsers(dest="command", required=True)
 
+
+def _add_train(commands):
     train = commands.add_parser("train", help="train with model.fit")
-    _add_config_args(train)
+    _add_config(train, positional=True)
     train.add_argument(
         "--work-dir",
         required=True,
@@ -220,44 +242,43 @@ def _parser():
         action="store_true",
         help="continue an interrupted run from its backup",
     )
+    train.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a previous run in --work-dir",
+    )
     train.set_defaults(run=_train)
 
+
+def _add_evaluate_predict_validate(commands):
     evaluate = commands.add_parser("evaluate", help="mIoU on the val split")
-    _add_config_args(evaluate)
-    evaluate.add_argument(
-        "--weights", required=True, help=".keras model or .weights.h5 file"
-    )
+    _add_config(evaluate, positional=True)
+    _add_model(evaluate)
     evaluate.set_defaults(run=_evaluate)
 
     predict = commands.add_parser("predict", help="segment image files")
-    predict.add_argument(
-        "--weights",
-        required=True,
-        help=".keras model (or .weights.h5 with --config)",
-    )
     predict.add_argument("images", nargs="+", help="JPEG/PNG files")
+    _add_model(predict)
+    _add_config(predict)
     predict.add_argument("--out", required=True, help="output folder")
-    predict.add_argument(
-        "--config", default=None, help="config for a .weights.h5 file"
-    )
     predict.add_argument(
         "--probabilities",
         action="store_true",
         help="also save float32 probabilities as .npy",
     )
-    _add_set(predict)
     predict.set_defaults(run=_predict)
 
     validate = commands.add_parser(
         "validate-data", help="report problems in a dataset"
     )
-    _add_config_args(validate)
+    _add_config(validate, positional=True)
     validate.set_defaults(run=_validate_data)
 
+
+def _add_export(commands):
     export = commands.add_parser("export", help="SavedModel, TFLite, ONNX")
-    export.add_argument(
-        "model", help=".keras model (or .weights.h5 with --data)"
-    )
+    _add_model(export, positional=True)
+    _add_config(export)
     export.add_argument(
         "--format",
         required=True,
@@ -265,16 +286,10 @@ def _parser():
     )
     export.add_argument("--out", required=True, help="export folder")
     export.add_argument(
-        "--data",
-        default=None,
-        metavar="CONFIG",
-        help="config whose training data calibrates int8",
-    )
-    export.add_argument(
         "--version", type=int, default=1, help="TF Serving version folder"
     )
     export.add_argument(
-        "--overwrite", action="store_true", help="replace an existing version"
+        "--overwrite", action="store_true", help="replace existing artefacts"
     )
     export.add_argument(
         "--quantize",
@@ -296,27 +311,21 @@ def _parser():
     export.add_argument(
         "--argmax", action="store_true", help="TFLite returns uint8 class ids"
     )
-    _add_set(export)
-    export.set_defaults(run=_export, config=None)
+    export.set_defaults(run=_export)
 
     verify = commands.add_parser(
         "verify-export", help="parity table: Keras vs exports"
     )
     verify.add_argument("export_dir", help="folder written by export")
-    verify.add_argument(
-        "--data",
-        required=True,
-        metavar="CONFIG",
-        dest="config",
-        help="config of the validation data",
-    )
-    verify.add_argument("--weights", required=True, help=".keras model")
+    _add_config(verify)
+    _add_model(verify)
     verify.add_argument(
         "--count", type=int, default=16, help="validation images to compare on"
     )
-    _add_set(verify)
     verify.set_defaults(run=_verify_export)
 
+
+def _add_convert_and_demo(commands):
     convert = commands.add_parser(
         "convert-torchvision",
         help="torchvision/VainF DeepLabV3 checkpoint -> .keras model",
@@ -346,21 +355,43 @@ def _parser():
     convert.set_defaults(run=_convert_torchvision)
 
     demo = commands.add_parser(
-        "demo", help="train on synthetic data, evaluate, write pictures"
+        "demo", help="train on synthetic data, evaluate, export, verify"
     )
     demo.add_argument("--out", default="demo_out", help="output folder")
     demo.add_argument(
         "--resume", action="store_true", help="continue an interrupted demo run"
     )
-    _add_set(demo)
+    _add_set(demo, help="override one value of the demo preset; repeatable")
     demo.set_defaults(run=_demo)
-    add_benchmark_parser(commands)
+
+
+def _parser():
+    parser = argparse.ArgumentParser(
+        prog="keras-deeplab",
+        description="DeepLabV3 semantic segmentation for Keras 3.",
+    )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show TensorFlow's C++ INFO and WARNING logs",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    _add_train(commands)
+    _add_evaluate_predict_validate(commands)
+    _add_export(commands)
+    _add_convert_and_demo(commands)
     return parser
 
 
 def main(argv=None):
     """Runs the CLI; returns the exit status."""
     args = _parser().parse_args(argv)
+    quiet = contextlib.nullcontext() if args.verbose else filtered_stderr()
+    with quiet:
+        return _run(args)
+
+
+def _run(args):
     # Imported here so `--help` answers without loading TensorFlow.
     from tensorflow.errors import InvalidArgumentError
 

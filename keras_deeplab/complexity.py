@@ -62,3 +62,14 @@ def graph_conv_macs(model: keras.Model, *, size: int) -> int:
     options.update(output="none", account_type_regexes=["Conv2D"])
     profile = tf.compat.v1.profiler.profile(graph=graph, options=options)
     return profile.total_float_ops // 2  # the profiler counts 2 FLOPs a MAC
+
+
+def describe(model: keras.Model) -> str:
+    """Name, parameters and forward GMACs of a model built on a fixed size."""
+    height, width = model.input.shape[1:3]
+    trainable = sum(int(w.numpy().size) for w in model.trainable_weights)
+    return (
+        f"{model.name}: {model.count_params():,} parameters "
+        f"({trainable:,} trainable), {model_macs(model) / 1e9:.2f} GMACs at "
+        f"{height}x{width}"
+    )

@@ -19,6 +19,8 @@ from keras_deeplab.backbones.resnet import (
     check_imagenet_weights_fit,
 )
 from keras_deeplab.errors import UserInputError
+from keras_deeplab.labels import IGNORE_INDEX
+from keras_deeplab.names import check_model_name
 
 DATASETS = ("synthetic", "folder", "voc", "cityscapes", "ade20k", "tfds")
 OPTIMIZERS = ("sgd", "adamw")
@@ -93,8 +95,22 @@ class DeepLabConfig:
     export_size: int = 513  # fixed-size TFLite export, pixels
     model_name: str = "deeplab"  # TF Serving model name
 
+    def __post_init__(self):
+        # Every config is valid from birth, including dataclasses.replace.
+        self.validate()
+
+    def differences(self) -> dict:
+        """{field: value} of the settings that differ from the defaults."""
+        return {
+            field.name: getattr(self, field.name)
+            for field in dataclasses.fields(self)
+            if getattr(self, field.name) != field.default
+        }
+
     def validate(self):
-        """Cross-field checks; raises ValueError with the fix."""
+        """Type, range and cross-field checks; raises ValueError with a fix."""
+        for field in dataclasses.fields(self):
+            _check_type(field.name, getattr(self, field.name))
         _check_choice("backbone", self.backbone, ("resnet50", "resnet101"))
         _check_choice("output_stride", self.output_stride, OUTPUT_STRIDES)
         _check_choice("variant", self.variant, VARIANTS)
@@ -103,27 +119,18 @@ class DeepLabConfig:
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("precision", self.precision, PRECISIONS)
         _check_choice("strategy", self.strategy, STRATEGIES)
-        for name in ("num_classes", "batch_size", "epochs", "crop_size"):
-            if getattr(self, name) < 1:
-                raise UserInputError(
-                    f"{name}={getattr(self, name)!r} is invalid; expected "
-                    f"an int >= 1. Pass --set {name}=<positive int>."
-                )
+        self._check_ranges()
         if self.crop_size < 2 * self.output_stride:
             raise UserInputError(
                 f"crop_size={self.crop_size} is too small for output_stride="
                 f"{self.output_stride}; expected >= {2 * self.output_stride}."
             )
-        if not 0 < self.min_scale <= self.max_scale:
+        if self.min_scale > self.max_scale:
             raise UserInputError(
                 f"min_scale={self.min_scale} and max_scale={self.max_scale} "
                 "are invalid; expected 0 < min_scale <= max_scale."
             )
-        if (
-            self.dataset != "synthetic"
-            and self.dataset != "tfds"
-            and (self.data_dir is None)
-        ):
+        if self.dataset not in ("synthetic", "tfds") and self.data_dir is None:
             raise UserInputError(
                 f"dataset={self.dataset!r} needs data_dir; pass --set "
                 "data_dir=/path/to/dataset."
@@ -133,10 +140,112 @@ class DeepLabConfig:
                 "dataset='tfds' needs tfds_name; pass --set "
                 "tfds_name=oxford_iiit_pet."
             )
+        check_model_name(self.model_name)
         return self
+
+    def _check_ranges(self):
+        # Class ids are stored in uint8 masks where 255 means "ignore".
+        _check_range("num_classes", self.num_classes, low=1, high=IGNORE_INDEX)
+        for name in (
+            "backbone_width",
+            "head_filters",
+            "synthetic_train_size",
+            "synthetic_val_size",
+            "crop_size",
+            "batch_size",
+            "shuffle_buffer",
+            "epochs",
+            "backup_every_steps",
+            "export_size",
+        ):
+            _check_range(name, getattr(self, name), low=1)
+        _check_range("synthetic_image_size", self.synthetic_image_size, low=8)
+        for name in ("seed", "warmup_steps"):
+            _check_range(name, getattr(self, name), low=0)
+        for name in ("aux_loss_weight", "learning_rate", "weight_decay"):
+            _check_range(name, getattr(self, name), low=0.0)
+        _check_range("poly_power", self.poly_power, low=0.0)
+        _check_range("min_scale", self.min_scale, low=0.0, open_low=True)
+        _check_range("max_scale", self.max_scale, low=0.0, open_low=True)
+        for name in ("momentum", "bn_momentum"):
+            _check_range(
+                name, getattr(self, name), low=0.0, high=1.0, open_high=True
+            )
+        if self.dropout_rate is not None:
+            _check_range(
+                "dropout_rate",
+                self.dropout_rate,
+                low=0.0,
+                high=1.0,
+                open_high=True,
+            )
+        if self.steps_per_epoch is not None:
+            _check_range("steps_per_epoch", self.steps_per_epoch, low=1)
+        for name in ("atrous_rates", "multi_grid"):
+            values = getattr(self, name)
+            if values is not None:
+                _check_items(name, values, kind=int, example="(6, 12, 18)")
+        _check_items(
+            "eval_scales",
+            self.eval_scales,
+            kind=float,
+            example="(0.75, 1.0, 1.25)",
+        )
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+
+def _check_type(name, value):
+    """The declared type, strictly: True is not an int, 3 is not a str."""
+    annotation = _FIELD_TYPES[name]
+    allowed = typing.get_args(annotation) or (annotation,)
+    if value is None and type(None) in allowed:
+        return
+    base = next(t for t in allowed if t is not type(None))
+    ok = isinstance(value, base) and not (
+        base is not bool and isinstance(value, bool)
+    )
+    if base is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok:
+        raise UserInputError(
+            f"{name}={value!r} has the wrong type ({type(value).__name__}); "
+            f"expected {base.__name__}. Pass --set {name}=<{base.__name__}>."
+        )
+
+
+def _check_range(
+    name, value, *, low=None, high=None, open_low=False, open_high=False
+):
+    too_low = low is not None and (value <= low if open_low else value < low)
+    too_high = high is not None and (
+        value >= high if open_high else value > high
+    )
+    if too_low or too_high:
+        bounds = []
+        if low is not None:
+            bounds.append(f"{'>' if open_low else '>='} {low}")
+        if high is not None:
+            bounds.append(f"{'<' if open_high else '<='} {high}")
+        raise UserInputError(
+            f"{name}={value!r} is out of range; expected a value "
+            f"{' and '.join(bounds)}."
+        )
+
+
+def _check_items(name, values, *, kind, example):
+    """A non-empty tuple of positive numbers of one kind."""
+    if not values or not all(
+        isinstance(v, (int, float) if kind is float else int)
+        and not isinstance(v, bool)
+        and v > 0
+        for v in values
+    ):
+        raise UserInputError(
+            f"{name}={values!r} is invalid; expected a non-empty list of "
+            f"positive {kind.__name__}s, e.g. {example}."
+        )
 
 
 def _check_choice(name, value, choices):
@@ -210,6 +319,7 @@ PRESETS = {
     },
 }
 
+_MAX_CONFIG_BYTES = 1_000_000
 # Resolved once: field name -> declared type (annotations are real types).
 _FIELD_TYPES = typing.get_type_hints(DeepLabConfig)
 
@@ -220,6 +330,26 @@ def _unknown_key_error(key, source):
     return UserInputError(f"unknown config key {key!r} in {source}.{hint}")
 
 
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader without anchors and aliases: a config never needs them,
+    and a few nested aliases expand exponentially ("billion laughs")."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                "YAML aliases (*name) are not allowed in a config",
+                event.start_mark,
+            )
+        return super().compose_node(parent, index)
+
+
+def _yaml(text):
+    return yaml.load(text, Loader=_BoundedLoader)  # noqa: S506 - safe subclass
+
+
 def _parse_text(text, base):
     """A value typed on the command line or in a file as a string."""
     if base in (int, float):
@@ -228,7 +358,10 @@ def _parse_text(text, base):
             return base(text)
         except ValueError:
             pass
-    return yaml.safe_load(text)  # "true" -> True, "[6, 12]" -> [6, 12]
+    try:
+        return _yaml(text)  # "true" -> True, "[6, 12]" -> [6, 12]
+    except yaml.YAMLError:
+        return text  # left as typed; the type check names the field
 
 
 def _coerce(key, value, source):
@@ -294,11 +427,22 @@ def _read_file(path):
             f"config file {str(path)!r} does not exist; expected a YAML or "
             f"JSON file or a preset name: {', '.join(PRESETS)}."
         )
-    try:
-        data = yaml.safe_load(path.read_text())  # YAML is a superset of JSON
-    except yaml.YAMLError as err:
+    if path.stat().st_size > _MAX_CONFIG_BYTES:
         raise UserInputError(
-            f"config file {str(path)!r} is not valid YAML/JSON: {err}"
+            f"config file {str(path)!r} is {path.stat().st_size:,} bytes; a "
+            f"config is a few hundred (at most {_MAX_CONFIG_BYTES:,})."
+        )
+    try:
+        data = _yaml(path.read_text(encoding="utf-8"))  # YAML covers JSON
+    except UnicodeDecodeError as err:
+        raise UserInputError(
+            f"config file {str(path)!r} is not UTF-8 text; expected a YAML "
+            "or JSON file."
+        ) from err
+    except yaml.YAMLError as err:
+        reason = " ".join(str(err).split())
+        raise UserInputError(
+            f"config file {str(path)!r} is not valid YAML/JSON: {reason}"
         ) from err
     if not isinstance(data, dict):
         raise UserInputError(
@@ -339,7 +483,7 @@ def load_config(source: str | None = None, overrides=()) -> DeepLabConfig:
             _merge(values, PRESETS[preset], f"preset {preset!r}")
         _merge(values, file_values, f"config file {source}")
     _merge(values, parse_overrides(overrides), "--set")
-    return DeepLabConfig(**values).validate()
+    return DeepLabConfig(**values)
 
 
 def save_config(config: DeepLabConfig, path) -> Path:

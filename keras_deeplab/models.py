@@ -228,20 +228,17 @@ def DeepLabV3(  # noqa: N802 - named like the keras.applications builders
     return model
 
 
-def _training_objects():
-    # Imported here: the training package imports this module.
-    from keras_deeplab.training.metrics import PixelAccuracy
-    from keras_deeplab.training.schedules import PolyDecay
+def inference_model(model) -> keras.Model:
+    """The model that returns the segmentation logits tensor, and only that.
 
-    return {
-        "keras_deeplab>PixelAccuracy": PixelAccuracy,
-        "keras_deeplab>PolyDecay": PolyDecay,
-    }
-
-
-def main_logits(outputs):
-    """The segmentation logits of a model call, with or without aux head."""
-    return outputs[MAIN_OUTPUT] if isinstance(outputs, dict) else outputs
+    A model built with `aux_head=True` returns {"logits", "aux_logits"} for
+    training; every load and export boundary (`load_trained_model`, the
+    exporters, evaluation) calls this once, so everything after it sees one
+    float32 logits tensor. Layers and weights are shared, not copied.
+    """
+    if not isinstance(model.output, dict):
+        return model
+    return keras.Model(model.input, model.output[MAIN_OUTPUT], name=model.name)
 
 
 def _upsample(logits, images, *, name):
@@ -249,10 +246,11 @@ def _upsample(logits, images, *, name):
     return ResizeToMatch(name=name, dtype="float32")([logits, images])
 
 
-def model_from_config(config) -> keras.Model:
+def model_from_config(config, *, input_shape=(None, None, 3)) -> keras.Model:
     """DeepLabV3 as a DeepLabConfig describes it (BN frozen if asked)."""
     model = DeepLabV3(
         config.num_classes,
+        input_shape=input_shape,
         backbone=config.backbone,
         output_stride=config.output_stride,
         variant=config.variant,
@@ -303,7 +301,14 @@ def initialize_from(model, path) -> str:
         FileNotFoundError: if `path` does not exist.
         UserInputError: listing the layers that do not fit.
     """
-    source = {layer.name: layer for layer in load_trained_model(path).layers}
+    path = _existing_model_file(path)
+    if path.suffix != ".keras":
+        raise UserInputError(
+            f"init_weights {str(path)!r} must be a .keras model file (e.g. "
+            "from convert-torchvision or a run's best.keras)."
+        )
+    loaded = _load_keras(path)
+    source = {layer.name: layer for layer in loaded.layers}
     pairs, fresh, problems = [], [], []
     for layer in (layer for layer in model.layers if layer.weights):
         counterpart = source.get(layer.name)
@@ -356,14 +361,34 @@ def with_output_stride(model, config, output_stride: int) -> keras.Model:
         atrous_rates=rates,
         backbone_weights=None,  # every weight comes from `model`
         init_weights=None,
-    ).validate()
+    )
     rebuilt = model_from_config(rebuilt_config)
     rebuilt.set_weights(model.get_weights())
     return rebuilt
 
 
+def _existing_model_file(path) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"model file {str(path)!r} does not exist; expected a .keras file "
+            "(e.g. work_dir/best.keras) or a .weights.h5 file."
+        )
+    return path
+
+
+def _load_keras(path) -> keras.Model:
+    # safe_mode refuses lambdas and arbitrary code in the archive. Every load
+    # is for inference or for weights, so the optimizer and metrics saved
+    # with a training checkpoint are not rebuilt.
+    return keras.saving.load_model(path, safe_mode=True, compile=False)
+
+
 def load_trained_model(path, config=None) -> keras.Model:
-    """Loads a `.keras` model (safe mode) or `.weights.h5` weights.
+    """Loads a `.keras` model (safe mode) or `.weights.h5` file for inference.
+
+    Returns the `inference_model`: one logits output, even for a training
+    checkpoint saved with its aux head.
 
     Args:
         path: str or Path. A `.keras` file, or a `.weights.h5` file plus the
@@ -374,23 +399,13 @@ def load_trained_model(path, config=None) -> keras.Model:
         FileNotFoundError: if `path` does not exist.
         ValueError: for another suffix, or weights without a config.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"model file {str(path)!r} does not exist; expected a .keras file "
-            "(e.g. work_dir/best.keras) or a .weights.h5 file."
-        )
+    path = _existing_model_file(path)
     if path.suffix == ".keras":
-        # safe_mode refuses lambdas and arbitrary code in the archive. The
-        # training objects are named so a fresh process can rebuild the
-        # compiled optimizer and metrics saved with the model.
-        return keras.saving.load_model(
-            path, safe_mode=True, custom_objects=_training_objects()
-        )
+        return inference_model(_load_keras(path))
     if path.name.endswith(".weights.h5") and config is not None:
         model = model_from_config(config)
         model.load_weights(path)
-        return model
+        return inference_model(model)
     raise UserInputError(
         f"cannot load {str(path)!r}: expected a .keras file, or a "
         ".weights.h5 file together with the CONFIG it was trained with."

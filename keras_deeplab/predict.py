@@ -7,7 +7,8 @@ import numpy as np
 
 from keras_deeplab.atomic import atomic_file
 from keras_deeplab.data.sources import read_image
-from keras_deeplab.training.evaluate import predict_probabilities
+from keras_deeplab.inference import predict_probabilities
+from keras_deeplab.models import inference_model
 from keras_deeplab.visualize import overlay, save_mask_png, save_png
 
 
@@ -33,6 +34,7 @@ def segment_files(
         DataError: naming an image that cannot be read (before any output
             for it is written).
     """
+    model = inference_model(model)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [Path(path) for path in paths]

@@ -1,27 +1,69 @@
-"""MAC counting agrees with the published figures."""
+"""MAC counting: exact on one layer, and equal to torchvision's own figures."""
 
+import keras
 import pytest
 
 from keras_deeplab import DeepLabV3, dilated_resnet
-from keras_deeplab.complexity import model_macs
+from keras_deeplab.complexity import describe, model_macs
 
-# DOMAIN.md: DeepLabV3-R50 at 513x513 ~166 GMACs at OS8, ~51 at OS16.
-# He et al. (2016), table 1: ResNet-50 (v1) at 224x224 is 3.8e9 multiply-adds.
+# torchvision publishes each model's forward cost in its weights metadata
+# ("_ops", GMACs of one 520x520 image for segmentation, 224x224 for
+# classification), to three decimals.
+_PUBLISHED_DECIMALS = 3
 
 
-@pytest.mark.parametrize(("output_stride", "gmacs"), [(8, 166.0), (16, 51.0)])
-def test_deeplab_gmacs_match_the_paper_scale(output_stride, gmacs):
+def test_one_dilated_conv_counts_kernel_taps_once_per_output():
+    inputs = keras.Input((17, 19, 5))
+    outputs = keras.layers.Conv2D(
+        7, 3, dilation_rate=4, padding="same", use_bias=False
+    )(inputs)
+    # Dilation spreads the taps but does not add any: 9 per output value.
+    assert model_macs(keras.Model(inputs, outputs)) == 17 * 19 * 7 * 9 * 5
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backbone", ["resnet50", "resnet101"])
+def test_torchvision_variant_costs_what_torchvision_publishes(backbone):
+    from tests.torch_reference import import_torchvision
+
+    segmentation = import_torchvision().models.segmentation
+    weights = {
+        "resnet50": segmentation.DeepLabV3_ResNet50_Weights,
+        "resnet101": segmentation.DeepLabV3_ResNet101_Weights,
+    }[backbone].COCO_WITH_VOC_LABELS_V1
     model = DeepLabV3(
-        21, output_stride=output_stride, input_shape=(513, 513, 3)
+        len(weights.meta["categories"]),
+        backbone=backbone,
+        variant="torchvision",
+        output_stride=8,
+        aux_head=True,
+        input_shape=(520, 520, 3),
     )
-    assert model_macs(model) / 1e9 == pytest.approx(gmacs, rel=0.03)
+    gmacs = round(model_macs(model) / 1e9, _PUBLISHED_DECIMALS)
+    assert gmacs == weights.meta["_ops"]
 
 
-def test_resnet50_gmacs_at_224():
-    model = dilated_resnet(50, input_shape=(224, 224, 3))
-    assert model_macs(model) / 1e9 == pytest.approx(3.8, rel=0.02)
+@pytest.mark.slow
+def test_resnet50_v15_costs_what_torchvision_publishes():
+    from tests.torch_reference import import_torchvision
+
+    weights = import_torchvision().models.ResNet50_Weights.IMAGENET1K_V1
+    backbone = dilated_resnet(
+        50, variant="torchvision", input_shape=(224, 224, 3)
+    )
+    classifier_macs = 2048 * 1000  # the fc layer our backbone leaves out
+    gmacs = (model_macs(backbone) + classifier_macs) / 1e9
+    assert round(gmacs, _PUBLISHED_DECIMALS) == weights.meta["_ops"]
 
 
 def test_dynamic_shape_is_refused_with_a_fix():
     with pytest.raises(ValueError, match="build the model with a fixed"):
         model_macs(dilated_resnet(50, width=4))
+
+
+def test_describe_names_parameters_and_cost():
+    model = DeepLabV3(3, input_shape=(33, 33, 3), backbone_width=4)
+    line = describe(model)
+    assert line.startswith("deeplabv3_resnet50_os16: ")
+    assert f"{model.count_params():,} parameters" in line
+    assert "GMACs at 33x33" in line

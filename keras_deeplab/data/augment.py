@@ -8,7 +8,7 @@ pipeline is reproducible.
 
 import tensorflow as tf
 
-from keras_deeplab.data.sources import IGNORE_INDEX
+from keras_deeplab.labels import IGNORE_INDEX
 from keras_deeplab.layers import IMAGENET_MEAN_RGB
 
 

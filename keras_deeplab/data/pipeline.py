@@ -1,26 +1,20 @@
 """tf.data input pipelines: read, decode, check, augment, batch, prefetch.
 
-Every source yields (image uint8 (h, w, 3), mask uint8 (h, w), name string);
-`make_dataset` turns that into batches of (float32 images in [0, 255], int32
-masks) for `model.fit` / `model.evaluate`.
+Every source (`files_dataset`, `synthetic_dataset`, `tfds_dataset`) yields
+(image uint8 (h, w, 3), mask uint8 (h, w), name string); `make_dataset`
+turns one into batches of (float32 images in [0, 255], int32 masks) for
+`model.fit` / `model.evaluate`. Nothing here reads a DeepLabConfig: see
+`keras_deeplab.data.configured` for the splits a config describes.
 """
 
 import numpy as np
 import tensorflow as tf
 
 from keras_deeplab.data.augment import augment, pad_to_size
-from keras_deeplab.data.sources import (
-    IGNORE_INDEX,
-    ade20k_examples,
-    cityscapes_examples,
-    folder_examples,
-    read_image,
-    read_mask,
-    shifted_table,
-    voc_examples,
-)
+from keras_deeplab.data.sources import read_image, read_mask, shifted_table
 from keras_deeplab.data.synthetic import synthetic_sample
 from keras_deeplab.errors import UserInputError
+from keras_deeplab.labels import IGNORE_INDEX
 
 AUTOTUNE = tf.data.AUTOTUNE
 # tfds datasets that carry masks: (image feature, mask feature, label table).
@@ -28,37 +22,11 @@ TFDS_SEGMENTATION = {
     "oxford_iiit_pet": ("image", "segmentation_mask", shifted_table),
     "scene_parse150": ("image", "annotation", shifted_table),
 }
-_TRAIN_SPLIT_CODE, _OTHER_SPLIT_CODE = 0, 1
 _RESUME_SEED_STRIDE = 7919  # a prime: resumed seeds never hit other runs' seeds
 
 
-def file_examples(config, split):
-    """The `Example` list of a file-based dataset split."""
-    if config.dataset == "folder":
-        split_list = (
-            config.train_list
-            if split == config.train_split
-            else (config.val_list)
-        )
-        return folder_examples(
-            config.data_dir,
-            split=split,
-            image_dir=config.image_dir,
-            mask_dir=config.mask_dir,
-            split_list=split_list,
-        )
-    if config.dataset == "voc":
-        return voc_examples(
-            config.data_dir, split=split, sbd_root=config.sbd_dir
-        )
-    if config.dataset == "cityscapes":
-        return cityscapes_examples(config.data_dir, split=split)
-    if config.dataset == "ade20k":
-        return ade20k_examples(config.data_dir, split=split)
-    raise UserInputError(f"dataset={config.dataset!r} has no files on disk.")
-
-
-def _files_dataset(examples):
+def files_dataset(examples):
+    """(image, mask, path) of on-disk `Example`s, decoded in order."""
     if not examples:
         raise UserInputError(
             "the dataset split is empty; check data_dir and the split name."
@@ -85,24 +53,18 @@ def _files_dataset(examples):
     )
 
 
-def _synthetic_dataset(config, split):
-    split_code = (
-        _TRAIN_SPLIT_CODE
-        if split == config.train_split
-        else (_OTHER_SPLIT_CODE)
-    )
-    count = (
-        config.synthetic_train_size
-        if split_code == _TRAIN_SPLIT_CODE
-        else config.synthetic_val_size
-    )
-    size = config.synthetic_image_size
+def synthetic_dataset(count: int, *, size: int, seed):
+    """(image, mask, name) of `count` generated samples (see `synthetic`).
+
+    Args:
+        count: int. Number of samples.
+        size: int. Side of every image, pixels.
+        seed: int or tuple of ints. Different seeds never share a sample.
+    """
 
     def generate(index):
         image, mask = tf.numpy_function(
-            lambda i: synthetic_sample(
-                int(i), size=size, seed=(config.seed, split_code)
-            ),
+            lambda i: synthetic_sample(int(i), size=size, seed=seed),
             [index],
             [tf.uint8, tf.uint8],
         )
@@ -118,21 +80,25 @@ def _synthetic_dataset(config, split):
     )
 
 
-def _tfds_dataset(config, split):
+def tfds_dataset(name: str, *, split: str, data_dir=None):
+    """(image, mask, name) of a tensorflow-datasets dataset with masks.
+
+    Args:
+        name: str. One of TFDS_SEGMENTATION, e.g. "oxford_iiit_pet".
+        split: str. tfds split name.
+        data_dir: str or None. tfds data folder.
+    """
     import tensorflow_datasets as tfds  # optional extra: "datasets"
 
-    if config.tfds_name not in TFDS_SEGMENTATION:
+    if name not in TFDS_SEGMENTATION:
         raise UserInputError(
-            f"tfds_name={config.tfds_name!r} has no known mask feature; "
+            f"tfds_name={name!r} has no known mask feature; "
             f"expected one of {tuple(TFDS_SEGMENTATION)}."
         )
-    image_key, mask_key, table_fn = TFDS_SEGMENTATION[config.tfds_name]
+    image_key, mask_key, table_fn = TFDS_SEGMENTATION[name]
     table = tf.constant(table_fn())
     dataset = tfds.load(
-        config.tfds_name,
-        split=split,
-        data_dir=config.data_dir,
-        shuffle_files=False,
+        name, split=split, data_dir=data_dir, shuffle_files=False
     )
 
     def adapt(example):
@@ -141,35 +107,18 @@ def _tfds_dataset(config, split):
         return (
             example[image_key],
             tf.gather(table, mask),
-            tf.constant(f"{config.tfds_name}/{split}"),
+            tf.constant(f"{name}/{split}"),
         )
 
     return dataset.map(adapt, num_parallel_calls=AUTOTUNE)
 
 
-def source_dataset(config, split):
-    """Unbatched (image uint8, mask uint8, name) examples of one split."""
-    if config.dataset == "synthetic":
-        return _synthetic_dataset(config, split)
-    if config.dataset == "tfds":
-        return _tfds_dataset(config, split)
-    return _files_dataset(file_examples(config, split))
+def tfds_size(name: str, *, split: str, data_dir=None) -> int:
+    """Number of examples of a tfds split (from its metadata)."""
+    import tensorflow_datasets as tfds
 
-
-def num_examples(config, split) -> int:
-    """Number of examples in a split (reads the file lists, not the data)."""
-    if config.dataset == "synthetic":
-        return (
-            config.synthetic_train_size
-            if split == config.train_split
-            else config.synthetic_val_size
-        )
-    if config.dataset == "tfds":
-        import tensorflow_datasets as tfds
-
-        builder = tfds.builder(config.tfds_name, data_dir=config.data_dir)
-        return builder.info.splits[split].num_examples
-    return len(file_examples(config, split))
+    builder = tfds.builder(name, data_dir=data_dir)
+    return builder.info.splits[split].num_examples
 
 
 def _check_labels(image, mask, name, *, num_classes):
@@ -204,35 +153,50 @@ def _check_fits(image, mask, *, size):
 
 
 def make_dataset(
-    config, split, *, training: bool, batch_size=None, first_epoch=0
+    source,
+    *,
+    num_classes: int,
+    training: bool,
+    crop_size: int,
+    batch_size: int,
+    seed: int = 0,
+    min_scale: float = 0.5,
+    max_scale: float = 2.0,
+    flip: bool = True,
+    shuffle_buffer: int = 1000,
+    first_epoch: int = 0,
 ):
     """Batched (images float32 (b, s, s, 3), masks int32 (b, s, s)).
 
     Training examples are shuffled, augmented (scale, pad, crop, flip) with
-    per-example stateless seeds drawn from `config.seed`; evaluation examples
-    are padded to `crop_size` with the mean pixel and the ignore label.
+    per-example stateless seeds drawn from `seed`; evaluation examples are
+    padded to `crop_size` with the mean pixel and the ignore label. Every
+    mask's labels are checked against `num_classes` as it is decoded.
 
     Args:
-        config: DeepLabConfig.
-        split: str. Split name.
+        source: tf.data.Dataset of (image uint8, mask uint8, name).
+        num_classes: int. Labels must be < num_classes or 255.
         training: bool. Shuffle and augment.
-        batch_size: int or None. Defaults to `config.batch_size`.
+        crop_size: int. Training crop / evaluation pad side, pixels.
+        batch_size: int. Examples per batch.
+        seed: int. Order and augmentation seed.
+        min_scale: float. Smallest random scale (paper: 0.5).
+        max_scale: float. Largest random scale (paper: 2.0).
+        flip: bool. Random left-right flips.
+        shuffle_buffer: int. Examples in the shuffle buffer.
         first_epoch: int. Epoch a resumed run starts at; it moves the seeds
             on so a resumed run does not replay the order of epoch 0.
     """
-    seed = config.seed + first_epoch * _RESUME_SEED_STRIDE
-    dataset = source_dataset(config, split).map(
+    seed = seed + first_epoch * _RESUME_SEED_STRIDE
+    dataset = source.map(
         lambda image, mask, name: _check_labels(
-            image, mask, name, num_classes=config.num_classes
+            image, mask, name, num_classes=num_classes
         ),
         num_parallel_calls=AUTOTUNE,
     )
-    batch_size = batch_size or config.batch_size
     if training:
         dataset = dataset.shuffle(
-            config.shuffle_buffer,
-            seed=seed,
-            reshuffle_each_iteration=True,
+            shuffle_buffer, seed=seed, reshuffle_each_iteration=True
         )
         # Per-example (random, run seed) pairs. Built with map, not batch(2):
         # tf.distribute rebatches every batch op of an input pipeline, which
@@ -244,10 +208,10 @@ def make_dataset(
             lambda example, seed: augment(
                 *example,
                 seed=seed,
-                crop_size=config.crop_size,
-                min_scale=config.min_scale,
-                max_scale=config.max_scale,
-                flip=config.flip,
+                crop_size=crop_size,
+                min_scale=min_scale,
+                max_scale=max_scale,
+                flip=flip,
             ),
             num_parallel_calls=AUTOTUNE,
             deterministic=True,
@@ -255,7 +219,7 @@ def make_dataset(
         dataset = dataset.batch(batch_size, drop_remainder=True)
     else:
         dataset = dataset.map(
-            lambda image, mask: _check_fits(image, mask, size=config.crop_size),
+            lambda image, mask: _check_fits(image, mask, size=crop_size),
             num_parallel_calls=AUTOTUNE,
         ).batch(batch_size)
     dataset = dataset.map(lambda image, mask: (image, tf.cast(mask, tf.int32)))

@@ -14,8 +14,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from keras_deeplab.errors import UserInputError
+from keras_deeplab.labels import IGNORE_INDEX
 
-IGNORE_INDEX = 255
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 # Cityscapes labelIds -> the 19 train ids of the benchmark; others ignored.
 CITYSCAPES_TRAIN_IDS = {

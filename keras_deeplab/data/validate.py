@@ -5,13 +5,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from keras_deeplab.data.pipeline import file_examples, source_dataset
+from keras_deeplab.data.configured import split_examples, split_source
 from keras_deeplab.data.sources import (
-    IGNORE_INDEX,
     DataError,
     read_image,
     read_mask,
 )
+from keras_deeplab.labels import IGNORE_INDEX
 
 _MAX_LISTED = 20
 _READ_THREADS = 4  # PIL releases the GIL while decoding
@@ -125,13 +125,13 @@ def validate_split(config, split, *, evaluation: bool) -> ValidationReport:
     max_size = config.crop_size if evaluation else None
     if config.dataset in ("synthetic", "tfds"):
         results = _scan_dataset(
-            source_dataset(config, split),
+            split_source(config, split),
             num_classes=config.num_classes,
             max_size=max_size,
         )
     else:
         results = _scan_files(
-            file_examples(config, split),
+            split_examples(config, split),
             num_classes=config.num_classes,
             max_size=max_size,
         )

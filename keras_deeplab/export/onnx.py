@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from keras_deeplab.atomic import atomic_file
 from keras_deeplab.export.runtimes import onnx_session
-from keras_deeplab.models import main_logits
+from keras_deeplab.models import inference_model
 
 ONNX_OPSET = 17
 INPUT_NAME = "images"
@@ -27,11 +27,11 @@ def export_onnx(model, path, *, opset=ONNX_OPSET):
     import tf2onnx
 
     spec = [tf.TensorSpec([None, None, None, 3], tf.float32, name=INPUT_NAME)]
+    model = inference_model(model)
 
     @tf.function(input_signature=spec)
     def serve(images):
-        logits = main_logits(model(images, training=False))
-        return {OUTPUT_NAME: logits}
+        return {OUTPUT_NAME: model(images, training=False)}
 
     proto, _ = tf2onnx.convert.from_function(
         serve, input_signature=spec, opset=opset

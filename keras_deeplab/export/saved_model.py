@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from keras_deeplab.atomic import atomic_directory
 from keras_deeplab.errors import UserInputError
-from keras_deeplab.models import main_logits
+from keras_deeplab.models import inference_model
 
 # 4096 x 4096: larger images (or decompression bombs claiming to be) are
 # refused before decoding.
@@ -102,11 +102,12 @@ def build_archive(model, *, max_pixels=DEFAULT_MAX_PIXELS, probabilities=True):
       stacked); send one image per request for mixed sizes.
     - `logits`: float32 RGB images in [0, 255] -> float32 logits.
     """
+    model = inference_model(model)
     archive = keras.export.ExportArchive()
     archive.track(model)
 
     def classify(images):
-        logits = main_logits(model(tf.cast(images, tf.float32), training=False))
+        logits = model(tf.cast(images, tf.float32), training=False)
         outputs = {"class_ids": tf.argmax(logits, -1, output_type=tf.int32)}
         if probabilities:
             outputs["probabilities"] = tf.nn.softmax(logits, axis=-1)
@@ -135,7 +136,7 @@ def build_archive(model, *, max_pixels=DEFAULT_MAX_PIXELS, probabilities=True):
 
     def serve_logits(images):
         images = _checked_images(images, max_pixels)
-        return {"logits": main_logits(model(images, training=False))}
+        return {"logits": model(images, training=False)}
 
     image_spec = None  # unknown rank: see _checked_images
     archive.add_endpoint(

@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from keras_deeplab.errors import UserInputError
 from keras_deeplab.export.runtimes import tflite_session
-from keras_deeplab.models import main_logits
+from keras_deeplab.models import inference_model
 
 QUANTIZATIONS = ("none", "fp16", "dynamic", "int8")
 IO_TYPES = ("float32", "uint8", "int8")
@@ -28,9 +28,10 @@ def _write_serving_saved_model(model, directory, *, size, argmax):
     written by ExportArchive is frozen correctly by the converter.
     """
     shape = [1, size, size, 3] if size else [1, None, None, 3]
+    model = inference_model(model)
 
     def serve(images):
-        logits = main_logits(model(images, training=False))
+        logits = model(images, training=False)
         if argmax:
             return {"class_ids": tf.cast(tf.argmax(logits, -1), tf.uint8)}
         return {"logits": logits}

@@ -12,9 +12,16 @@ from pathlib import Path
 import keras
 
 from keras_deeplab.atomic import atomic_file, atomic_write_text
+from keras_deeplab.errors import UserInputError
 
+BACKUP_DIR = "backup"
 BACKUP_WEIGHTS = "latest.weights.h5"
 BACKUP_STATE = "state.json"
+
+
+def _finite_loss(logs) -> bool:
+    """False once the loss is NaN/inf: such weights are never written."""
+    return math.isfinite((logs or {}).get("loss", 0.0))
 
 
 def _as_int(variable):
@@ -50,7 +57,9 @@ class BestCheckpoint(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor)
-        if value is None or not self.is_writer or value <= self.best():
+        if value is None or not self.is_writer or not _finite_loss(logs):
+            return
+        if not math.isfinite(value) or value <= self.best():
             return
         with atomic_file(self.path) as temporary:
             self.model.save(temporary)
@@ -90,17 +99,64 @@ class TrainingBackup(keras.callbacks.Callback):
         return (self.directory / BACKUP_STATE).is_file()
 
     def state(self) -> dict:
-        return json.loads((self.directory / BACKUP_STATE).read_text())
+        """The backup's {"epoch", "step", "iterations"}, checked.
 
-    def restore(self, model) -> int:
-        """Loads the backup into `model` (compiled); returns the next epoch."""
+        Raises:
+            UserInputError: if state.json is unreadable or not a backup state.
+        """
+        path = self.directory / BACKUP_STATE
+        try:
+            state = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise UserInputError(
+                f"backup state {str(path)!r} is unreadable ({err}); the "
+                "backup is damaged: start a new run with --overwrite."
+            ) from err
+        if not isinstance(state, dict) or not all(
+            isinstance(state.get(key), int) and state[key] >= 0
+            for key in ("epoch", "step")
+        ):
+            raise UserInputError(
+                f"backup state {str(path)!r} holds {state!r}; expected "
+                '{"epoch": int, "step": int, ...} written by a training run. '
+                "Start a new run with --overwrite."
+            )
+        return state
+
+    def restore(self, model, *, epochs: int) -> int:
+        """Loads the backup into `model` (compiled); returns the next epoch.
+
+        Args:
+            model: the compiled model of the run being resumed.
+            epochs: int. The run's total epochs; a backup past it belongs to
+                another run (one at it was killed before final.keras).
+
+        Raises:
+            UserInputError: for a damaged backup or one of another run.
+        """
+        epoch = self.state()["epoch"]
+        if epoch > epochs:
+            raise UserInputError(
+                f"the backup in {str(self.directory)!r} is at epoch {epoch} "
+                f"but this run trains {epochs} epochs; it belongs to another "
+                "run. Raise --set epochs or start anew with --overwrite."
+            )
         if model.optimizer is not None and not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
-        model.load_weights(self.directory / BACKUP_WEIGHTS)
-        return self.state()["epoch"]
+        weights = self.directory / BACKUP_WEIGHTS
+        try:
+            model.load_weights(weights)
+        except (OSError, ValueError, KeyError) as err:
+            raise UserInputError(
+                f"backup weights {str(weights)!r} do not load into this "
+                f"model ({str(err).splitlines()[0][:200]}); the backup is "
+                "damaged or from another configuration. Start a new run "
+                "with --overwrite."
+            ) from err
+        return epoch
 
-    def _save(self, *, epoch, step):
-        if not self.is_writer:
+    def _save(self, *, epoch, step, logs):
+        if not self.is_writer or not _finite_loss(logs):
             return
         with atomic_file(self.directory / BACKUP_WEIGHTS) as temporary:
             self.model.save_weights(temporary)
@@ -122,7 +178,7 @@ class TrainingBackup(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         if (batch + 1) % self.every_steps == 0:
-            self._save(epoch=self._epoch, step=batch + 1)
+            self._save(epoch=self._epoch, step=batch + 1, logs=logs)
 
     def on_epoch_end(self, epoch, logs=None):
-        self._save(epoch=epoch + 1, step=0)
+        self._save(epoch=epoch + 1, step=0, logs=logs)

@@ -1,54 +1,16 @@
-"""Evaluation with optional multi-scale and flipped inference."""
+"""Evaluation: mIoU, pixel accuracy and per-class IoU over a dataset."""
 
 import keras
 import numpy as np
-from keras import ops
 
-from keras_deeplab.layers import resize_bilinear
-from keras_deeplab.models import main_logits
+from keras_deeplab.errors import UserInputError
+from keras_deeplab.inference import predict_probabilities
+from keras_deeplab.models import inference_model
 from keras_deeplab.training.metrics import (
     PixelAccuracy,
     mean_iou,
     per_class_iou,
 )
-
-
-def predict_probabilities(model, images, *, scales=(1.0,), flip=False):
-    """Class probabilities averaged over scales and flips, at input size.
-
-    Each scale resizes the batch bilinearly, runs the model, resizes the
-    logits back and averages the softmax (as the DeepLab reference does).
-
-    Args:
-        model: DeepLabV3 model (single or dict output).
-        images: array (batch, h, w, 3), RGB in [0, 255].
-        scales: tuple of floats. Input scales, e.g. (0.5, 0.75, 1.0, 1.25).
-        flip: bool. Also run left-right flipped inputs.
-
-    Returns:
-        float32 numpy array (batch, h, w, num_classes).
-    """
-    images = ops.convert_to_tensor(images, dtype="float32")
-    height, width = images.shape[1], images.shape[2]
-    total, count = 0.0, 0
-    for scale in scales:
-        size = (max(1, round(height * scale)), max(1, round(width * scale)))
-        scaled = (
-            images
-            if size == (height, width)
-            else resize_bilinear(images, *size)
-        )
-        for flipped in (False, True) if flip else (False,):
-            batch = ops.flip(scaled, axis=2) if flipped else scaled
-            logits = main_logits(model.predict_on_batch(batch))
-            logits = ops.convert_to_tensor(logits, dtype="float32")
-            if flipped:
-                logits = ops.flip(logits, axis=2)
-            if size != (height, width):
-                logits = resize_bilinear(logits, height, width)
-            total = total + ops.softmax(logits, axis=-1)
-            count += 1
-    return np.asarray(ops.convert_to_numpy(total / count))
 
 
 def evaluate_model(model, dataset, *, num_classes, scales=(1.0,), flip=False):
@@ -65,8 +27,10 @@ def evaluate_model(model, dataset, *, num_classes, scales=(1.0,), flip=False):
         Dict with "mean_iou", "pixel_accuracy" (floats) and
         "per_class_iou" (list, None for classes never seen nor predicted).
     """
+    model = inference_model(model)
     iou, accuracy = mean_iou(num_classes), PixelAccuracy(num_classes)
     progress = keras.utils.Progbar(None, unit_name="batch")
+    step = 0
     for step, (images, masks) in enumerate(dataset, start=1):
         probabilities = predict_probabilities(
             model, images, scales=scales, flip=flip
@@ -74,6 +38,11 @@ def evaluate_model(model, dataset, *, num_classes, scales=(1.0,), flip=False):
         iou.update_state(masks, probabilities)
         accuracy.update_state(masks, probabilities)
         progress.update(step)
+    if step == 0:
+        raise UserInputError(
+            "the evaluation dataset is empty; check the validation split "
+            "(val_split, val_list or the data folder)."
+        )
     progress.update(step, finalize=True)
     return {
         "mean_iou": float(iou.result()),
@@ -83,3 +52,12 @@ def evaluate_model(model, dataset, *, num_classes, scales=(1.0,), flip=False):
             for value in per_class_iou(iou)
         ],
     }
+
+
+def format_class_iou(per_class_iou, names=None) -> str:
+    """One line per class: name (or id) and IoU, "-" where it is undefined."""
+    names = names or [str(index) for index in range(len(per_class_iou))]
+    return "\n".join(
+        f"  {name:<12} {'-' if iou is None else f'{iou:.3f}'}"
+        for name, iou in zip(names, per_class_iou, strict=True)
+    )

@@ -1,9 +1,13 @@
-"""Pixel-wise softmax cross-entropy that ignores the 255 label."""
+"""Pixel-wise softmax cross-entropy that ignores the 255 label, and the one
+place that knows how the aux head's outputs are trained."""
+
+import dataclasses
 
 import keras
 
-from keras_deeplab.data.sources import IGNORE_INDEX
+from keras_deeplab.labels import IGNORE_INDEX
 from keras_deeplab.models import AUX_OUTPUT, MAIN_OUTPUT
+from keras_deeplab.training.metrics import segmentation_metrics
 
 
 def segmentation_loss():
@@ -16,11 +20,56 @@ def segmentation_loss():
     )
 
 
-def compile_losses(*, aux_head: bool, aux_loss_weight: float):
-    """`(loss, loss_weights)` for `model.compile`, with or without aux head."""
-    if not aux_head:
-        return segmentation_loss(), None
-    return (
-        {MAIN_OUTPUT: segmentation_loss(), AUX_OUTPUT: segmentation_loss()},
-        {MAIN_OUTPUT: 1.0, AUX_OUTPUT: aux_loss_weight},
+@dataclasses.dataclass(frozen=True)
+class Objective:
+    """What `model.compile` and `model.fit` need for one output layout.
+
+    Attributes:
+        loss: loss or {output: loss}.
+        loss_weights: None or {output: weight}.
+        metrics: list or {output: list}.
+        monitor: str. Logged name of validation mIoU.
+        with_aux: bool. The model returns {"logits", "aux_logits"}.
+    """
+
+    loss: object
+    loss_weights: dict | None
+    metrics: object
+    monitor: str
+    with_aux: bool
+
+    def targets(self, images, masks):
+        """`dataset.map` function: one mask for every output."""
+        if not self.with_aux:
+            return images, masks
+        return images, {MAIN_OUTPUT: masks, AUX_OUTPUT: masks}
+
+
+def segmentation_objective(num_classes: int, *, aux_loss_weight=None):
+    """Loss, metrics and monitored name, with or without the aux head.
+
+    Args:
+        num_classes: int.
+        aux_loss_weight: float or None. None: the model has no aux head;
+            otherwise its loss is added with this weight (0.4 in the PSPNet
+            and torchvision recipes).
+    """
+    metrics = segmentation_metrics(num_classes)
+    if aux_loss_weight is None:
+        return Objective(
+            loss=segmentation_loss(),
+            loss_weights=None,
+            metrics=metrics,
+            monitor="val_mean_iou",
+            with_aux=False,
+        )
+    return Objective(
+        loss={
+            MAIN_OUTPUT: segmentation_loss(),
+            AUX_OUTPUT: segmentation_loss(),
+        },
+        loss_weights={MAIN_OUTPUT: 1.0, AUX_OUTPUT: aux_loss_weight},
+        metrics={MAIN_OUTPUT: metrics, AUX_OUTPUT: []},
+        monitor=f"val_{MAIN_OUTPUT}_mean_iou",
+        with_aux=True,
     )

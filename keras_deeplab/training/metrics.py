@@ -4,7 +4,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_deeplab.data.sources import IGNORE_INDEX
+from keras_deeplab.labels import IGNORE_INDEX
 
 
 def mean_iou(num_classes: int, name: str = "mean_iou"):

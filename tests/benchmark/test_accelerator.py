@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from keras_deeplab.benchmark.accelerator import chip_peak_tflops
+from benchmarks.accelerator import chip_peak_tflops
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,7 +35,7 @@ def test_accelerator_benchmark_runs_tiny_under_jax(tmp_path):
     tiny += ["--backbone-width", "8", "--head-filters", "16"]
     tiny += ["--peak-tflops", "1.0", "--out", str(out)]
     subprocess.run(
-        [sys.executable, "-m", "keras_deeplab.benchmark.accelerator", *tiny],
+        [sys.executable, "-m", "benchmarks.accelerator", *tiny],
         env=env,
         check=True,
         cwd=tmp_path,

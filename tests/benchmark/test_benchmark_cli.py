@@ -1,15 +1,16 @@
-"""`keras-deeplab benchmark` end to end on a tiny model (smoke test)."""
+"""`python -m benchmarks.run` end to end on a tiny model (smoke test)."""
 
 import json
+import math
 
 import pytest
 
-from keras_deeplab.benchmark.measure import RUNTIMES
-from keras_deeplab.cli import main
+from benchmarks.measure import RUNTIMES
+from benchmarks.run import main
 
 TINY_RUN = [
     "--size", "65", "--backbone-width", "8", "--head-filters", "16",
-    "--output-stride", "16", "--backbone", "resnet50", "--batch", "1", "2",
+    "--output-stride", "16", "--backbone", "resnet50", "--batch", "1",
     "--repeats", "1", "--fit-mode", "graph", "--fit-precision", "float32",
     "--fit-size", "65", "--fit-batch", "2", "--fit-steps", "1",
 ]  # fmt: skip
@@ -18,15 +19,17 @@ TINY_RUN = [
 @pytest.mark.slow
 def test_benchmark_cli_measures_every_runtime_and_compares(tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["benchmark", "--out", str(out), *TINY_RUN]) == 0
+    assert main(["--out", str(out), *TINY_RUN]) == 0
     document = json.loads((out / "results.json").read_text())
     records = {
         (r["runtime"], r["batch"]): r
         for r in document["results"]
         if r["kind"] == "inference"
     }
-    assert set(records) == {(rt, b) for rt in RUNTIMES for b in (1, 2)}
-    assert all(0 < r["efficiency"] < 1 for r in records.values())
+    assert set(records) == {(runtime, 1) for runtime in RUNTIMES}
+    # int8 kernels may exceed the fp32 matmul peak: no upper bound here.
+    for record in records.values():
+        assert record["efficiency"] > 0 and math.isfinite(record["efficiency"])
     # ONNX Runtime and LiteRT run without TensorFlow in their process.
     assert (
         records["litert_fp32", 1]["peak_rss_mb"]
@@ -41,7 +44,7 @@ def test_benchmark_cli_measures_every_runtime_and_compares(tmp_path, capsys):
     assert (out / "latency.png").stat().st_size > 1000
 
     # Comparing with itself passes; with a twice-as-fast baseline it fails.
-    report_only = ["benchmark", "--out", str(out), "--report-only"]
+    report_only = ["--out", str(out), "--report-only"]
     baseline = out / "results.json"
     assert main([*report_only, "--compare", str(baseline)]) == 0
     faster = json.loads(baseline.read_text())
@@ -56,7 +59,7 @@ def test_benchmark_cli_measures_every_runtime_and_compares(tmp_path, capsys):
 
 def test_benchmark_cli_rejects_bad_input(tmp_path, capsys):
     out = str(tmp_path / "run")
-    assert main(["benchmark", "--out", out, "--repeats", "0"]) == 2
+    assert main(["--out", out, "--repeats", "0"]) == 2
     assert "repeats=0 must be a positive integer" in capsys.readouterr().err
-    assert main(["benchmark", "--out", out, "--report-only"]) == 2
+    assert main(["--out", out, "--report-only"]) == 2
     assert "results.json" in capsys.readouterr().err

@@ -5,15 +5,16 @@ import json
 
 import pytest
 
-from keras_deeplab.benchmark.measure import peak_rss_mb, time_calls
-from keras_deeplab.benchmark.report import (
+from benchmarks.measure import peak_rss_mb
+from benchmarks.report import (
     compare,
     format_markdown,
     save_chart,
 )
-from keras_deeplab.benchmark.results import ResultsFile, result_key
-from keras_deeplab.benchmark.suite import BenchmarkPlan, validate_plan
+from benchmarks.results import ResultsFile, result_key
+from benchmarks.suite import BenchmarkPlan, validate_plan
 from keras_deeplab.errors import UserInputError
+from keras_deeplab.timing import time_calls
 
 
 def _inference(runtime, output_stride, median_s, batch=1):

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from keras_deeplab.config import load_config
-from keras_deeplab.data.pipeline import make_dataset, num_examples
+from keras_deeplab.data.configured import split_dataset, split_size
 from keras_deeplab.data.sources import DataError
 from keras_deeplab.data.validate import require_valid, validate_data
 from tests.data.fixtures import make_folder_dataset, write_image, write_mask
@@ -28,12 +28,12 @@ def _folder_config(root, *overrides):
 def test_folder_dataset_batches_for_fit(tmp_path):
     make_folder_dataset(tmp_path)
     config = _folder_config(tmp_path)
-    assert num_examples(config, "train") == 3
-    images, masks = next(iter(make_dataset(config, "train", training=True)))
+    assert split_size(config, "train") == 3
+    images, masks = next(iter(split_dataset(config, "train", training=True)))
     assert images.shape == (2, 32, 32, 3) and images.dtype == tf.float32
     assert masks.shape == (2, 32, 32) and masks.dtype == tf.int32
     assert set(np.unique(masks.numpy())) <= {0, 1, 2, 255}
-    images, masks = next(iter(make_dataset(config, "val", training=False)))
+    images, masks = next(iter(split_dataset(config, "val", training=False)))
     assert images.shape == (1, 32, 32, 3)
     assert (masks.numpy()[:, 24:, :] == 255).all()  # padded rows ignored
 
@@ -43,7 +43,7 @@ def test_seeded_pipeline_is_reproducible(tmp_path):
     config = _folder_config(tmp_path, "seed=5")
 
     def first_batch():
-        return next(iter(make_dataset(config, "train", training=True)))
+        return next(iter(split_dataset(config, "train", training=True)))
 
     (a, b), (c, d) = first_batch(), first_batch()
     np.testing.assert_array_equal(a.numpy(), c.numpy())
@@ -55,7 +55,7 @@ def test_out_of_range_labels_stop_the_pipeline(tmp_path):
     write_mask(tmp_path / "masks" / "a.png", np.full((24, 32), 7))
     config = _folder_config(tmp_path)
     with pytest.raises(tf.errors.InvalidArgumentError, match="a.png"):
-        for _ in make_dataset(config, "train", training=True):
+        for _ in split_dataset(config, "train", training=True):
             pass
 
 
@@ -116,7 +116,9 @@ def test_tfds_adapter_with_mock_data():
         "pets", ["crop_size=48", "batch_size=2", "backbone_weights=none"]
     )
     with tfds.testing.mock_data(as_dataset_fn=as_dataset):
-        images, masks = next(iter(make_dataset(config, "test", training=False)))
+        images, masks = next(
+            iter(split_dataset(config, "test", training=False))
+        )
     assert images.shape == (2, 48, 48, 3)
     # trimap 1..3 -> class ids 0..2; padding -> 255
     np.testing.assert_array_equal(

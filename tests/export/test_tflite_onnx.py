@@ -6,13 +6,13 @@ import pytest
 
 from keras_deeplab import DeepLabV3
 from keras_deeplab.errors import UserInputError
-from keras_deeplab.export.parity import (
+from keras_deeplab.export.artefacts import export_all
+from keras_deeplab.export.tflite import convert_tflite, run_tflite
+from keras_deeplab.export.verify import (
     artefact_runners,
-    export_all,
     format_table,
     verify_exports,
 )
-from keras_deeplab.export.tflite import convert_tflite, run_tflite
 from keras_deeplab.layers import ImagePreprocessing
 from tests.helpers import TINY, random_images
 
@@ -68,6 +68,13 @@ def test_parity_targets_on_a_fixed_weight_model(model, exported):
     assert rows["deeplab_fp16_65"]["argmax_agreement"] >= 0.995
     assert rows["deeplab_int8_65"]["miou"] >= rows["keras"]["miou"] - 0.02
     assert "deeplab_int8_65" in format_table(list(rows.values()))
+    assert rows["keras"]["size_mb"] is None
+    for row in rows.values():
+        assert row["latency_ms"] > 0
+    assert (
+        rows["deeplab_fp16_65"]["size_mb"] < rows["deeplab_none_65"]["size_mb"]
+    )
+    assert set(paths) == set(rows) - {"keras"}
 
 
 @pytest.mark.slow

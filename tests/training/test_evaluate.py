@@ -5,10 +5,9 @@ import numpy as np
 import pytest
 
 from keras_deeplab import DeepLabV3
-from keras_deeplab.training.evaluate import (
-    evaluate_model,
-    predict_probabilities,
-)
+from keras_deeplab.errors import UserInputError
+from keras_deeplab.inference import predict_probabilities
+from keras_deeplab.training.evaluate import evaluate_model
 from tests.helpers import TINY, random_images
 
 
@@ -56,3 +55,16 @@ def test_evaluate_model_on_a_perfect_predictor(model):
     assert results["mean_iou"] == pytest.approx(1.0)
     assert results["pixel_accuracy"] == pytest.approx(1.0)
     assert len(results["per_class_iou"]) == 3
+
+
+def test_evaluate_model_refuses_an_empty_dataset(model):
+    with pytest.raises(UserInputError, match="evaluation dataset is empty"):
+        evaluate_model(model, [], num_classes=3)
+
+
+def test_evaluate_model_takes_the_main_output_of_an_aux_model():
+    aux_model = DeepLabV3(3, aux_head=True, **TINY)
+    images = random_images(1, 17, 17)
+    masks = np.argmax(np.asarray(aux_model(images)["logits"]), axis=-1)
+    results = evaluate_model(aux_model, [(images, masks)], num_classes=3)
+    assert results["pixel_accuracy"] == pytest.approx(1.0)

@@ -58,7 +58,9 @@ def test_new_run_refuses_an_interrupted_work_dir(tmp_path):
 def test_weight_decay_skips_biases_and_batchnorm():
     config = tiny_config("optimizer=sgd")
     model = model_from_config(config)
-    optimizer = make_optimizer(config, total_steps=10)
+    optimizer = make_optimizer(
+        learning_rate=config.learning_rate, total_steps=10, name="sgd"
+    )
     optimizer.build(model.trainable_variables)
     decayed = {
         v.path

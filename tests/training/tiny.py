@@ -29,8 +29,9 @@ def train_command(work_dir, settings, *extra):
     return [
         sys.executable,
         "-m",
-        "keras_deeplab.cli",
+        "keras_deeplab",
         "train",
+        "--config",
         "demo",
         "--work-dir",
         str(work_dir),

@@ -15,19 +15,24 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_deeplab.benchmark.measure import (
+from benchmarks.measure import (
     KERAS_RUNTIMES,
     LITERT_RUNTIMES,
     RESULT_PREFIX,
     RUNTIMES,
 )
-from keras_deeplab.benchmark.results import (
+from benchmarks.results import (
     RESULTS_FILE,
     ResultsFile,
     result_key,
 )
+from keras_deeplab.backbones.resnet import OUTPUT_STRIDES
 from keras_deeplab.complexity import FLOPS_PER_MAC, TRAINING_FLOPS_PER_MAC
 from keras_deeplab.errors import UserInputError
+from keras_deeplab.models import BACKBONES
+
+# The repository root: measurement processes import `benchmarks` from it.
+_REPO_ROOT = Path(__file__).resolve().parents[1]
 
 FIT_MODES = ("eager", "graph", "xla")
 FIT_PRECISIONS = ("float32", "mixed_bfloat16")
@@ -39,8 +44,8 @@ class BenchmarkPlan:
 
     size: int = 513  # square input side (pixels): the paper's eval crop
     batches: tuple = (1, 8)
-    output_strides: tuple = (8, 16, 32)
-    backbones: tuple = ("resnet50", "resnet101")
+    output_strides: tuple = OUTPUT_STRIDES
+    backbones: tuple = tuple(BACKBONES)
     runtimes: tuple = RUNTIMES
     warmup: int = 1  # untimed calls before timing (tracing, allocation)
     repeats: int = 3  # timed calls; median and minimum are reported
@@ -68,8 +73,8 @@ def _check_subset(name, values, allowed):
 def validate_plan(plan: BenchmarkPlan) -> BenchmarkPlan:
     """Raises UserInputError for values the suite cannot measure."""
     _check_subset("runtimes", plan.runtimes, RUNTIMES)
-    _check_subset("output_strides", plan.output_strides, (8, 16, 32))
-    _check_subset("backbones", plan.backbones, ("resnet50", "resnet101"))
+    _check_subset("output_strides", plan.output_strides, OUTPUT_STRIDES)
+    _check_subset("backbones", plan.backbones, tuple(BACKBONES))
     if plan.fit_modes:
         _check_subset("fit_modes", plan.fit_modes, FIT_MODES)
         _check_subset("fit_precisions", plan.fit_precisions, FIT_PRECISIONS)
@@ -93,6 +98,10 @@ def _child_environment(spec):
     # keras_deeplab import without loading it, so their memory is their own.
     light = spec.get("runtime") in ("onnxruntime", *LITERT_RUNTIMES)
     environment["KERAS_BACKEND"] = "numpy" if light else "tensorflow"
+    path = environment.get("PYTHONPATH")
+    environment["PYTHONPATH"] = os.pathsep.join(
+        [str(_REPO_ROOT)] + ([path] if path else [])
+    )
     for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         environment[variable] = str(threads)
     return environment
@@ -105,8 +114,7 @@ def measure(spec: dict) -> dict:
     broken runtime must not hide the others.
     """
     completed = subprocess.run(
-        [sys.executable, "-m", "keras_deeplab.benchmark.measure"]
-        + [json.dumps(spec)],
+        [sys.executable, "-m", "benchmarks.measure"] + [json.dumps(spec)],
         capture_output=True,
         text=True,
         env=_child_environment(spec),
@@ -130,9 +138,7 @@ def _calibration_images(plan):
 
 def export_artefacts(model, directory, *, plan) -> dict:
     """{runtime: path} of the artefact each planned runtime loads."""
-    from keras_deeplab.export.onnx import export_onnx
-    from keras_deeplab.export.saved_model import export_saved_model
-    from keras_deeplab.export.tflite import convert_tflite
+    from keras_deeplab.export.artefacts import export
 
     directory = Path(directory)
     paths = {}
@@ -141,23 +147,19 @@ def export_artefacts(model, directory, *, plan) -> dict:
         model.save(path)
         paths.update({runtime: path for runtime in KERAS_RUNTIMES})
     if "saved_model" in plan.runtimes:
-        paths["saved_model"] = export_saved_model(
-            model, directory / "serving", overwrite=True
-        )
+        paths["saved_model"] = export(model, "saved_model", directory)
     if "onnxruntime" in plan.runtimes:
-        paths["onnxruntime"] = export_onnx(model, directory / "model.onnx")
+        paths["onnxruntime"] = export(model, "onnx", directory)
     for runtime, quantize in LITERT_RUNTIMES.items():
         if runtime in plan.runtimes:
-            path = directory / f"{quantize}_{plan.size}.tflite"
-            path.write_bytes(
-                convert_tflite(
-                    model,
-                    size=plan.size,
-                    quantize=quantize,
-                    representative_images=_calibration_images(plan),
-                )
+            paths[runtime] = export(
+                model,
+                "tflite",
+                directory,
+                size=plan.size,
+                quantize=quantize,
+                representative_images=_calibration_images(plan),
             )
-            paths[runtime] = path
     return {runtime: str(path) for runtime, path in paths.items()}
 
 
@@ -165,14 +167,14 @@ def _efficiency(flops_per_s, results):
     return flops_per_s / (results.matmul_gflops * 1e9)
 
 
-def _build_model(plan, backbone, output_stride, input_shape):
-    from keras_deeplab.models import DeepLabV3
+def _build_model(plan, backbone, output_stride, size=None):
+    from benchmarks.model import build_model
 
-    return DeepLabV3(
-        plan.num_classes,
+    return build_model(
+        num_classes=plan.num_classes,
         backbone=backbone,
         output_stride=output_stride,
-        input_shape=input_shape,
+        size=size,
         backbone_width=plan.backbone_width,
         head_filters=plan.head_filters,
     )
@@ -181,7 +183,7 @@ def _build_model(plan, backbone, output_stride, input_shape):
 def _model_record(model, plan, backbone, output_stride):
     from keras_deeplab.complexity import graph_conv_macs, model_macs
 
-    fixed = _build_model(plan, backbone, output_stride, (plan.size,) * 2 + (3,))
+    fixed = _build_model(plan, backbone, output_stride, plan.size)
     return {
         "kind": "model",
         "backbone": backbone,
@@ -207,13 +209,13 @@ def _benchmark_model(results, plan, backbone, output_stride, log):
     """Exports one model, then times each runtime and batch size."""
     import keras
 
-    from keras_deeplab.export.parity import disk_size_mb
+    from keras_deeplab.export.artefacts import disk_size_mb
 
     keys = _inference_keys(plan, backbone, output_stride)
     if all(result_key(key) in results.done for key in keys):
         return
     keras.utils.set_random_seed(0)  # speed does not depend on the weights
-    model = _build_model(plan, backbone, output_stride, (None, None, 3))
+    model = _build_model(plan, backbone, output_stride)
     info = _model_record(model, plan, backbone, output_stride)
     results.add(info)
     log(f"{backbone} OS{output_stride}: {info['gmacs']:.1f} GMACs, exporting")

@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
+from benchmarks.results import result_key
 from keras_deeplab.atomic import atomic_file, atomic_write_text
-from keras_deeplab.benchmark.results import result_key
 
 MARKDOWN_FILE = "results.md"
 CHART_FILE = "latency.png"

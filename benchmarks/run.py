@@ -1,42 +1,51 @@
-"""`keras-deeplab benchmark`: arguments, run, report and --compare."""
+"""`python -m benchmarks.run`: arguments, run, report and --compare.
 
+Run from a clone of the repository (the harness is not installed with the
+library): `python -m benchmarks.run --out benchmarks/results/my-machine`.
+Exit status: 0, 1 when a measurement failed or --compare found a
+regression, 2 with one line on stderr for bad arguments.
+"""
+
+import argparse
 import dataclasses
 import json
+import sys
 from pathlib import Path
 
-from keras_deeplab.benchmark.measure import RUNTIMES
-from keras_deeplab.benchmark.report import (
+from benchmarks.measure import RUNTIMES
+from benchmarks.report import (
     DEFAULT_THRESHOLD,
     compare,
     format_comparison,
     write_report,
 )
-from keras_deeplab.benchmark.results import RESULTS_FILE
-from keras_deeplab.benchmark.suite import (
+from benchmarks.results import RESULTS_FILE
+from benchmarks.suite import (
     FIT_MODES,
     FIT_PRECISIONS,
     BenchmarkPlan,
     run_benchmark,
 )
+from keras_deeplab.backbones.resnet import OUTPUT_STRIDES
 from keras_deeplab.errors import UserInputError
+from keras_deeplab.models import BACKBONES
 
 REGRESSION_EXIT = 1
+USER_ERROR_EXIT = 2
 _DEFAULTS = BenchmarkPlan()
 
 
-def add_parser(commands):
-    """Adds the `benchmark` subcommand to an argparse subparsers object."""
-    parser = commands.add_parser(
-        "benchmark",
-        help="latency, memory and efficiency of every runtime",
+def _parser():
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.run",
         description="Measures every runtime in its own process; writes "
         "results.json, results.md and latency.png to --out.",
     )
     parser.add_argument("--out", required=True, help="results folder")
     lists = {
         "--batch": ("batches", int, None),
-        "--output-stride": ("output_strides", int, (8, 16, 32)),
-        "--backbone": ("backbones", str, ("resnet50", "resnet101")),
+        "--output-stride": ("output_strides", int, OUTPUT_STRIDES),
+        "--backbone": ("backbones", str, tuple(BACKBONES)),
         "--runtime": ("runtimes", str, RUNTIMES),
         "--fit-mode": ("fit_modes", str, (*FIT_MODES, "none")),
         "--fit-precision": ("fit_precisions", str, FIT_PRECISIONS),
@@ -77,7 +86,7 @@ def add_parser(commands):
         default=DEFAULT_THRESHOLD,
         help="slowdown that counts as a regression (default: 0.10)",
     )
-    parser.set_defaults(run=run_command, config=None)
+    return parser
 
 
 def _add_int(parser, field):
@@ -108,19 +117,19 @@ def _read_results(path, what):
     if not path.is_file():
         raise FileNotFoundError(
             f"{what} {str(path)!r} does not exist; expected a results.json "
-            "written by `keras-deeplab benchmark`."
+            "written by `python -m benchmarks.run`."
         )
     try:
         document = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise UserInputError(
             f"{what} {str(path)!r} is not valid JSON ({err}); expected a "
-            "results.json written by `keras-deeplab benchmark`."
+            "results.json written by `python -m benchmarks.run`."
         ) from err
     if not isinstance(document, dict) or "results" not in document:
         raise UserInputError(
             f"{what} {str(path)!r} has no 'results' list; expected a "
-            "results.json written by `keras-deeplab benchmark`."
+            "results.json written by `python -m benchmarks.run`."
         )
     return document
 
@@ -146,3 +155,17 @@ def run_command(args) -> int:
         if any(row["regression"] for row in rows):
             status = REGRESSION_EXIT
     return status
+
+
+def main(argv=None) -> int:
+    """Runs the harness; returns the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        return run_command(args)
+    except (UserInputError, FileNotFoundError, FileExistsError) as err:
+        print(f"benchmarks.run: error: {err}", file=sys.stderr)
+        return USER_ERROR_EXIT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,4 +1,4 @@
-"""One measurement in a fresh process: `python -m ...measure SPEC_JSON`.
+"""One measurement in a fresh process: `python -m benchmarks.measure SPEC`.
 
 Each runtime is timed in its own process so that its peak resident memory
 is its own, and process-wide settings (dtype policy, threads) never leak
@@ -6,11 +6,12 @@ between measurements. Prints one line `RESULT {json}` on success.
 """
 
 import json
-import statistics
 import sys
 import time
 
 import numpy as np
+
+from keras_deeplab.timing import time_calls
 
 RESULT_PREFIX = "RESULT "
 KERAS_RUNTIMES = ("keras", "keras_xla")
@@ -35,18 +36,6 @@ def _memory_mb(field) -> float:
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far (Linux)."""
     return _memory_mb("VmHWM")
-
-
-def time_calls(fn, *, warmup: int, repeats: int) -> dict:
-    """Median and minimum wall time of `fn()` after `warmup` untimed calls."""
-    for _ in range(warmup):
-        fn()
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        seconds.append(time.perf_counter() - start)
-    return {"median_s": statistics.median(seconds), "min_s": min(seconds)}
 
 
 def _configure_tensorflow(threads):
@@ -112,15 +101,15 @@ def training(spec) -> dict:
     import keras
 
     keras.config.set_dtype_policy(spec["precision"])
+    from benchmarks.model import build_model
     from keras_deeplab.complexity import model_macs
-    from keras_deeplab.models import DeepLabV3
     from keras_deeplab.training.losses import segmentation_loss
 
     size, batch, steps = spec["size"], spec["batch"], spec["steps"]
-    model = DeepLabV3(
-        spec["num_classes"],
+    model = build_model(
+        num_classes=spec["num_classes"],
         output_stride=spec["output_stride"],
-        input_shape=(size, size, 3),
+        size=size,
         backbone_width=spec["backbone_width"],
         head_filters=spec["head_filters"],
     )

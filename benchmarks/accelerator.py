@@ -1,6 +1,6 @@
 """Training and inference images/s and MFU on an accelerator, under JAX.
 
-Run as `KERAS_BACKEND=jax python -m keras_deeplab.benchmark.accelerator`
+Run as `KERAS_BACKEND=jax python -m benchmarks.accelerator` from a clone
 (benchmarks/gpu.sh does). Needs Keras and JAX only: GPU hosts without
 TensorFlow can run it. Prints one JSON document.
 
@@ -11,11 +11,11 @@ peak for the precision: 2 FLOPs per MAC forward, 6 for a training step
 
 import argparse
 import json
-import time
 
 import numpy as np
 
 from keras_deeplab.complexity import FLOPS_PER_MAC, TRAINING_FLOPS_PER_MAC
+from keras_deeplab.timing import time_calls
 
 # Dense (no sparsity) bf16 tensor-core peaks, TFLOP/s, from NVIDIA's specs.
 BF16_PEAK_TFLOPS = {
@@ -37,30 +37,21 @@ def chip_peak_tflops(device_kind: str, override: float | None = None):
     return None
 
 
-def _timed(function, *, warmup, steps):
-    for _ in range(warmup):
-        function()
-    start = time.perf_counter()
-    for _ in range(steps):
-        function()
-    return (time.perf_counter() - start) / steps
-
-
 def measure_throughput(args) -> dict:
     """Images/s of `model.fit` steps and of `predict_on_batch`."""
     import jax
     import keras
 
+    from benchmarks.model import build_model
     from keras_deeplab.complexity import model_macs
-    from keras_deeplab.models import DeepLabV3
     from keras_deeplab.training.losses import segmentation_loss
 
     keras.config.set_dtype_policy(args.precision)
     size, batch = args.size, args.batch
-    model = DeepLabV3(
-        args.num_classes,
+    model = build_model(
+        num_classes=args.num_classes,
         output_stride=args.output_stride,
-        input_shape=(size, size, 3),
+        size=size,
         backbone_width=args.backbone_width,
         head_filters=args.head_filters,
     )
@@ -81,8 +72,9 @@ def measure_throughput(args) -> dict:
     def predict_step():
         model.predict_on_batch(images)
 
-    train_s = _timed(train_step, warmup=args.warmup, steps=args.steps)
-    predict_s = _timed(predict_step, warmup=args.warmup, steps=args.steps)
+    timing = {"warmup": args.warmup, "repeats": args.steps}
+    train_s = time_calls(train_step, **timing)["median_s"]
+    predict_s = time_calls(predict_step, **timing)["median_s"]
     macs = model_macs(model)
     device = jax.devices()[0]
     peak = chip_peak_tflops(device.device_kind, args.peak_tflops)

@@ -1,0 +1,111 @@
+"""Verification: every exported artefact against the Keras model.
+
+Runs Keras and each artefact of an export folder on the same images, then
+reports the largest logit difference, argmax agreement, mIoU against the
+ground truth, batch-1 latency and size on disk (`verify-export`).
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from keras_deeplab.atomic import atomic_write_text
+from keras_deeplab.export.artefacts import artefact_paths, disk_size_mb
+from keras_deeplab.export.runtimes import artefact_runner
+from keras_deeplab.models import inference_model
+from keras_deeplab.timing import time_calls
+from keras_deeplab.training.metrics import mean_iou
+
+REPORT_FILE = "parity.json"
+KERAS_ROW = "keras"
+
+
+def artefact_runners(export_dir) -> dict:
+    """{name: fn(images) -> logits} for every artefact in `export_dir`."""
+    return {
+        name: artefact_runner(path)
+        for name, path in artefact_paths(export_dir).items()
+    }
+
+
+def _miou(masks, logits, num_classes):
+    metric = mean_iou(num_classes)
+    metric.update_state(masks, logits)
+    return float(metric.result())
+
+
+def _row(name, run, images, *, reference, masks, num_classes, size_mb):
+    logits = np.asarray(run(images), np.float32)
+    latency = time_calls(lambda: run(images[:1]), warmup=1, repeats=3)
+    return {
+        "name": name,
+        "max_abs_logit_diff": float(np.abs(logits - reference).max()),
+        "argmax_agreement": float(
+            (logits.argmax(-1) == reference.argmax(-1)).mean()
+        ),
+        "miou": _miou(masks, logits, num_classes),
+        "latency_ms": latency["median_s"] * 1e3,
+        "size_mb": size_mb,
+    }
+
+
+def verify_exports(model, export_dir, images, masks, *, num_classes):
+    """Runs Keras and every artefact in `export_dir` on the same images.
+
+    Args:
+        model: the Keras model the artefacts were exported from.
+        export_dir: folder written by `export` / `export_all`.
+        images: float32 (batch, h, w, 3) RGB in [0, 255].
+        masks: int (batch, h, w) ground truth, 255 = ignore.
+        num_classes: int.
+
+    Returns:
+        One row per runtime (Keras first): name, max_abs_logit_diff,
+        argmax_agreement, miou, latency_ms (batch 1, median of 3 after a
+        warm-up) and size_mb (None for Keras).
+    """
+    model = inference_model(model)
+    reference = np.asarray(model.predict(images, verbose=0), np.float32)
+    common = {
+        "reference": reference,
+        "masks": masks,
+        "num_classes": num_classes,
+    }
+    rows = [
+        _row(KERAS_ROW, model.predict_on_batch, images, size_mb=None, **common)
+    ]
+    for name, path in artefact_paths(export_dir).items():
+        rows.append(
+            _row(
+                name,
+                artefact_runner(path),
+                images,
+                size_mb=disk_size_mb(path),
+                **common,
+            )
+        )
+    return rows
+
+
+def format_table(rows) -> str:
+    """The parity table as text, one artefact a line."""
+    lines = [
+        f"{'artefact':<30} {'max|Δlogit|':>12} {'argmax agree':>13} "
+        f"{'mIoU':>7} {'ms':>8} {'MiB':>7}"
+    ]
+    for row in rows:
+        size = "-" if row["size_mb"] is None else f"{row['size_mb']:.1f}"
+        lines.append(
+            f"{row['name']:<30} {row['max_abs_logit_diff']:>12.2e} "
+            f"{row['argmax_agreement']:>12.3%} {row['miou']:>7.3f} "
+            f"{row['latency_ms']:>8.1f} {size:>7}"
+        )
+    return "\n".join(lines)
+
+
+def save_report(rows, export_dir) -> Path:
+    """Writes the rows as `parity.json` in the export folder."""
+    return atomic_write_text(
+        Path(export_dir) / REPORT_FILE, json.dumps(rows, indent=2) + "\n"
+    )

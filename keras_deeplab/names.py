@@ -1,0 +1,27 @@
+"""Names that become folders or files: checked before anything is written."""
+
+import re
+
+from keras_deeplab.errors import UserInputError
+
+# A model name becomes a folder: letters, digits, ".", "_", "-" and no "..".
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def check_model_name(model_name: str) -> str:
+    """Returns `model_name` if it is safe as one path component.
+
+    Raises:
+        UserInputError: for names that could leave the export folder.
+    """
+    if (
+        not isinstance(model_name, str)
+        or not _SAFE_NAME.fullmatch(model_name)
+        or ".." in model_name
+    ):
+        raise UserInputError(
+            f"model_name={model_name!r} is invalid; expected one folder name "
+            "of letters, digits, '.', '_' or '-' (no '/' or '..'), e.g. "
+            "--set model_name=deeplab."
+        )
+    return model_name
