@@ -14,6 +14,7 @@ are silenced unless `--verbose`.
 import argparse
 import contextlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -46,6 +47,40 @@ def _config(args, *, required=True):
     return config
 
 
+def _output_dir(path, flag="--out") -> Path:
+    """`path` as a folder that exists and is writable, or one clear line."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserInputError(
+            f"{flag} {str(path)!r} is a file; expected a folder (it is "
+            "created if missing)."
+        )
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserInputError(
+            f"{flag} {str(path)!r} cannot be created ({err.strerror}); "
+            "choose a writable folder."
+        ) from err
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UserInputError(
+            f"{flag} {str(path)!r} is not writable; choose another folder."
+        )
+    return path
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a positive int (pixels)"
+        )
+    return value
+
+
 def _model_path(args):
     path = args.model or getattr(args, "model_positional", None)
     if path is None:
@@ -59,9 +94,10 @@ def _model_path(args):
 def _train(args):
     from keras_deeplab.training.fit import train
 
+    config = _config(args)
     train(
-        _config(args),
-        args.work_dir,
+        config,
+        _output_dir(args.work_dir, "--work-dir"),
         resume=args.resume,
         overwrite=args.overwrite,
     )
@@ -89,9 +125,10 @@ def _predict(args):
     from keras_deeplab.predict import segment_files
 
     config = _config(args, required=False)
+    out = _output_dir(args.out)
     model = load_trained_model(_model_path(args), config)
     written = segment_files(
-        model, args.images, args.out, probabilities=args.probabilities
+        model, args.images, out, probabilities=args.probabilities
     )
     print(f"wrote {len(written)} masks and overlays to {args.out}")
 
@@ -111,6 +148,7 @@ def _export(args):
     from keras_deeplab.models import load_trained_model
 
     config = _config(args, required=False)
+    out = _output_dir(args.out)
     model = load_trained_model(_model_path(args), config)
     size = args.size or (config.export_size if config else None)
     calibrates = args.format == "all" or args.quantize == "int8"
@@ -127,13 +165,13 @@ def _export(args):
     }
     if args.format == "all":
         paths = export_all(
-            model, args.out, size=size, representative_images=images, **naming
+            model, out, size=size, representative_images=images, **naming
         )
     else:
         path = export(
             model,
             args.format,
-            args.out,
+            out,
             size=size,
             quantize=args.quantize,
             representative_images=images,
@@ -176,6 +214,7 @@ def _convert_torchvision(args):
         raise UserInputError(
             f"--out {str(out)!r} must end in .keras (a Keras model file)."
         )
+    _output_dir(out.parent)
     model = convert_torchvision(
         args.checkpoint,
         arch=args.arch,
@@ -193,7 +232,7 @@ def _convert_torchvision(args):
 def _demo(args):
     from keras_deeplab.demo import run_demo
 
-    run_demo(args.out, overrides=args.set, resume=args.resume)
+    run_demo(_output_dir(args.out), overrides=args.set, resume=args.resume)
 
 
 def _add_config(parser, *, positional=False):
@@ -304,7 +343,7 @@ def _add_export(commands):
     )
     export.add_argument(
         "--size",
-        type=int,
+        type=_positive_int,
         default=None,
         help="fixed TFLite input side; omit for dynamic",
     )
@@ -391,6 +430,17 @@ def main(argv=None):
         return _run(args)
 
 
+def _pipeline_message(err) -> str:
+    """The one line of a tf.data check failure that the user needs."""
+    from keras_deeplab.data.pipeline import DATA_ERROR_MARK
+
+    for line in err.message.splitlines():
+        if DATA_ERROR_MARK in line:
+            message = line.split(DATA_ERROR_MARK, 1)[1]
+            return message.rstrip("] ").strip()
+    return err.message.strip().splitlines()[0]
+
+
 def _run(args):
     # Imported here so `--help` answers without loading TensorFlow.
     from tensorflow.errors import InvalidArgumentError
@@ -401,10 +451,9 @@ def _run(args):
         print(f"keras-deeplab {args.command}: error: {err}", file=sys.stderr)
         return USER_ERROR_EXIT
     except InvalidArgumentError as err:
-        # Raised from inside tf.data by the label and size checks.
+        # Raised from inside tf.data by the file, size and label checks.
         print(
-            f"keras-deeplab {args.command}: error: "
-            f"{err.message.splitlines()[0]}",
+            f"keras-deeplab {args.command}: error: {_pipeline_message(err)}",
             file=sys.stderr,
         )
         return USER_ERROR_EXIT

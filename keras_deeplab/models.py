@@ -1,6 +1,7 @@
 """DeepLabV3 model assembly: where the dilated backbone meets the ASPP head."""
 
 import dataclasses
+import zipfile
 from numbers import Integral
 from pathlib import Path
 
@@ -224,7 +225,7 @@ def DeepLabV3(  # noqa: N802 - named like the keras.applications builders
             model, depth=depth, weights=backbone_weights, variant=variant
         )
     if weights is not None:
-        model.load_weights(weights)
+        load_weights(model, weights)
     return model
 
 
@@ -377,11 +378,48 @@ def _existing_model_file(path) -> Path:
     return path
 
 
+# What Keras raises for archives it cannot rebuild: safe-mode refusals
+# (ValueError), unknown classes (TypeError), broken configs (KeyError), bad
+# zip members and HDF5 weights (OSError, BadZipFile).
+_LOAD_ERRORS = (ValueError, TypeError, KeyError, OSError, zipfile.BadZipFile)
+
+
+def _first_line(err) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:300] if text else type(err).__name__
+
+
 def _load_keras(path) -> keras.Model:
     # safe_mode refuses lambdas and arbitrary code in the archive. Every load
     # is for inference or for weights, so the optimizer and metrics saved
     # with a training checkpoint are not rebuilt.
-    return keras.saving.load_model(path, safe_mode=True, compile=False)
+    if not zipfile.is_zipfile(path):
+        raise UserInputError(
+            f"model file {str(path)!r} is not a .keras archive (a zip file): "
+            "it is empty, truncated or in another format. Use a .keras file "
+            "written by model.save or keras-deeplab."
+        )
+    try:
+        return keras.saving.load_model(path, safe_mode=True, compile=False)
+    except _LOAD_ERRORS as err:
+        raise UserInputError(
+            f"model file {str(path)!r} cannot be loaded in safe mode "
+            f"({_first_line(err)}); expected a DeepLabV3 saved by "
+            "keras-deeplab, without Lambda layers or custom code."
+        ) from err
+
+
+def load_weights(model, path):
+    """`model.load_weights(path)` with a clear error for a file that does
+    not fit (another architecture, another config, a damaged file)."""
+    try:
+        model.load_weights(path)
+    except _LOAD_ERRORS as err:
+        raise UserInputError(
+            f"weights file {str(path)!r} does not load into {model.name} "
+            f"({_first_line(err)}); expected weights saved from a model "
+            "with the same backbone, variant, head and num_classes."
+        ) from err
 
 
 def load_trained_model(path, config=None) -> keras.Model:
@@ -404,7 +442,7 @@ def load_trained_model(path, config=None) -> keras.Model:
         return inference_model(_load_keras(path))
     if path.name.endswith(".weights.h5") and config is not None:
         model = model_from_config(config)
-        model.load_weights(path)
+        load_weights(model, path)
         return inference_model(model)
     raise UserInputError(
         f"cannot load {str(path)!r}: expected a .keras file, or a "

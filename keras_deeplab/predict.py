@@ -7,6 +7,7 @@ import numpy as np
 
 from keras_deeplab.atomic import atomic_file
 from keras_deeplab.data.sources import read_image
+from keras_deeplab.errors import UserInputError
 from keras_deeplab.inference import predict_probabilities
 from keras_deeplab.models import inference_model
 from keras_deeplab.visualize import overlay, save_mask_png, save_png
@@ -31,13 +32,24 @@ def segment_files(
         List of written mask paths.
 
     Raises:
+        UserInputError: if two images share a file stem (their outputs
+            would overwrite each other).
         DataError: naming an image that cannot be read (before any output
             for it is written).
     """
     model = inference_model(model)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     paths = [Path(path) for path in paths]
+    stems = {}
+    for path in paths:
+        if path.stem in stems:
+            raise UserInputError(
+                f"{str(stems[path.stem])!r} and {str(path)!r} would both "
+                f"write {path.stem}_mask.png; predict them into separate "
+                "--out folders or rename one."
+            )
+        stems[path.stem] = path
+    out_dir.mkdir(parents=True, exist_ok=True)
     progress = keras.utils.Progbar(len(paths), unit_name="image")
     written = []
     for path in paths:

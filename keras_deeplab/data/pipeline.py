@@ -11,7 +11,12 @@ import numpy as np
 import tensorflow as tf
 
 from keras_deeplab.data.augment import augment, pad_to_size
-from keras_deeplab.data.sources import read_image, read_mask, shifted_table
+from keras_deeplab.data.sources import (
+    DataError,
+    read_image,
+    read_mask,
+    shifted_table,
+)
 from keras_deeplab.data.synthetic import synthetic_sample
 from keras_deeplab.errors import UserInputError
 from keras_deeplab.labels import IGNORE_INDEX
@@ -22,6 +27,8 @@ TFDS_SEGMENTATION = {
     "oxford_iiit_pet": ("image", "segmentation_mask", shifted_table),
     "scene_parse150": ("image", "annotation", shifted_table),
 }
+# Starts every message of an in-pipeline check: the CLI prints from it on.
+DATA_ERROR_MARK = "data error: "
 _RESUME_SEED_STRIDE = 7919  # a prime: resumed seeds never hit other runs' seeds
 
 
@@ -36,17 +43,29 @@ def files_dataset(examples):
     tables = np.stack([example.label_table for example in examples])
 
     def load(index):
+        # A bad file becomes an in-graph assertion naming it (see decode):
+        # a Python exception here would reach the user as a traceback.
         index = int(index)
-        return (
-            read_image(images[index]),
-            read_mask(masks[index], tables[index]),
-        )
+        try:
+            image = read_image(images[index])
+            mask = read_mask(masks[index], tables[index])
+        except DataError as err:
+            empty = np.zeros((1, 1), np.uint8)
+            return np.zeros((1, 1, 3), np.uint8), empty, str(err).encode()
+        return image, mask, b""
 
     def decode(index):
-        image, mask = tf.numpy_function(load, [index], [tf.uint8, tf.uint8])
+        image, mask, problem = tf.numpy_function(
+            load, [index], [tf.uint8, tf.uint8, tf.string]
+        )
+        readable = tf.debugging.Assert(
+            tf.equal(problem, b""), [DATA_ERROR_MARK + problem]
+        )
+        with tf.control_dependencies([readable]):
+            image = tf.identity(image)
         image.set_shape([None, None, 3])
         mask.set_shape([None, None])
-        return image, mask, tf.gather(images, index)
+        return image, mask, tf.gather(masks, index)
 
     return tf.data.Dataset.range(len(examples)).map(
         decode, num_parallel_calls=AUTOTUNE, deterministic=True
@@ -121,32 +140,52 @@ def tfds_size(name: str, *, split: str, data_dir=None) -> int:
     return builder.info.splits[split].num_examples
 
 
-def _check_labels(image, mask, name, *, num_classes):
-    """Fails loudly on labels >= num_classes that are not 255.
+def _check_example(image, mask, name, *, num_classes):
+    """Fails loudly on a mask of another size, or with labels >= num_classes
+    that are not 255 (GPUs and XLA silently return NaN for those).
 
-    GPUs and XLA silently return NaN/garbage for out-of-range sparse labels.
+    Messages name the mask (`name`) and start with DATA_ERROR_MARK, which
+    the CLI looks for to print one line.
     """
-    valid = (tf.cast(mask, tf.int32) < num_classes) | (mask == IGNORE_INDEX)
-    check = tf.debugging.Assert(
-        tf.reduce_all(valid),
+    same_size = tf.reduce_all(tf.equal(tf.shape(image)[:2], tf.shape(mask)))
+    sized = tf.debugging.Assert(
+        same_size,
         [
             tf.strings.format(
-                "mask {} holds labels >= num_classes={} that are not 255 "
-                "(max {}); run `keras-deeplab validate-data`.",
-                (name, num_classes, tf.reduce_max(mask)),
+                DATA_ERROR_MARK + "mask {} is {} but its image is {}; "
+                "expected equal sizes (run `keras-deeplab validate-data`).",
+                (name, tf.shape(mask), tf.shape(image)[:2]),
             )
         ],
     )
-    with tf.control_dependencies([check]):
+    labels = tf.cast(mask, tf.int32)
+    valid = (labels < num_classes) | (labels == IGNORE_INDEX)
+    largest = tf.reduce_max(tf.where(labels == IGNORE_INDEX, 0, labels))
+    in_range = tf.debugging.Assert(
+        tf.reduce_all(valid),
+        [
+            tf.strings.format(
+                DATA_ERROR_MARK + "mask {} holds labels >= num_classes={} "
+                "that are not 255 (largest {}); run `keras-deeplab "
+                "validate-data`.",
+                (name, num_classes, largest),
+            )
+        ],
+    )
+    with tf.control_dependencies([sized, in_range]):
         return tf.cast(image, tf.float32), tf.identity(mask)
 
 
 def _check_fits(image, mask, *, size):
-    fits = tf.debugging.assert_less_equal(
-        tf.shape(image)[:2],
-        size,
-        message=f"an evaluation image is larger than crop_size={size}; "
-        "pass --set crop_size=<largest image side>.",
+    fits = tf.debugging.Assert(
+        tf.reduce_all(tf.shape(image)[:2] <= size),
+        [
+            tf.strings.format(
+                DATA_ERROR_MARK + "an evaluation image is {}, larger than "
+                f"crop_size={size}; pass --set crop_size=<largest image side>.",
+                [tf.shape(image)[:2]],
+            )
+        ],
     )
     with tf.control_dependencies([fits]):
         return pad_to_size(image, mask, height=size, width=size)
@@ -189,7 +228,7 @@ def make_dataset(
     """
     seed = seed + first_epoch * _RESUME_SEED_STRIDE
     dataset = source.map(
-        lambda image, mask, name: _check_labels(
+        lambda image, mask, name: _check_example(
             image, mask, name, num_classes=num_classes
         ),
         num_parallel_calls=AUTOTUNE,

@@ -11,12 +11,15 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from keras_deeplab.errors import UserInputError
 from keras_deeplab.labels import IGNORE_INDEX
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+# 8192 x 8192: larger files (or decompression bombs claiming to be) are
+# refused from their header, before any pixel is decoded.
+MAX_IMAGE_PIXELS = 8192 * 8192
 # Cityscapes labelIds -> the 19 train ids of the benchmark; others ignored.
 CITYSCAPES_TRAIN_IDS = {
     7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9,
@@ -58,6 +61,11 @@ class Example:
 
 
 def _open(path, kind):
+    """Opens, size-checks, decodes and EXIF-orients one image file.
+
+    The camera's EXIF orientation is applied, so a phone photo stored
+    sideways is read upright, as viewers show it and as masks are drawn.
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{kind} {str(path)!r} does not exist.")
@@ -65,12 +73,28 @@ def _open(path, kind):
         raise DataError(f"{kind} {str(path)!r} is empty (0 bytes).")
     try:
         picture = Image.open(path)
-        picture.load()
-    except (UnidentifiedImageError, OSError) as err:
+    except Image.DecompressionBombError as err:
         raise DataError(
-            f"{kind} {str(path)!r} is unreadable or truncated: {err}."
+            f"{kind} {str(path)!r} is refused as a decompression bomb: {err}"
         ) from err
-    return picture
+    except (UnidentifiedImageError, OSError) as err:
+        raise _unreadable(kind, path, err) from err
+    width, height = picture.size
+    if width * height > MAX_IMAGE_PIXELS:
+        raise DataError(
+            f"{kind} {str(path)!r} declares {width}x{height} pixels, more "
+            f"than the {MAX_IMAGE_PIXELS:,} this reader decodes; resize it "
+            "(or check that it is not a decompression bomb)."
+        )
+    try:
+        picture.load()
+    except (OSError, SyntaxError, ValueError) as err:  # what Pillow raises
+        raise _unreadable(kind, path, err) from err
+    return ImageOps.exif_transpose(picture)
+
+
+def _unreadable(kind, path, err):
+    return DataError(f"{kind} {str(path)!r} is unreadable or truncated: {err}.")
 
 
 def read_image(path) -> np.ndarray:
@@ -146,19 +170,30 @@ def read_mask(path, label_table=None) -> np.ndarray:
 
 
 def _stems(directory, suffixes):
-    return {
-        path.stem: path
-        for path in sorted(Path(directory).iterdir())
-        if path.suffix.lower() in suffixes
-    }
+    """{stem: path}; a stem with two files (a.jpg and a.png) is an error."""
+    stems = {}
+    for path in sorted(Path(directory).iterdir()):
+        if path.suffix.lower() not in suffixes:
+            continue
+        if path.stem in stems:
+            raise DataError(
+                f"{str(stems[path.stem])!r} and {str(path)!r} share the stem "
+                f"{path.stem!r}; keep one file per stem in {str(directory)!r}."
+            )
+        stems[path.stem] = path
+    return stems
 
 
 def _read_list(path):
-    return [
-        line.split()[0]
-        for line in Path(path).read_text().splitlines()
-        if line.strip()
-    ]
+    """Stems of a split file, one per line (spaces belong to the stem)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(
+            f"split file {str(path)!r} is not UTF-8 text; expected one file "
+            "stem per line."
+        ) from err
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def _require_dir(path, what):

@@ -143,6 +143,14 @@ def validate_split(config, split, *, evaluation: bool) -> ValidationReport:
             problems.append((name, problem))
         if mask is not None:
             histogram += np.bincount(mask.ravel(), minlength=256)
+    if not scanned:
+        problems.append(
+            (
+                f"split {split!r}",
+                "has no examples; check data_dir, the split name and its "
+                "list file.",
+            )
+        )
     return ValidationReport(
         split=split,
         scanned=scanned,

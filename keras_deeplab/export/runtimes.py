@@ -62,8 +62,16 @@ def tflite_session(model_bytes, *, num_threads=None):
 
     def run(images):
         nonlocal allocated_shape
+        images = np.asarray(images, np.float32)
+        # A dynamic-size LiteRT model runs a rank-3 or 4-channel input
+        # without complaint and returns garbage: refuse it here.
+        if images.ndim != 4 or images.shape[-1] != 3:
+            raise ValueError(
+                f"images must be (batch, height, width, 3) RGB; got shape "
+                f"{images.shape}."
+            )
         outputs = []
-        for image in np.asarray(images, np.float32):
+        for image in images:
             shape = [1, *image.shape]
             if shape != allocated_shape:
                 interpreter.resize_tensor_input(input_index, shape)

@@ -60,36 +60,41 @@ def _big_endian_u32(data, offset):
     return raw[0] * 2**24 + raw[1] * 2**16 + raw[2] * 2**8 + raw[3]
 
 
-def _header_size(data):
-    """(height, width) from a JPEG or PNG header, without decoding pixels."""
-
-    def png_size():
-        return _big_endian_u32(data, 20), _big_endian_u32(data, 16)
-
-    def jpeg_size():
-        shape = tf.cast(tf.image.extract_jpeg_shape(data), tf.int64)
-        return shape[0], shape[1]
-
-    def unknown_size():
-        return tf.constant(0, tf.int64), tf.constant(0, tf.int64)
-
-    is_png = tf.equal(tf.strings.substr(data, 0, 8), _PNG_MAGIC)
-    return tf.case(
-        [(tf.io.is_jpeg(data), jpeg_size), (is_png, png_size)],
-        default=unknown_size,
-    )
-
-
 def _decode(data, max_pixels):
-    """Decodes one encoded image to uint8 (h, w, 3) after a size check."""
-    header_check = _check_pixels(*_header_size(data), max_pixels)
-    with tf.control_dependencies([header_check]):
-        image = tf.io.decode_image(data, channels=3, expand_animations=False)
-    # Formats without a parsed header (GIF, BMP) are checked after decoding.
-    with tf.control_dependencies(
-        [_check_pixels(tf.shape(image)[0], tf.shape(image)[1], max_pixels)]
-    ):
-        return tf.identity(image)
+    """Decodes one JPEG or PNG to uint8 (h, w, 3), size-checked first.
+
+    Only JPEG and PNG are accepted: their headers give the size before any
+    pixel is decoded (JPEG SOF, PNG IHDR), so a file claiming 30000x30000 is
+    refused without allocating it. GIF, BMP and WebP are refused outright:
+    an animated GIF decodes every frame, and TF's WebP/BMP decoders expose
+    no header check.
+    """
+    is_png = tf.equal(tf.strings.substr(data, 0, 8), _PNG_MAGIC)
+    is_jpeg = tf.io.is_jpeg(data)
+    accepted = tf.debugging.Assert(
+        is_png | is_jpeg,
+        [
+            "image_bytes must be JPEG or PNG files; GIF, BMP and WebP are "
+            "refused"
+        ],
+    )
+    with tf.control_dependencies([accepted]):
+
+        def jpeg():
+            shape = tf.cast(tf.image.extract_jpeg_shape(data), tf.int64)
+            with tf.control_dependencies(
+                [_check_pixels(shape[0], shape[1], max_pixels)]
+            ):
+                return tf.io.decode_jpeg(data, channels=3)
+
+        def png():
+            height, width = _big_endian_u32(data, 20), _big_endian_u32(data, 16)
+            with tf.control_dependencies(
+                [_check_pixels(height, width, max_pixels)]
+            ):
+                return tf.io.decode_png(data, channels=3)
+
+        return tf.cond(is_jpeg, jpeg, png)
 
 
 def build_archive(model, *, max_pixels=DEFAULT_MAX_PIXELS, probabilities=True):

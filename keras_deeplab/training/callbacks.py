@@ -13,6 +13,7 @@ import keras
 
 from keras_deeplab.atomic import atomic_file, atomic_write_text
 from keras_deeplab.errors import UserInputError
+from keras_deeplab.models import load_weights
 
 BACKUP_DIR = "backup"
 BACKUP_WEIGHTS = "latest.weights.h5"
@@ -145,13 +146,11 @@ class TrainingBackup(keras.callbacks.Callback):
             model.optimizer.build(model.trainable_variables)
         weights = self.directory / BACKUP_WEIGHTS
         try:
-            model.load_weights(weights)
-        except (OSError, ValueError, KeyError) as err:
+            load_weights(model, weights)
+        except UserInputError as err:
             raise UserInputError(
-                f"backup weights {str(weights)!r} do not load into this "
-                f"model ({str(err).splitlines()[0][:200]}); the backup is "
-                "damaged or from another configuration. Start a new run "
-                "with --overwrite."
+                f"the backup in {str(self.directory)!r} cannot be resumed: "
+                f"{err} Start a new run with --overwrite."
             ) from err
         return epoch
 

@@ -28,6 +28,12 @@ def evaluate_model(model, dataset, *, num_classes, scales=(1.0,), flip=False):
         "per_class_iou" (list, None for classes never seen nor predicted).
     """
     model = inference_model(model)
+    if model.output_shape[-1] != num_classes:
+        raise UserInputError(
+            f"the model predicts {model.output_shape[-1]} classes but "
+            f"num_classes={num_classes}; evaluate with the config the model "
+            "was trained with."
+        )
     iou, accuracy = mean_iou(num_classes), PixelAccuracy(num_classes)
     progress = keras.utils.Progbar(None, unit_name="batch")
     step = 0

@@ -1,0 +1,486 @@
+"""What a careless or hostile user can throw at the CLI, the readers, the
+checkpoints and the serving signatures.
+
+Every user mistake must end with exit status 2 (1 for validate-data's
+report), one line on stderr that names the file or argument, no traceback,
+and nothing half-written. Each case here failed before its fix.
+"""
+
+import io
+import json
+import struct
+import zlib
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+import yaml
+from PIL import Image
+
+from keras_deeplab import DeepLabV3
+from keras_deeplab.cli import DATA_PROBLEM_EXIT, USER_ERROR_EXIT, main
+from keras_deeplab.models import model_from_config
+from keras_deeplab.training.fit import compile_from_config
+from tests.data.fixtures import make_folder_dataset, write_image, write_mask
+from tests.helpers import TINY
+from tests.training.tiny import TINY_TRAIN, tiny_config
+
+SETS = [arg for item in TINY_TRAIN for arg in ("--set", item)]
+BOMB_SIDE = 30000
+
+
+def _cli(argv, capsys, *, status=USER_ERROR_EXIT):
+    """Runs the CLI; returns its one stderr line (or stdout for exit 1)."""
+    assert main([str(arg) for arg in argv]) == status
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err + captured.out
+    if status == USER_ERROR_EXIT:
+        lines = captured.err.strip().splitlines()
+        assert len(lines) == 1, captured.err
+        return lines[0]
+    return captured.out
+
+
+def _png_header_bomb(side=BOMB_SIDE):
+    """A PNG whose IHDR claims side x side pixels, with a few bytes of data."""
+
+    def chunk(kind, data):
+        body = kind + data
+        return (
+            struct.pack(">I", len(data))
+            + body
+            + struct.pack(">I", zlib.crc32(body))
+        )
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
+
+
+def _jpeg_header_bomb(side=BOMB_SIDE):
+    """A real JPEG whose SOF0 frame header is patched to side x side."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16)).save(buffer, format="JPEG")
+    data = bytearray(buffer.getvalue())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = struct.pack(">HH", side, side)
+    return bytes(data)
+
+
+@pytest.fixture()
+def folder(tmp_path):
+    """A valid folder dataset (train a-c, val d; 24x32 images, a.png and
+    b.jpg) and the --set flags that train on it."""
+    make_folder_dataset(tmp_path / "data")
+    sets = [*SETS, "--set", "dataset=folder", "--set", "num_classes=3"]
+    sets += ["--set", f"data_dir={tmp_path / 'data'}", "--set", "crop_size=32"]
+    sets += ["--set", "batch_size=2"]
+    return tmp_path / "data", sets
+
+
+@pytest.fixture(scope="module")
+def tiny_model_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "tiny.keras"
+    DeepLabV3(3, **TINY).save(path)
+    return path
+
+
+# Images and masks ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("role", ["images", "masks"])
+def test_a_pixel_bomb_is_reported_not_decoded(folder, capsys, role):
+    data, sets = folder
+    if role == "images":
+        (data / "images" / "b.jpg").unlink()
+        bomb = data / "images" / "b.png"
+    else:
+        bomb = data / "masks" / "a.png"
+    bomb.write_bytes(_png_header_bomb())
+    report = _cli(
+        ["validate-data", "--config", "demo", *sets],
+        capsys,
+        status=DATA_PROBLEM_EXIT,
+    )
+    assert str(bomb) in report and "decompression bomb" in report
+    assert "split 'val'" in report  # the scan went on past the bomb
+    line = _cli(["train", "demo", "--work-dir", data / "w", *sets], capsys)
+    assert "refusing to train" in line and str(bomb) in line
+    line = _cli(
+        [
+            "train",
+            "demo",
+            "--work-dir",
+            data / "w2",
+            *sets,
+            "--set",
+            "validate_data=false",
+        ],
+        capsys,
+    )
+    assert str(bomb) in line and "decompression bomb" in line
+
+
+def test_predict_names_a_bomb_and_keeps_earlier_outputs(
+    tiny_model_file, tmp_path, capsys
+):
+    good = write_image(tmp_path / "in" / "good.png")
+    bomb = tmp_path / "in" / "bomb.png"
+    bomb.write_bytes(_png_header_bomb())
+    out = tmp_path / "out"
+    line = _cli(
+        ["predict", good, bomb, "--model", tiny_model_file, "--out", out],
+        capsys,
+    )
+    assert str(bomb) in line and "decompression bomb" in line
+    assert (out / "good_mask.png").is_file()
+    assert not list(out.glob("bomb*"))
+
+
+def test_exif_orientation_is_applied_to_photos(folder, capsys):
+    """A phone JPEG stored sideways (orientation 6) with a mask drawn on the
+    upright picture: read upright, so the pair fits and nothing is lost."""
+    from keras_deeplab.data.sources import read_image
+
+    data, sets = folder
+    upright = np.zeros((24, 32, 3), np.uint8)
+    upright[:, :16] = 255  # left half white, as the annotator saw it
+    stored = Image.fromarray(upright).transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    (data / "images" / "a.png").unlink()
+    stored.save(data / "images" / "a.jpg", exif=exif.tobytes(), quality=95)
+    read = read_image(data / "images" / "a.jpg")
+    assert read.shape == upright.shape
+    assert ((read.mean(-1) > 127) == (upright.mean(-1) > 127)).mean() > 0.97
+    report = _cli(
+        ["validate-data", "--config", "demo", *sets], capsys, status=0
+    )
+    assert "split 'train': 3 examples, 0 problems" in report
+
+
+def test_list_files_keep_spaces_and_unicode_in_stems(folder, capsys):
+    data, sets = folder
+    write_image(data / "images" / "b ä d.png")
+    write_mask(data / "masks" / "b ä d.png", np.zeros((24, 32)))
+    (data / "train.txt").write_text("a\nb ä d\n", encoding="utf-8")
+    report = _cli(
+        ["validate-data", "--config", "demo", *sets], capsys, status=0
+    )
+    assert "split 'train': 2 examples, 0 problems" in report
+
+
+def test_two_files_for_one_stem_are_refused(folder, capsys):
+    data, sets = folder
+    write_image(data / "images" / "a.jpg")  # beside a.png
+    line = _cli(["validate-data", "--config", "demo", *sets], capsys)
+    assert "share the stem 'a'" in line
+    assert "a.jpg" in line and "a.png" in line
+
+
+def test_predict_refuses_two_inputs_with_one_stem(
+    tiny_model_file, tmp_path, capsys
+):
+    first = write_image(tmp_path / "x" / "photo.png")
+    second = write_image(tmp_path / "y" / "photo.jpg")
+    out = tmp_path / "out"
+    line = _cli(
+        ["predict", first, second, "--model", tiny_model_file, "--out", out],
+        capsys,
+    )
+    assert "photo_mask.png" in line and str(second) in line
+    assert not list(out.glob("*"))
+
+
+@pytest.mark.parametrize(
+    ("shape", "label", "message"),
+    [
+        ((10, 10), 0, "is [10 10] but its image is [24 32]"),
+        # 255 is "ignore", never reported as the largest label.
+        ((24, 32), 7, "holds labels >= num_classes=3 that are not 255 "
+         "(largest 7)"),
+    ],
+)  # fmt: skip
+def test_unvalidated_bad_masks_stop_training_with_one_line(
+    folder, capsys, shape, label, message
+):
+    data, sets = folder
+    mask = np.full(shape, label)
+    mask[0, 0] = 255
+    write_mask(data / "masks" / "c.png", mask)
+    line = _cli(
+        [
+            "train",
+            "demo",
+            "--work-dir",
+            data / "w",
+            *sets,
+            "--set",
+            "validate_data=false",
+        ],
+        capsys,
+    )
+    assert str(data / "masks" / "c.png") in line and message in line
+
+
+def test_an_empty_training_split_is_a_problem(folder, capsys):
+    data, sets = folder
+    (data / "train.txt").write_text("\n")
+    report = _cli(
+        ["validate-data", "--config", "demo", *sets],
+        capsys,
+        status=DATA_PROBLEM_EXIT,
+    )
+    assert "split 'train': has no examples" in report
+
+
+# Configs ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("backup_every_steps=0", "backup_every_steps=0 is out of range"),
+        ("dropout_rate=1.5", "dropout_rate=1.5 is out of range"),
+        ("head_filters=-1", "head_filters=-1 is out of range"),
+        ("eval_scales=[]", "eval_scales=() is invalid"),
+        ("eval_scales=[-1]", "eval_scales=(-1,) is invalid"),
+        ("batch_size=true", "batch_size=True has the wrong type"),
+        ("num_classes=300", "num_classes=300 is out of range"),
+        ("model_name=../../x", "model_name='../../x' is invalid"),
+    ],
+)
+def test_bad_values_are_refused_before_anything_runs(
+    setting, message, tmp_path, capsys
+):
+    line = _cli(
+        ["train", "demo", "--work-dir", tmp_path, "--set", setting], capsys
+    )
+    assert message in line
+    assert not list(tmp_path.iterdir())
+
+
+def test_binary_and_alias_bomb_configs_are_refused(tmp_path, capsys):
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(bytes(range(256)) * 4)
+    line = _cli(["validate-data", "--config", binary], capsys)
+    assert "binary.yaml" in line and "not UTF-8" in line
+    bomb = tmp_path / "bomb.yaml"
+    levels = ['a: &a ["x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    for level in range(1, 9):
+        items = ", ".join([f"*{chr(96 + level)}"] * 9)
+        levels.append(f"{chr(97 + level)}: &{chr(97 + level)} [{items}]")
+    bomb.write_text("\n".join(levels) + "\n")
+    line = _cli(["validate-data", "--config", bomb], capsys)
+    assert "bomb.yaml" in line and "aliases" in line
+
+
+def test_evaluate_refuses_a_config_with_other_classes(tiny_model_file, capsys):
+    line = _cli(
+        ["evaluate", "--config", "demo", *SETS, "--model", tiny_model_file],
+        capsys,
+    )
+    assert "predicts 3 classes but num_classes=5" in line
+
+
+# Model files -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("content", [b"", b"not a zip at all", "truncated"])
+def test_damaged_model_files(tiny_model_file, tmp_path, capsys, content):
+    path = tmp_path / "model.keras"
+    if content == "truncated":
+        content = tiny_model_file.read_bytes()[:5000]
+    path.write_bytes(content)
+    image = write_image(tmp_path / "photo.png")
+    line = _cli(
+        ["predict", image, "--model", path, "--out", tmp_path / "o"], capsys
+    )
+    assert str(path) in line and "not a .keras archive" in line
+
+
+def test_safe_mode_refusal_is_one_line(tmp_path, capsys):
+    inputs = keras.Input((8, 8, 3))
+    outputs = keras.layers.Lambda(lambda x: x * 2)(inputs)
+    path = tmp_path / "lambda.keras"
+    keras.Model(inputs, outputs).save(path)
+    line = _cli(
+        ["export", "--model", path, "--format", "onnx", "--out", tmp_path],
+        capsys,
+    )
+    assert str(path) in line and "cannot be loaded in safe mode" in line
+    assert not (tmp_path / "onnx").exists()
+
+
+def test_weights_of_another_architecture(tmp_path, capsys):
+    path = tmp_path / "other.weights.h5"
+    DeepLabV3(5, backbone_width=8, head_filters=8).save_weights(path)
+    line = _cli(
+        [
+            "evaluate",
+            "--config",
+            "demo",
+            *SETS,
+            "--model",
+            path,
+        ],
+        capsys,
+    )
+    assert str(path) in line and "does not load into" in line
+
+
+# Backups and runs ------------------------------------------------------------
+
+
+def _write_backup(work_dir, state, *, config=None):
+    """A backup as TrainingBackup writes it, for the given config's model."""
+    backup = work_dir / "backup"
+    backup.mkdir(parents=True)
+    model = model_from_config(config or tiny_config())
+    compile_from_config(model, config or tiny_config(), 10)
+    model.optimizer.build(model.trainable_variables)
+    model.save_weights(backup / "latest.weights.h5")
+    (backup / "state.json").write_text(state)
+    return backup
+
+
+@pytest.mark.parametrize(
+    ("state", "weights", "message"),
+    [
+        ("", None, "is unreadable"),
+        ("{not json", None, "is unreadable"),
+        ('{"epoch": "abc", "step": 0}', None, 'expected {"epoch": int'),
+        ('{"epoch": 99, "step": 0}', None, "is at epoch 99 but this run"),
+        ('{"epoch": 1, "step": 0}', b"truncated", "cannot be resumed"),
+        ('{"epoch": 1, "step": 0}', "other", "cannot be resumed"),
+    ],
+)
+def test_damaged_backups_are_refused(tmp_path, capsys, state, weights, message):
+    backup = _write_backup(tmp_path, state)
+    if weights == "other":
+        other = tiny_config("backbone_width=8")
+        model_from_config(other).save_weights(backup / "latest.weights.h5")
+    elif weights is not None:
+        (backup / "latest.weights.h5").write_bytes(weights)
+    line = _cli(
+        ["train", "demo", "--work-dir", tmp_path, *SETS, "--resume"], capsys
+    )
+    assert message in line
+    assert not (tmp_path / "final.keras").exists()
+
+
+@pytest.mark.slow
+def test_a_diverging_run_keeps_its_backup_and_publishes_nothing(
+    tmp_path, capsys
+):
+    backup = _write_backup(tmp_path, '{"epoch": 1, "step": 0}')
+    before = (backup / "latest.weights.h5").read_bytes()
+    line = _cli(
+        [
+            "train",
+            "demo",
+            "--work-dir",
+            tmp_path,
+            *SETS,
+            "--set",
+            "learning_rate=1e30",
+            "--set",
+            "optimizer=sgd",
+            "--resume",
+        ],
+        capsys,
+    )
+    assert "training diverged" in line and "is kept" in line
+    assert (backup / "latest.weights.h5").read_bytes() == before
+    for name in ("final.keras", "best.keras", "best.json"):
+        assert not (tmp_path / name).exists(), name
+
+
+def test_a_finished_work_dir_is_not_mixed_with_a_new_run(tmp_path, capsys):
+    (tmp_path / "best.keras").write_bytes(b"an older run's model")
+    (tmp_path / "best.json").write_text(json.dumps({"value": 0.99}))
+    line = _cli(["train", "demo", "--work-dir", tmp_path, *SETS], capsys)
+    assert "holds a previous run (best.keras, best.json)" in line
+    assert "--overwrite" in line
+
+
+# Output paths ----------------------------------------------------------------
+
+
+def test_output_paths_that_cannot_be_folders(tiny_model_file, tmp_path, capsys):
+    a_file = tmp_path / "taken"
+    a_file.write_text("x")
+    line = _cli(
+        ["export", "--model", tiny_model_file, "--format", "onnx"]
+        + ["--out", a_file],
+        capsys,
+    )
+    assert str(a_file) in line and "is a file" in line
+    line = _cli(
+        ["predict", a_file, "--model", tiny_model_file]
+        + ["--out", a_file / "sub"],
+        capsys,
+    )
+    assert str(a_file / "sub") in line and "cannot be created" in line
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", "--model", str(tiny_model_file), "--format", "tflite"]
+             + ["--size", "-5", "--out", str(tmp_path)])  # fmt: skip
+    assert exit_info.value.code == USER_ERROR_EXIT
+    assert "'-5' is not a positive int" in capsys.readouterr().err
+
+
+# Serving inputs --------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def serving(tiny_model_file, tmp_path_factory):
+    from keras_deeplab.export.saved_model import export_saved_model
+
+    model = keras.saving.load_model(tiny_model_file, safe_mode=True)
+    path = export_saved_model(model, tmp_path_factory.mktemp("serving"))
+    return tf.saved_model.load(str(path)).signatures["serve_image_bytes"]
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"GIF89a" + struct.pack("<HH", BOMB_SIDE, BOMB_SIDE), "JPEG or PNG"),
+        (b"RIFF\x00\x00\x00\x00WEBPVP8L", "JPEG or PNG"),
+        (b"BM" + b"\x00" * 64, "JPEG or PNG"),
+        # Only the header is valid: a decoder running first would fail on
+        # the data, not on the size, so these prove the check comes first.
+        (_png_header_bomb(), "max_pixels"),
+        (_jpeg_header_bomb(), "max_pixels"),
+    ],
+    ids=["gif", "webp", "bmp", "png_header", "jpeg_header"],
+)
+def test_image_bytes_are_size_checked_before_decoding(serving, data, message):
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        serving(image_bytes=tf.constant([data]))
+
+
+def test_litert_runner_refuses_what_the_interpreter_would_run(
+    tiny_model_file,
+):
+    from keras_deeplab.export.runtimes import tflite_session
+    from keras_deeplab.export.tflite import convert_tflite
+
+    model = keras.saving.load_model(tiny_model_file, safe_mode=True)
+    run = tflite_session(convert_tflite(model))  # dynamic height and width
+    assert run(np.zeros((1, 33, 33, 3))).shape == (1, 33, 33, 3)
+    for shape in ((33, 33, 3), (1, 33, 33, 4)):
+        with pytest.raises(ValueError, match=r"\(batch, height, width, 3\)"):
+            run(np.zeros(shape))
+
+
+def test_yaml_configs_still_parse_plain_values(tmp_path):
+    from keras_deeplab.config import load_config
+
+    path = tmp_path / "ok.yaml"
+    path.write_text(yaml.safe_dump({"preset": "demo", "epochs": 3}))
+    assert load_config(str(path)).epochs == 3
