@@ -165,3 +165,93 @@ class ResizeToMatch(keras.layers.Layer):
             reference_shape[2],
             images_shape[3],
         )
+
+
+def _same_paddings(kernel_size, rates):
+    """Explicit NHWC paddings equal to "same" at stride 1 (symmetric for odd
+    kernels, as PyTorch pads a dilated conv)."""
+    paddings = [[0, 0]]
+    for size, rate in zip(kernel_size, rates, strict=True):
+        total = rate * (size - 1)
+        paddings.append([total // 2, total - total // 2])
+    return paddings + [[0, 0]]
+
+
+def _tensorflow_atrous_conv(inputs, kernel, *, rates, paddings):
+    """One native dilated Conv2D op, differentiated through SpaceToBatch.
+
+    `tf.nn.convolution` (what Keras calls) runs a dilated conv on CPU as
+    SpaceToBatchND + Conv2D + BatchToSpaceND: the padding makes the conv
+    larger and the weights are re-laid out on every call (rate 36 at output
+    stride 8 becomes 1,296 small images). `tf.nn.conv2d` with `dilations`
+    is one op that oneDNN runs directly and that the TFLite and ONNX
+    converters keep as one convolution. TF has no CPU gradient kernel for it
+    ("Current CPU implementations do not yet support dilation rates larger
+    than 1"), so the backward pass differentiates the SpaceToBatch form,
+    which computes the same function; inside a tf.function its unused
+    forward is pruned.
+    """
+    import tensorflow as tf  # this path runs on the TensorFlow backend only
+
+    @tf.custom_gradient
+    def convolve(images, weights):
+        outputs = tf.nn.conv2d(
+            images, weights, strides=1, padding=paddings, dilations=rates
+        )
+
+        def gradient(upstream):
+            with tf.GradientTape() as tape:
+                tape.watch([images, weights])
+                reference = tf.nn.convolution(
+                    images, weights, padding="SAME", dilations=rates
+                )
+            return tape.gradient(
+                reference, [images, weights], output_gradients=upstream
+            )
+
+        return outputs, gradient
+
+    return convolve(inputs, kernel)
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class AtrousConv2D(keras.layers.Conv2D):
+    """A `Conv2D` whose dilated convolution is one native op on TensorFlow.
+
+    Same arguments, weights and config as `keras.layers.Conv2D`, so weights
+    load by name and a model using it exports like any other. On the
+    TensorFlow backend a dilated "same" convolution runs as one native
+    Conv2D op with explicit symmetric padding (see
+    `_tensorflow_atrous_conv`); on other backends, and without dilation,
+    it is `keras.layers.Conv2D` itself.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if max(self.dilation_rate) > 1 and self.padding != "same":
+            raise UserInputError(
+                f"AtrousConv2D {self.name!r} with dilation_rate="
+                f"{self.dilation_rate} needs padding='same'; got "
+                f"{self.padding!r}."
+            )
+
+    def call(self, inputs):
+        if (
+            keras.backend.backend() != "tensorflow"
+            or max(self.dilation_rate) == 1
+        ):
+            return super().call(inputs)
+        outputs = _tensorflow_atrous_conv(
+            inputs,
+            ops.cast(self.kernel, self.compute_dtype),
+            rates=list(self.dilation_rate),
+            paddings=_same_paddings(self.kernel_size, self.dilation_rate),
+        )
+        if self.use_bias:
+            outputs = outputs + ops.cast(self.bias, self.compute_dtype)
+        return outputs if self.activation is None else self.activation(outputs)
+
+
+def conv_class(rate: int):
+    """AtrousConv2D for a dilated conv, plain keras Conv2D otherwise."""
+    return AtrousConv2D if rate > 1 else keras.layers.Conv2D

@@ -23,6 +23,7 @@ import keras
 from keras import layers
 
 from keras_deeplab.errors import UserInputError
+from keras_deeplab.layers import conv_class
 
 STAGE_BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 OUTPUT_STRIDES = (8, 16, 32)
@@ -178,7 +179,7 @@ def _conv_bn(
     if kernel_size > 1 and stride > 1:
         x = layers.ZeroPadding2D(kernel_size // 2, name=f"{name}_pad")(x)
         padding = "valid"
-    x = layers.Conv2D(
+    x = conv_class(rate)(
         filters,
         kernel_size,
         strides=stride,

@@ -9,7 +9,7 @@ bias-free and followed by BatchNormalization and ReLU.
 
 from keras import layers
 
-from keras_deeplab.layers import ResizeToMatch
+from keras_deeplab.layers import ResizeToMatch, conv_class
 
 ASPP_FILTERS = 256
 # Rates of the paper at output stride 16; they scale with 16 / output_stride.
@@ -37,7 +37,7 @@ def default_atrous_rates(output_stride):
 
 
 def _conv_bn_relu(x, filters, kernel_size, *, name, bn_momentum, rate=1):
-    x = layers.Conv2D(
+    x = conv_class(rate)(
         filters,
         kernel_size,
         dilation_rate=rate,

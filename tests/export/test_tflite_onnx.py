@@ -140,3 +140,49 @@ def test_int8_preprocessing_keeps_the_first_conv_accurate(mode):
     )
     relative = np.abs(int8 - reference).mean() / np.abs(reference).mean()
     assert relative < 0.05
+
+
+def _dilated_layers(model):
+    return [
+        layer
+        for layer in model.layers
+        if isinstance(layer, keras.layers.Conv2D)
+        and max(layer.dilation_rate) > 1
+    ]
+
+
+@pytest.mark.slow
+def test_onnx_has_one_dilated_conv_per_atrous_layer(model, exported):
+    """No SpaceToBatch chains: every dilated conv is one ONNX Conv with its
+    dilation, and batch, height and width stay dynamic."""
+    import onnx
+
+    out, _ = exported
+    graph = onnx.load(str(out / "onnx" / "deeplab.onnx")).graph
+    op_types = {node.op_type for node in graph.node}
+    assert not op_types & {"SpaceToDepth", "DepthToSpace"}, op_types
+    dilations = sorted(
+        max(attribute.ints)
+        for node in graph.node
+        if node.op_type == "Conv"
+        for attribute in node.attribute
+        if attribute.name == "dilations" and max(attribute.ints) > 1
+    )
+    expected = sorted(max(x.dilation_rate) for x in _dilated_layers(model))
+    assert dilations == expected and len(expected) >= 5  # conv5 + ASPP
+    dims = graph.input[0].type.tensor_type.shape.dim
+    assert [bool(d.dim_param) for d in dims] == [True, True, True, False]
+
+
+@pytest.mark.slow
+def test_tflite_has_no_space_to_batch(exported):
+    from ai_edge_litert.interpreter import Interpreter
+
+    out, _ = exported
+    for name in ("deeplab_none_65", "deeplab_none_dynamic", "deeplab_int8_65"):
+        interpreter = Interpreter(
+            model_path=str(out / "tflite" / f"{name}.tflite")
+        )
+        ops = {op["op_name"] for op in interpreter._get_ops_details()}
+        assert "CONV_2D" in ops, name
+        assert not ops & {"SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND"}, (name, ops)
