@@ -14,14 +14,36 @@ import numpy as np
 from keras_deeplab.timing import time_calls
 
 RESULT_PREFIX = "RESULT "
-KERAS_RUNTIMES = ("keras", "keras_xla")
+# Keras runtime -> (jit_compile, precision); all load the saved .keras model.
+KERAS_RUNTIMES = {
+    "keras": (False, "float32"),
+    "keras_xla": (True, "float32"),
+    "keras_bf16": (False, "bfloat16"),
+}
+# ONNX Runtime runtime -> the quantization of our ONNX export it runs.
+ONNX_RUNTIMES = {"onnxruntime": "none", "onnxruntime_int8": "int8"}
 # LiteRT runtime -> the TFLite quantization it runs.
 LITERT_RUNTIMES = {
     "litert_fp32": "none",
     "litert_fp16": "fp16",
     "litert_int8": "int8",
 }
-RUNTIMES = (*KERAS_RUNTIMES, "saved_model", "onnxruntime", *LITERT_RUNTIMES)
+# torchvision's DeepLabV3 (benchmarks/peers.py): eager (autocast precision),
+# and its own ONNX export in ONNX Runtime. Timed only when torch is there.
+PEER_RUNTIMES = {
+    "torchvision": "float32",
+    "torchvision_bf16": "bfloat16",
+    "torchvision_onnxruntime": None,
+}
+RUNTIMES = (
+    *KERAS_RUNTIMES,
+    "saved_model",
+    *ONNX_RUNTIMES,
+    *LITERT_RUNTIMES,
+    *PEER_RUNTIMES,
+)
+# Runtimes whose process never imports TensorFlow.
+TENSORFLOW_FREE = (*ONNX_RUNTIMES, *LITERT_RUNTIMES, *PEER_RUNTIMES)
 _MATMUL_SIZE = 3072  # large enough to be compute bound, ~58 GFLOP per call
 
 
@@ -68,17 +90,54 @@ def _keras_runner(path, runtime, threads):
     _configure_tensorflow(threads)
     import keras
 
-    model = keras.saving.load_model(path, safe_mode=True)
-    model.compile(jit_compile=runtime == "keras_xla")
+    from keras_deeplab.models import with_precision
+
+    jit_compile, precision = KERAS_RUNTIMES[runtime]
+    model = keras.saving.load_model(path, safe_mode=True, compile=False)
+    model = with_precision(model, precision)
+    model.compile(jit_compile=jit_compile)
     return model.predict_on_batch
 
 
-def make_runner(runtime, path, threads):
-    """fn(images) -> outputs for one runtime and its artefact at `path`."""
+def _torch_runner(spec, path):
+    import torch
+
+    from benchmarks.peers import normalised_nchw, torchvision_deeplabv3
+
+    torch.set_num_threads(spec["threads"])
+    if spec["runtime"] == "torchvision_onnxruntime":
+        from keras_deeplab.export.runtimes import onnx_session
+
+        run = onnx_session(path, num_threads=spec["threads"])
+        return lambda images: run(normalised_nchw(images).numpy())
+    model = torchvision_deeplabv3(
+        f"deeplabv3_{spec['backbone']}",
+        num_classes=spec["num_classes"],
+        output_stride=spec["output_stride"],
+    )
+    dtype = (
+        torch.bfloat16 if PEER_RUNTIMES[spec["runtime"]] == "bfloat16" else None
+    )
+
+    def run(images):
+        with (
+            torch.inference_mode(),
+            torch.autocast("cpu", dtype=dtype, enabled=dtype is not None),
+        ):
+            return model(normalised_nchw(images))["out"]
+
+    return run
+
+
+def make_runner(spec):
+    """fn(images) -> outputs for one runtime and its artefact."""
     from keras_deeplab.export.runtimes import artefact_runner
 
+    runtime, path, threads = spec["runtime"], spec["artefact"], spec["threads"]
     if runtime in KERAS_RUNTIMES:
         return _keras_runner(path, runtime, threads)
+    if runtime in PEER_RUNTIMES:
+        return _torch_runner(spec, path)
     if runtime == "saved_model":
         _configure_tensorflow(threads)  # before TensorFlow runs any op
     return artefact_runner(path, num_threads=threads)
@@ -86,7 +145,7 @@ def make_runner(runtime, path, threads):
 
 def inference(spec) -> dict:
     """Latency of one runtime at one batch size on random RGB images."""
-    run = make_runner(spec["runtime"], spec["artefact"], spec["threads"])
+    run = make_runner(spec)
     size, batch = spec["size"], spec["batch"]
     rng = np.random.default_rng(0)
     images = rng.uniform(0, 255, (batch, size, size, 3)).astype(np.float32)
@@ -110,6 +169,7 @@ def training(spec) -> dict:
         num_classes=spec["num_classes"],
         output_stride=spec["output_stride"],
         size=size,
+        variant=spec["variant"],
         backbone_width=spec["backbone_width"],
         head_filters=spec["head_filters"],
     )
@@ -134,7 +194,48 @@ def training(spec) -> dict:
     }
 
 
-_KINDS = {"matmul": matmul_peak, "inference": inference, "fit": training}
+def torch_training(spec) -> dict:
+    """torchvision's training-step images/s on the same data and recipe:
+    SGD with momentum, pixel-wise cross-entropy, train mode (BN updates)."""
+    import torch
+
+    from benchmarks.peers import normalised_nchw, torchvision_deeplabv3
+
+    torch.set_num_threads(spec["threads"])
+    torch.manual_seed(0)
+    size, batch, steps = spec["size"], spec["batch"], spec["steps"]
+    model = torchvision_deeplabv3(
+        num_classes=spec["num_classes"], output_stride=spec["output_stride"]
+    ).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.007, momentum=0.9)
+    loss_fn = torch.nn.CrossEntropyLoss(ignore_index=255)
+    rng = np.random.default_rng(0)
+    images = normalised_nchw(rng.uniform(0, 255, (batch, size, size, 3)))
+    masks = torch.from_numpy(
+        rng.integers(0, spec["num_classes"], (batch, size, size))
+    )
+    dtype = torch.bfloat16 if spec["precision"] == "mixed_bfloat16" else None
+
+    def step():
+        optimizer.zero_grad()
+        with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+            loss = loss_fn(model(images)["out"].float(), masks)
+        loss.backward()
+        optimizer.step()
+
+    step()  # warm-up
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return {"images_per_s": batch * steps / (time.perf_counter() - start)}
+
+
+_KINDS = {
+    "matmul": matmul_peak,
+    "inference": inference,
+    "fit": training,
+    "torch_fit": torch_training,
+}
 
 
 def main(argv=None):

@@ -8,6 +8,7 @@ from keras_deeplab.atomic import atomic_file, atomic_write_text
 MARKDOWN_FILE = "results.md"
 CHART_FILE = "latency.png"
 DEFAULT_THRESHOLD = 0.10  # slowdowns above 10% are regressions
+PEER = "torchvision"  # the runtime every other one is compared with
 
 
 def _records(document, kind):
@@ -34,6 +35,19 @@ def _find(records, **fields):
     return matches[0] if matches else None
 
 
+def _ratio(record, records, peer):
+    """This record's batch-1 latency over the peer's, same model and stride."""
+    reference = _find(
+        _ok(records),
+        runtime=peer,
+        output_stride=record["output_stride"],
+        batch=record["batch"],
+    )
+    if reference is None:
+        return "-"
+    return f"{record['median_s'] / reference['median_s']:.2f}x"
+
+
 def _inference_table(records, backbone):
     records = [r for r in records if r["backbone"] == backbone]
     runtimes = list(dict.fromkeys(r["runtime"] for r in records))
@@ -43,6 +57,9 @@ def _inference_table(records, backbone):
     header += [f"OS{s} b1 ms" for s in strides if 1 in batches]
     header += [f"OS{s} b{b} img/s" for b in batches if b > 1 for s in strides]
     header += [f"OS{s} b1 % peak" for s in strides if 1 in batches]
+    peer = PEER if any(r["runtime"] == PEER for r in records) else None
+    if peer and 1 in batches:
+        header += [f"OS{s} b1 ÷ {peer}" for s in strides]
     header += ["peak RSS MB", "file MB"]
     rows = []
     for runtime in runtimes:
@@ -72,9 +89,14 @@ def _inference_table(records, backbone):
             row += [
                 cell(s, 1, lambda r: f"{r['efficiency']:.0%}") for s in strides
             ]
+        if peer and 1 in batches:
+            row += [
+                cell(s, 1, lambda r: _ratio(r, records, peer)) for s in strides
+            ]
         measured = _ok(mine)
         rss = max((r["peak_rss_mb"] for r in measured), default=None)
-        size = max((r["artefact_mb"] for r in measured), default=None)
+        sizes = [r["artefact_mb"] for r in measured if r.get("artefact_mb")]
+        size = max(sizes, default=None)
         row += ["-" if rss is None else f"{rss:,.0f}"]
         row += ["-" if size is None else f"{size:,.0f}"]
         rows.append(row)
@@ -97,18 +119,36 @@ def _model_table(records):
 
 
 def _fit_table(records):
-    header = ["mode", "precision", "images/s", "% of fp32 matmul peak"]
-    rows = [
-        [r["mode"], r["precision"], "failed", "-"]
-        if "error" in r
-        else [
-            r["mode"],
-            r["precision"],
-            f"{r['images_per_s']:.2f}",
-            f"{r['efficiency']:.0%}",
-        ]
-        for r in records
-    ]
+    """Keras `model.fit` modes and torchvision's step, with the ratio of
+    images/s to torchvision's at the same precision."""
+    header = ["trainer", "mode", "precision", "images/s", "× torchvision"]
+    header.append("% of fp32 matmul peak")
+    peers = {
+        r["precision"]: r for r in _ok(records) if r["kind"] == "torch_fit"
+    }
+    rows = []
+    for r in records:
+        trainer = "torchvision" if r["kind"] == "torch_fit" else "keras"
+        if "error" in r:
+            rows.append(
+                [trainer, r["mode"], r["precision"], "failed", "-", "-"]
+            )
+            continue
+        peer = peers.get(r["precision"])
+        ratio = (
+            f"{r['images_per_s'] / peer['images_per_s']:.2f}x" if peer else "-"
+        )
+        efficiency = f"{r['efficiency']:.0%}" if "efficiency" in r else "-"
+        rows.append(
+            [
+                trainer,
+                r["mode"],
+                r["precision"],
+                f"{r['images_per_s']:.2f}",
+                ratio,
+                efficiency,
+            ]
+        )
     return _table(header, rows)
 
 
@@ -142,7 +182,7 @@ def format_markdown(document) -> str:
             "kernels (AVX-512 VNNI) do up to 4x the operations per "
             "instruction, so `litert_int8` can exceed 100%."
         )
-    fits = _records(document, "fit")
+    fits = _records(document, "fit") + _records(document, "torch_fit")
     if fits:
         parts.append(
             f"`model.fit`, OS16, {plan['fit_size']}x{plan['fit_size']}, "
@@ -220,8 +260,8 @@ def _normalised_cost(record, document):
 
 
 def _describe_key(record):
-    if record["kind"] == "fit":
-        return f"fit {record['mode']} {record['precision']}"
+    if record["kind"] in ("fit", "torch_fit"):
+        return f"{record['kind']} {record['mode']} {record['precision']}"
     return (
         f"{record['runtime']} {record['backbone']} OS{record['output_stride']}"
         f" b{record['batch']}"

@@ -28,7 +28,7 @@ from benchmarks.suite import (
 )
 from keras_deeplab.backbones.resnet import OUTPUT_STRIDES
 from keras_deeplab.errors import UserInputError
-from keras_deeplab.models import BACKBONES
+from keras_deeplab.models import BACKBONES, VARIANTS
 
 REGRESSION_EXIT = 1
 USER_ERROR_EXIT = 2
@@ -60,6 +60,12 @@ def _parser():
             default=getattr(_DEFAULTS, field),
             help=f"default: {' '.join(map(str, getattr(_DEFAULTS, field)))}",
         )
+    parser.add_argument(
+        "--variant",
+        default=_DEFAULTS.variant,
+        choices=VARIANTS,
+        help=f"our model's layout (default: {_DEFAULTS.variant}, the peers')",
+    )
     for field in ("size", "repeats", "warmup", "threads", "backbone_width"):
         _add_int(parser, field)
     for field in ("head_filters", "fit_size", "fit_batch", "fit_steps"):

@@ -6,6 +6,7 @@ interrupted run keeps what it measured and `resume=True` continues it.
 """
 
 import dataclasses
+import importlib.util
 import json
 import os
 import subprocess
@@ -18,8 +19,11 @@ import numpy as np
 from benchmarks.measure import (
     KERAS_RUNTIMES,
     LITERT_RUNTIMES,
+    ONNX_RUNTIMES,
+    PEER_RUNTIMES,
     RESULT_PREFIX,
     RUNTIMES,
+    TENSORFLOW_FREE,
 )
 from benchmarks.results import (
     RESULTS_FILE,
@@ -29,13 +33,29 @@ from benchmarks.results import (
 from keras_deeplab.backbones.resnet import OUTPUT_STRIDES
 from keras_deeplab.complexity import FLOPS_PER_MAC, TRAINING_FLOPS_PER_MAC
 from keras_deeplab.errors import UserInputError
-from keras_deeplab.models import BACKBONES
+from keras_deeplab.models import BACKBONES, VARIANTS
 
 # The repository root: measurement processes import `benchmarks` from it.
 _REPO_ROOT = Path(__file__).resolve().parents[1]
 
 FIT_MODES = ("eager", "graph", "xla")
 FIT_PRECISIONS = ("float32", "mixed_bfloat16")
+
+
+def peers_installed() -> bool:
+    """torch and torchvision importable: the peer runtimes can be timed."""
+    return all(
+        importlib.util.find_spec(name) for name in ("torch", "torchvision")
+    )
+
+
+def default_runtimes() -> tuple:
+    """Every runtime, the torchvision peers only where torch is installed."""
+    return tuple(
+        runtime
+        for runtime in RUNTIMES
+        if runtime not in PEER_RUNTIMES or peers_installed()
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +66,10 @@ class BenchmarkPlan:
     batches: tuple = (1, 8)
     output_strides: tuple = OUTPUT_STRIDES
     backbones: tuple = tuple(BACKBONES)
-    runtimes: tuple = RUNTIMES
+    runtimes: tuple = dataclasses.field(default_factory=default_runtimes)
+    variant: str = (
+        "torchvision"  # same layout as the peers; or keras_applications
+    )
     warmup: int = 1  # untimed calls before timing (tracing, allocation)
     repeats: int = 3  # timed calls; median and minimum are reported
     threads: int = os.cpu_count() or 1  # for every runtime and the matmul
@@ -75,6 +98,12 @@ def validate_plan(plan: BenchmarkPlan) -> BenchmarkPlan:
     _check_subset("runtimes", plan.runtimes, RUNTIMES)
     _check_subset("output_strides", plan.output_strides, OUTPUT_STRIDES)
     _check_subset("backbones", plan.backbones, tuple(BACKBONES))
+    _check_subset("variant", (plan.variant,), VARIANTS)
+    if set(plan.runtimes) & set(PEER_RUNTIMES) and not peers_installed():
+        raise UserInputError(
+            "the torchvision runtimes need torch and torchvision; install "
+            "them (README, test command) or leave those runtimes out."
+        )
     if plan.fit_modes:
         _check_subset("fit_modes", plan.fit_modes, FIT_MODES)
         _check_subset("fit_precisions", plan.fit_precisions, FIT_PRECISIONS)
@@ -96,7 +125,7 @@ def _child_environment(spec):
     environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     # ONNX Runtime and LiteRT run without TensorFlow; the numpy backend lets
     # keras_deeplab import without loading it, so their memory is their own.
-    light = spec.get("runtime") in ("onnxruntime", *LITERT_RUNTIMES)
+    light = spec.get("runtime") in TENSORFLOW_FREE
     environment["KERAS_BACKEND"] = "numpy" if light else "tensorflow"
     path = environment.get("PYTHONPATH")
     environment["PYTHONPATH"] = os.pathsep.join(
@@ -136,11 +165,12 @@ def _calibration_images(plan):
     ]
 
 
-def export_artefacts(model, directory, *, plan) -> dict:
+def export_artefacts(model, directory, *, plan, backbone, output_stride):
     """{runtime: path} of the artefact each planned runtime loads."""
     from keras_deeplab.export.artefacts import export
 
     directory = Path(directory)
+    calibration = _calibration_images(plan)
     paths = {}
     if set(plan.runtimes) & set(KERAS_RUNTIMES):
         path = directory / "model.keras"
@@ -148,8 +178,15 @@ def export_artefacts(model, directory, *, plan) -> dict:
         paths.update({runtime: path for runtime in KERAS_RUNTIMES})
     if "saved_model" in plan.runtimes:
         paths["saved_model"] = export(model, "saved_model", directory)
-    if "onnxruntime" in plan.runtimes:
-        paths["onnxruntime"] = export(model, "onnx", directory)
+    for runtime, quantize in ONNX_RUNTIMES.items():
+        if runtime in plan.runtimes:
+            paths[runtime] = export(
+                model,
+                "onnx",
+                directory,
+                quantize=quantize,
+                representative_images=calibration,
+            )
     for runtime, quantize in LITERT_RUNTIMES.items():
         if runtime in plan.runtimes:
             paths[runtime] = export(
@@ -158,8 +195,24 @@ def export_artefacts(model, directory, *, plan) -> dict:
                 directory,
                 size=plan.size,
                 quantize=quantize,
-                representative_images=_calibration_images(plan),
+                representative_images=calibration,
             )
+    if "torchvision_onnxruntime" in plan.runtimes:
+        from benchmarks.peers import (
+            export_torchvision_onnx,
+            torchvision_deeplabv3,
+        )
+
+        paths["torchvision_onnxruntime"] = export_torchvision_onnx(
+            torchvision_deeplabv3(
+                f"deeplabv3_{backbone}",
+                num_classes=plan.num_classes,
+                output_stride=output_stride,
+            ),
+            directory / "torchvision.onnx",
+        )
+    for runtime in set(PEER_RUNTIMES) - set(paths):
+        paths[runtime] = ""  # eager torchvision builds its own model
     return {runtime: str(path) for runtime, path in paths.items()}
 
 
@@ -175,6 +228,7 @@ def _build_model(plan, backbone, output_stride, size=None):
         backbone=backbone,
         output_stride=output_stride,
         size=size,
+        variant=plan.variant,
         backbone_width=plan.backbone_width,
         head_filters=plan.head_filters,
     )
@@ -220,7 +274,13 @@ def _benchmark_model(results, plan, backbone, output_stride, log):
     results.add(info)
     log(f"{backbone} OS{output_stride}: {info['gmacs']:.1f} GMACs, exporting")
     with tempfile.TemporaryDirectory(dir=results.path.parent) as directory:
-        artefacts = export_artefacts(model, directory, plan=plan)
+        artefacts = export_artefacts(
+            model,
+            directory,
+            plan=plan,
+            backbone=backbone,
+            output_stride=output_stride,
+        )
         keras.backend.clear_session()
         for key in keys:
             if result_key(key) in results.done:
@@ -228,8 +288,11 @@ def _benchmark_model(results, plan, backbone, output_stride, log):
             path = artefacts[key["runtime"]]
             spec = {**key, "artefact": path, "threads": plan.threads}
             spec.update(warmup=plan.warmup, repeats=plan.repeats)
+            spec.update(num_classes=plan.num_classes)
             record = {**key, **measure(spec), "gmacs": info["gmacs"]}
-            record["artefact_mb"] = round(disk_size_mb(path), 1)
+            record["artefact_mb"] = (
+                round(disk_size_mb(path), 1) if path else None
+            )
             if "median_s" in record:
                 record["images_per_s"] = key["batch"] / record["median_s"]
                 flops = FLOPS_PER_MAC * 1e9 * info["gmacs"]
@@ -253,28 +316,37 @@ def _describe(record):
     )
 
 
+def _fit_kinds(plan):
+    """(kind, mode) of every training measurement in the plan."""
+    kinds = [("fit", mode) for mode in plan.fit_modes]
+    if plan.fit_modes and set(plan.runtimes) & set(PEER_RUNTIMES):
+        kinds.append(("torch_fit", "eager"))  # torchvision's training step
+    return kinds
+
+
 def _benchmark_fit(results, plan, log):
-    for mode in plan.fit_modes:
+    for kind, mode in _fit_kinds(plan):
         for precision in plan.fit_precisions:
-            key = {"kind": "fit", "mode": mode, "precision": precision}
+            key = {"kind": kind, "mode": mode, "precision": precision}
             key.update(size=plan.fit_size, batch=plan.fit_batch)
             if result_key(key) in results.done:
                 continue
             spec = {**key, "steps": plan.fit_steps, "threads": plan.threads}
             spec.update(num_classes=plan.num_classes, output_stride=16)
             spec.update(backbone_width=plan.backbone_width)
-            spec.update(head_filters=plan.head_filters)
+            spec.update(head_filters=plan.head_filters, variant=plan.variant)
             record = {**key, **measure(spec)}
             if "images_per_s" in record:
-                flops = TRAINING_FLOPS_PER_MAC * 1e9 * record["gmacs"]
-                flops *= record["images_per_s"]
-                record["efficiency"] = _efficiency(flops, results)
                 log(
-                    f"fit {mode} {precision}: "
+                    f"{kind} {mode} {precision}: "
                     f"{record['images_per_s']:.2f} images/s"
                 )
             else:
-                log(f"fit {mode} {precision}: FAILED {record['error']}")
+                log(f"{kind} {mode} {precision}: FAILED {record['error']}")
+            if "gmacs" in record:
+                flops = TRAINING_FLOPS_PER_MAC * 1e9 * record["gmacs"]
+                flops *= record["images_per_s"]
+                record["efficiency"] = _efficiency(flops, results)
             results.add(record)
 
 

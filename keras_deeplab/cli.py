@@ -24,6 +24,9 @@ from keras_deeplab.native_logs import filtered_stderr
 USER_ERROR_EXIT = 2
 DATA_PROBLEM_EXIT = 1  # validate-data found problems (and listed them)
 _PRESETS_HELP = "preset (demo, voc_aug, cityscapes, ade20k, pets) or YAML/JSON"
+_BF16_HELP = (
+    "bfloat16: ~1.8x faster on CPUs with AVX512_BF16/AMX, float32 logits"
+)
 
 
 def _config(args, *, required=True):
@@ -105,11 +108,13 @@ def _train(args):
 
 def _evaluate(args):
     from keras_deeplab.data.configured import split_dataset
-    from keras_deeplab.models import load_trained_model
+    from keras_deeplab.models import load_trained_model, with_precision
     from keras_deeplab.training.evaluate import evaluate_model
 
     config = _config(args)
-    model = load_trained_model(_model_path(args), config)
+    model = with_precision(
+        load_trained_model(_model_path(args), config), args.precision
+    )
     results = evaluate_model(
         model,
         split_dataset(config, config.val_split, training=False),
@@ -121,12 +126,14 @@ def _evaluate(args):
 
 
 def _predict(args):
-    from keras_deeplab.models import load_trained_model
+    from keras_deeplab.models import load_trained_model, with_precision
     from keras_deeplab.predict import segment_files
 
     config = _config(args, required=False)
     out = _output_dir(args.out)
-    model = load_trained_model(_model_path(args), config)
+    model = with_precision(
+        load_trained_model(_model_path(args), config), args.precision
+    )
     written = segment_files(
         model, args.images, out, probabilities=args.probabilities
     )
@@ -199,7 +206,12 @@ def _verify_export(args):
         config, size=config.export_size, count=args.count
     )
     rows = verify_exports(
-        model, args.export_dir, images, masks, num_classes=config.num_classes
+        model,
+        args.export_dir,
+        images,
+        masks,
+        num_classes=config.num_classes,
+        precisions=() if args.precision == "float32" else (args.precision,),
     )
     print(format_table(rows))
     print(f"wrote {save_report(rows, args.export_dir)}")
@@ -268,6 +280,15 @@ def _add_model(parser, *, positional=False):
     )
 
 
+def _add_precision(parser, *, help):
+    parser.add_argument(
+        "--precision",
+        default="float32",
+        choices=("float32", "bfloat16"),
+        help=help,
+    )
+
+
 def _add_train(commands):
     train = commands.add_parser("train", help="train with model.fit")
     _add_config(train, positional=True)
@@ -293,6 +314,7 @@ def _add_evaluate_predict_validate(commands):
     evaluate = commands.add_parser("evaluate", help="mIoU on the val split")
     _add_config(evaluate, positional=True)
     _add_model(evaluate)
+    _add_precision(evaluate, help=_BF16_HELP)
     evaluate.set_defaults(run=_evaluate)
 
     predict = commands.add_parser("predict", help="segment image files")
@@ -305,6 +327,7 @@ def _add_evaluate_predict_validate(commands):
         action="store_true",
         help="also save float32 probabilities as .npy",
     )
+    _add_precision(predict, help=_BF16_HELP)
     predict.set_defaults(run=_predict)
 
     validate = commands.add_parser(
@@ -361,6 +384,7 @@ def _add_export(commands):
     verify.add_argument(
         "--count", type=int, default=16, help="validation images to compare on"
     )
+    _add_precision(verify, help="bfloat16: add a Keras bf16 row to the table")
     verify.set_defaults(run=_verify_export)
 
 

@@ -260,3 +260,24 @@ def test_initialize_from_refuses_another_layout(tmp_path):
         initialize_from(target, path)
     for old, weight in zip(before, target.weights, strict=True):
         np.testing.assert_array_equal(old, np.asarray(weight))
+
+
+def test_bfloat16_inference_keeps_float32_ends(tiny_model):
+    from keras_deeplab.models import FLOAT32_LAYERS, with_precision
+
+    cast = with_precision(tiny_model, "bfloat16")
+    assert cast.get_layer("conv4_block2_2_conv").compute_dtype == "bfloat16"
+    for layer in cast.layers:
+        if layer.name in FLOAT32_LAYERS:
+            assert layer.compute_dtype == "float32", layer.name
+    images = random_images(2, 65, 65)
+    logits = cast(images)
+    assert keras.backend.standardize_dtype(logits.dtype) == "float32"
+    reference = np.asarray(tiny_model(images))
+    agreement = (np.asarray(logits).argmax(-1) == reference.argmax(-1)).mean()
+    assert agreement >= 0.9  # random weights: many near-ties
+    for kept, copied in zip(tiny_model.weights, cast.weights, strict=True):
+        np.testing.assert_array_equal(np.asarray(kept), np.asarray(copied))
+    assert with_precision(tiny_model, "float32") is tiny_model
+    with pytest.raises(ValueError, match="precision='float16'"):
+        with_precision(tiny_model, "float16")

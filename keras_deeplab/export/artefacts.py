@@ -2,26 +2,29 @@
 
     <dir>/serving/<model_name>/<version>/      SavedModel (TF Serving)
     <dir>/tflite/deeplab_<quantize>_<size|dynamic>[_<io_type>][_argmax].tflite
-    <dir>/onnx/deeplab.onnx
+    <dir>/onnx/deeplab.onnx, deeplab_int8.onnx (QDQ, for onnxruntime)
 
 `export` writes one artefact (atomically, refusing to replace one unless
 `overwrite`), `export_all` every format, and `artefact_paths` finds them
 again for verification, serving and benchmarks.
 """
 
+import tempfile
 from pathlib import Path
 
 from keras_deeplab.atomic import atomic_file
 from keras_deeplab.errors import UserInputError
-from keras_deeplab.export.onnx import export_onnx
+from keras_deeplab.export.onnx import export_onnx, quantize_onnx_int8
 from keras_deeplab.export.saved_model import export_saved_model
-from keras_deeplab.export.tflite import QUANTIZATIONS, convert_tflite
+from keras_deeplab.export.tflite import QUANTIZATIONS, convert_tflite_variants
 from keras_deeplab.names import check_model_name
 
 FORMATS = ("saved_model", "tflite", "onnx")
 SERVING_DIR = "serving"
 TFLITE_DIR = "tflite"
 ONNX_FILE = Path("onnx") / "deeplab.onnx"
+ONNX_INT8_FILE = ONNX_FILE.with_name("deeplab_int8.onnx")
+ONNX_QUANTIZATIONS = ("none", "int8")
 _TFLITE_PREFIX = "deeplab"
 
 
@@ -43,6 +46,11 @@ def _refuse_existing(path, overwrite):
             f"{str(path)!r} already exists; choose another --out or pass "
             "--overwrite to replace it."
         )
+
+
+def _fresh(path, overwrite):
+    _refuse_existing(path, overwrite)
+    return path
 
 
 def export(
@@ -88,32 +96,79 @@ def export(
             overwrite=overwrite,
         )
     if fmt == "tflite":
-        path = (
-            out_dir
-            / TFLITE_DIR
-            / tflite_name(
-                quantize=quantize, size=size, io_type=io_type, argmax=argmax
-            )
-        )
-        _refuse_existing(path, overwrite)
-        data = convert_tflite(
+        (path,) = _write_tflite(
             model,
+            out_dir,
             size=size,
-            quantize=quantize,
+            quantizations=(quantize,),
             representative_images=representative_images,
             io_type=io_type,
             argmax=argmax,
+            overwrite=overwrite,
         )
-        with atomic_file(path) as temporary:
-            temporary.write_bytes(data)
         return path
     if fmt == "onnx":
-        path = out_dir / ONNX_FILE
+        if quantize not in ONNX_QUANTIZATIONS:
+            raise UserInputError(
+                f"quantize={quantize!r} is not supported for ONNX; expected "
+                f"one of {ONNX_QUANTIZATIONS}."
+            )
+        path = out_dir / (ONNX_FILE if quantize == "none" else ONNX_INT8_FILE)
         _refuse_existing(path, overwrite)
-        return export_onnx(model, path)
+        if quantize == "none":
+            return export_onnx(model, path)
+        if representative_images is None:
+            raise UserInputError(
+                "ONNX int8 calibrates activations on training images; pass "
+                "--config CONFIG."
+            )
+        with tempfile.TemporaryDirectory() as directory:
+            source = export_onnx(model, Path(directory) / "fp32.onnx")
+            return quantize_onnx_int8(
+                source, path, representative_images=representative_images
+            )
     raise UserInputError(
         f"format={fmt!r} is not supported; expected one of {FORMATS}."
     )
+
+
+def _write_tflite(
+    model,
+    out_dir,
+    *,
+    size,
+    quantizations,
+    representative_images,
+    io_type="float32",
+    argmax=False,
+    overwrite=False,
+):
+    """TFLite files of one input size, one per quantization; their paths."""
+    paths = {
+        quantize: Path(out_dir)
+        / TFLITE_DIR
+        / tflite_name(
+            quantize=quantize,
+            size=size,
+            io_type=io_type if quantize == "int8" else "float32",
+            argmax=argmax,
+        )
+        for quantize in quantizations
+    }
+    for path in paths.values():
+        _refuse_existing(path, overwrite)
+    flatbuffers = convert_tflite_variants(
+        model,
+        size=size,
+        quantizations=quantizations,
+        representative_images=representative_images,
+        io_type=io_type,
+        argmax=argmax,
+    )
+    for quantize, path in paths.items():
+        with atomic_file(path) as temporary:
+            temporary.write_bytes(flatbuffers[quantize])
+    return list(paths.values())
 
 
 def export_all(
@@ -127,8 +182,8 @@ def export_all(
     overwrite=False,
 ) -> dict:
     """SavedModel, TFLite (every quantization at `size`, plus fp32 with a
-    dynamic size) and ONNX; returns {name: path}, named as `artefact_paths`
-    names them."""
+    dynamic size) and ONNX (fp32 and QDQ int8); returns {name: path}, named
+    as `artefact_paths` names them."""
     common = {"overwrite": overwrite}
     paths = {
         f"saved_model v{version}": export(
@@ -140,20 +195,26 @@ def export_all(
             **common,
         )
     }
-    variants = [(quantize, size) for quantize in QUANTIZATIONS]
-    variants.append(("none", None))  # dynamic height/width
-    for quantize, variant_size in variants:
-        path = export(
+    for variant_size, quantizations in (
+        (size, QUANTIZATIONS),
+        (None, ("none",)),
+    ):
+        for path in _write_tflite(
             model,
-            "tflite",
             out_dir,
-            size=variant_size,
-            quantize=quantize,
+            size=variant_size,  # None: dynamic height/width
+            quantizations=quantizations,
             representative_images=representative_images,
             **common,
-        )
-        paths[path.stem] = path
+        ):
+            paths[path.stem] = path
+    int8_path = _fresh(Path(out_dir) / ONNX_INT8_FILE, overwrite)
     paths[ONNX_FILE.name] = export(model, "onnx", out_dir, **common)
+    paths[ONNX_INT8_FILE.name] = quantize_onnx_int8(
+        paths[ONNX_FILE.name],
+        int8_path,
+        representative_images=representative_images,
+    )
     return paths
 
 
@@ -173,8 +234,9 @@ def artefact_paths(out_dir) -> dict:
     paths.update(
         {p.stem: p for p in sorted(out_dir.glob(f"{TFLITE_DIR}/*.tflite"))}
     )
-    if (out_dir / ONNX_FILE).is_file():
-        paths[ONNX_FILE.name] = out_dir / ONNX_FILE
+    for onnx_file in (ONNX_FILE, ONNX_INT8_FILE):
+        if (out_dir / onnx_file).is_file():
+            paths[onnx_file.name] = out_dir / onnx_file
     if not paths:
         raise UserInputError(
             f"no exported model under {str(out_dir)!r}; expected serving/, "

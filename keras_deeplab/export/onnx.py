@@ -4,6 +4,10 @@
 into a `tf.function` and converted with `tf2onnx.convert.from_function`.
 """
 
+import tempfile
+from pathlib import Path
+
+import numpy as np
 import tensorflow as tf
 
 from keras_deeplab.atomic import atomic_file
@@ -39,6 +43,52 @@ def export_onnx(model, path, *, opset=ONNX_OPSET):
     onnx.checker.check_model(proto)
     with atomic_file(path) as temporary:
         onnx.save(proto, str(temporary))
+    return path
+
+
+class _Calibration:
+    """onnxruntime's CalibrationDataReader over float32 (h, w, 3) images."""
+
+    def __init__(self, images):
+        self._batches = iter(
+            [
+                {INPUT_NAME: np.asarray(image, np.float32)[None]}
+                for image in images
+            ]
+        )
+
+    def get_next(self):
+        return next(self._batches, None)
+
+
+def quantize_onnx_int8(source, path, *, representative_images):
+    """A QDQ int8 copy of an fp32 ONNX export, for onnxruntime on CPU.
+
+    uint8 activations calibrated on `representative_images` (MinMax), int8
+    per-channel weights: the combination onnxruntime's x86 kernels run fast
+    (int8 activations with int8 weights measured 4x slower here). ORT's
+    pre-processing (symbolic shape inference, graph optimisation) runs first,
+    as its quantization guide asks. Batch, height and width stay dynamic.
+
+    Returns:
+        The path written.
+    """
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory() as directory:
+        prepared = Path(directory) / "prepared.onnx"
+        quant_pre_process(str(source), str(prepared))
+        with atomic_file(path) as temporary:
+            quantize_static(
+                prepared,
+                temporary,
+                _Calibration(representative_images),
+                quant_format=QuantFormat.QDQ,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                per_channel=True,
+            )
     return path
 
 

@@ -76,33 +76,75 @@ def convert_tflite(
     Raises:
         UserInputError: for an unknown option or int8 without images.
     """
-    if quantize not in QUANTIZATIONS:
+    return convert_tflite_variants(
+        model,
+        size=size,
+        quantizations=(quantize,),
+        representative_images=representative_images,
+        io_type=io_type,
+        argmax=argmax,
+    )[quantize]
+
+
+def _check_options(quantizations, *, io_type, representative_images):
+    for quantize in quantizations:
+        if quantize not in QUANTIZATIONS:
+            raise UserInputError(
+                f"quantize={quantize!r} is not supported; expected one of "
+                f"{QUANTIZATIONS}."
+            )
+    if io_type not in IO_TYPES or (
+        io_type != "float32" and "int8" not in quantizations
+    ):
         raise UserInputError(
-            f"quantize={quantize!r} is not supported; expected one of "
-            f"{QUANTIZATIONS}."
+            f"io_type={io_type!r} is invalid with quantize="
+            f"{', '.join(quantizations)!r}; integer input needs "
+            "quantize='int8'."
         )
-    if io_type not in IO_TYPES or (io_type != "float32" and quantize != "int8"):
-        raise UserInputError(
-            f"io_type={io_type!r} is invalid with quantize={quantize!r}; "
-            "integer input needs quantize='int8'."
-        )
-    if quantize == "int8" and representative_images is None:
+    if "int8" in quantizations and representative_images is None:
         raise UserInputError(
             "quantize='int8' needs representative images to calibrate "
-            "activations; pass the training data (export --data CONFIG)."
+            "activations; pass the training data (export --config CONFIG)."
         )
+
+
+def convert_tflite_variants(
+    model,
+    *,
+    size=None,
+    quantizations=QUANTIZATIONS,
+    representative_images=None,
+    io_type="float32",
+    argmax=False,
+) -> dict:
+    """`convert_tflite` for several quantizations of one input size.
+
+    The frozen SavedModel the converter reads is written once and converted
+    once per quantization. `io_type` applies to int8 only.
+
+    Returns:
+        {quantize: flatbuffer bytes}, in the order of `quantizations`.
+    """
+    _check_options(
+        quantizations,
+        io_type=io_type,
+        representative_images=representative_images,
+    )
+    flatbuffers = {}
     with tempfile.TemporaryDirectory() as directory:
         _write_serving_saved_model(model, directory, size=size, argmax=argmax)
-        converter = tf.lite.TFLiteConverter.from_saved_model(
-            directory, signature_keys=[_SIGNATURE]
-        )
-        _configure(
-            converter,
-            quantize=quantize,
-            io_type=io_type,
-            representative_images=representative_images,
-        )
-        return converter.convert()
+        for quantize in quantizations:
+            converter = tf.lite.TFLiteConverter.from_saved_model(
+                directory, signature_keys=[_SIGNATURE]
+            )
+            _configure(
+                converter,
+                quantize=quantize,
+                io_type=io_type if quantize == "int8" else "float32",
+                representative_images=representative_images,
+            )
+            flatbuffers[quantize] = converter.convert()
+    return flatbuffers
 
 
 def _configure(converter, *, quantize, io_type, representative_images):

@@ -13,7 +13,7 @@ import numpy as np
 from keras_deeplab.atomic import atomic_write_text
 from keras_deeplab.export.artefacts import artefact_paths, disk_size_mb
 from keras_deeplab.export.runtimes import artefact_runner
-from keras_deeplab.models import inference_model
+from keras_deeplab.models import inference_model, with_precision
 from keras_deeplab.timing import time_calls
 from keras_deeplab.training.metrics import mean_iou
 
@@ -50,7 +50,9 @@ def _row(name, run, images, *, reference, masks, num_classes, size_mb):
     }
 
 
-def verify_exports(model, export_dir, images, masks, *, num_classes):
+def verify_exports(
+    model, export_dir, images, masks, *, num_classes, precisions=()
+):
     """Runs Keras and every artefact in `export_dir` on the same images.
 
     Args:
@@ -59,33 +61,34 @@ def verify_exports(model, export_dir, images, masks, *, num_classes):
         images: float32 (batch, h, w, 3) RGB in [0, 255].
         masks: int (batch, h, w) ground truth, 255 = ignore.
         num_classes: int.
+        precisions: Keras inference precisions to add as rows, e.g.
+            ("bfloat16",) (see `models.with_precision`).
 
     Returns:
-        One row per runtime (Keras first): name, max_abs_logit_diff,
-        argmax_agreement, miou, latency_ms (batch 1, median of 3 after a
-        warm-up) and size_mb (None for Keras).
+        One row per runtime (float32 Keras first, the reference): name,
+        max_abs_logit_diff, argmax_agreement, miou, latency_ms (batch 1,
+        median of 3 after a warm-up) and size_mb (None for Keras).
     """
     model = inference_model(model)
     reference = np.asarray(model.predict(images, verbose=0), np.float32)
-    common = {
-        "reference": reference,
-        "masks": masks,
-        "num_classes": num_classes,
-    }
-    rows = [
-        _row(KERAS_ROW, model.predict_on_batch, images, size_mb=None, **common)
-    ]
+    runners = {KERAS_ROW: (model.predict_on_batch, None)}
+    for precision in precisions:
+        cast = with_precision(model, precision)
+        runners[f"{KERAS_ROW} {precision}"] = (cast.predict_on_batch, None)
     for name, path in artefact_paths(export_dir).items():
-        rows.append(
-            _row(
-                name,
-                artefact_runner(path),
-                images,
-                size_mb=disk_size_mb(path),
-                **common,
-            )
+        runners[name] = (artefact_runner(path), disk_size_mb(path))
+    return [
+        _row(
+            name,
+            run,
+            images,
+            size_mb=size_mb,
+            reference=reference,
+            masks=masks,
+            num_classes=num_classes,
         )
-    return rows
+        for name, (run, size_mb) in runners.items()
+    ]
 
 
 def format_table(rows) -> str:

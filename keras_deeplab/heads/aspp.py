@@ -19,6 +19,9 @@ HEAD_BN_EPSILON = 1e-5
 # TF reference code drops 10% of the projected ASPP features; so do the FCN
 # aux heads of the TF reference and torchvision.
 HEAD_DROPOUT_RATE = 0.1
+# The 1x1 classifiers, built float32 whatever the dtype policy.
+HEAD_CLASSIFIER = "head_classifier"
+AUX_CLASSIFIER = "aux_classifier"
 
 
 def default_atrous_rates(output_stride):
@@ -103,9 +106,7 @@ def aspp(features, *, atrous_rates, filters, image_pooling, bn_momentum):
 
 def _classifier(x, num_classes, *, name):
     # float32 so mixed precision never hands back half-precision logits.
-    return layers.Conv2D(
-        num_classes, 1, name=f"{name}_classifier", dtype="float32"
-    )(x)
+    return layers.Conv2D(num_classes, 1, name=name, dtype="float32")(x)
 
 
 def deeplab_head(
@@ -141,7 +142,7 @@ def deeplab_head(
         x = _conv_bn_relu(
             x, filters, 3, name="head_conv", bn_momentum=bn_momentum
         )
-    return _classifier(x, num_classes, name="head")
+    return _classifier(x, num_classes, name=HEAD_CLASSIFIER)
 
 
 def fcn_aux_head(features, *, num_classes, filters, bn_momentum):
@@ -154,4 +155,4 @@ def fcn_aux_head(features, *, num_classes, filters, bn_momentum):
         features, filters, 3, name="aux_head", bn_momentum=bn_momentum
     )
     x = layers.Dropout(HEAD_DROPOUT_RATE, name="aux_dropout")(x)
-    return _classifier(x, num_classes, name="aux")
+    return _classifier(x, num_classes, name=AUX_CLASSIFIER)

@@ -36,11 +36,14 @@ def test_benchmark_cli_measures_every_runtime_and_compares(tmp_path, capsys):
         < records["keras", 1]["peak_rss_mb"] - 200
     )
     (model,) = [r for r in document["results"] if r["kind"] == "model"]
-    # Space-to-batch padding: TF runs at least the layers' MACs.
-    assert model["graph_gmacs"] >= model["gmacs"] > 0
-    (fit,) = [r for r in document["results"] if r["kind"] == "fit"]
-    assert fit["images_per_s"] > 0
-    assert "`litert_int8`" in (out / "results.md").read_text()
+    # Native atrous convolution: TensorFlow runs the layers' MACs, not the
+    # larger SpaceToBatch convolutions (+13.5% at OS8 before AtrousConv2D).
+    assert model["graph_gmacs"] == pytest.approx(model["gmacs"], rel=0.01)
+    fits = {r["kind"]: r for r in document["results"] if "fit" in r["kind"]}
+    assert set(fits) == {"fit", "torch_fit"}
+    assert all(fit["images_per_s"] > 0 for fit in fits.values())
+    report = (out / "results.md").read_text()
+    assert "`litert_int8`" in report and "÷ torchvision" in report
     assert (out / "latency.png").stat().st_size > 1000
 
     # Comparing with itself passes; with a twice-as-fast baseline it fails.

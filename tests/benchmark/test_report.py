@@ -103,7 +103,7 @@ def test_markdown_has_one_row_per_runtime_and_marks_failures():
     assert keras_row.startswith("| `keras` | 2,000 | 700 |")
     int8_row = next(x for x in markdown.splitlines() if "litert_int8" in x)
     assert "failed" in int8_row
-    assert "| graph | float32 | 0.40 | 30% |" in markdown
+    assert "| keras | graph | float32 | 0.40 | - | 30% |" in markdown
 
 
 def test_chart_is_a_png(tmp_path):
