@@ -45,7 +45,8 @@ def save_overlay_grid(model, dataset, path, *, rows=_OVERLAY_ROWS):
 
 
 def _export_and_verify(model, config, export_dir):
-    """Every export format, then the parity table against Keras."""
+    """Every export format, then the parity table against Keras (with a
+    Keras bfloat16 row)."""
     size = config.export_size
     paths = export_all(
         model,
@@ -61,7 +62,12 @@ def _export_and_verify(model, config, export_dir):
     )
     images, masks = validation_batch(config, size=size)
     rows = verify_exports(
-        model, export_dir, images, masks, num_classes=config.num_classes
+        model,
+        export_dir,
+        images,
+        masks,
+        num_classes=config.num_classes,
+        precisions=("bfloat16",),
     )
     print(format_table(rows))
     save_report(rows, export_dir)
