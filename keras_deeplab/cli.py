@@ -108,7 +108,8 @@ def _train(args):
 
 def _evaluate(args):
     from keras_deeplab.data.configured import split_dataset
-    from keras_deeplab.models import load_trained_model, with_precision
+    from keras_deeplab.loading import load_trained_model
+    from keras_deeplab.models import with_precision
     from keras_deeplab.training.evaluate import evaluate_model
 
     config = _config(args)
@@ -126,7 +127,8 @@ def _evaluate(args):
 
 
 def _predict(args):
-    from keras_deeplab.models import load_trained_model, with_precision
+    from keras_deeplab.loading import load_trained_model
+    from keras_deeplab.models import with_precision
     from keras_deeplab.predict import segment_files
 
     config = _config(args, required=False)
@@ -152,7 +154,7 @@ def _validate_data(args):
 def _export(args):
     from keras_deeplab.data.configured import calibration_images
     from keras_deeplab.export.artefacts import disk_size_mb, export, export_all
-    from keras_deeplab.models import load_trained_model
+    from keras_deeplab.loading import load_trained_model
 
     config = _config(args, required=False)
     out = _output_dir(args.out)
@@ -198,7 +200,7 @@ def _verify_export(args):
         save_report,
         verify_exports,
     )
-    from keras_deeplab.models import load_trained_model
+    from keras_deeplab.loading import load_trained_model
 
     config = _config(args)
     model = load_trained_model(_model_path(args), config)

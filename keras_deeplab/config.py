@@ -12,11 +12,11 @@ from pathlib import Path
 import yaml
 
 from keras_deeplab.atomic import atomic_write_text
+from keras_deeplab.backbones.imagenet import check_imagenet_weights_fit
 from keras_deeplab.backbones.resnet import (
     OUTPUT_STRIDES,
     PAPER_BN_MOMENTUM,
     VARIANTS,
-    check_imagenet_weights_fit,
 )
 from keras_deeplab.errors import UserInputError
 from keras_deeplab.labels import IGNORE_INDEX

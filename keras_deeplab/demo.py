@@ -23,7 +23,7 @@ from keras_deeplab.export.verify import (
 )
 from keras_deeplab.figures import comparison_rows, save_figure, training_curves
 from keras_deeplab.inference import predict_probabilities
-from keras_deeplab.models import load_trained_model, model_from_config
+from keras_deeplab.loading import load_trained_model, model_from_config
 from keras_deeplab.training.evaluate import evaluate_model, format_class_iou
 from keras_deeplab.training.fit import (
     BEST_MODEL,

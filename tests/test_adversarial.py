@@ -20,7 +20,7 @@ from PIL import Image
 
 from keras_deeplab import DeepLabV3
 from keras_deeplab.cli import DATA_PROBLEM_EXIT, USER_ERROR_EXIT, main
-from keras_deeplab.models import model_from_config
+from keras_deeplab.loading import model_from_config
 from keras_deeplab.training.fit import compile_from_config
 from tests.data.fixtures import make_folder_dataset, write_image, write_mask
 from tests.helpers import TINY

@@ -24,7 +24,7 @@ LAYERS = [
     ("backbones", "heads"),
     ("config",),
     ("models",),
-    ("convert", "inference"),
+    ("convert", "inference", "loading"),
     ("data",),
     ("training",),
     ("export",),

@@ -186,7 +186,7 @@ def test_no_head_layer_looks_like_a_backbone_layer():
 
 def test_with_output_stride_keeps_weights_and_scales_rates():
     from keras_deeplab.config import load_config
-    from keras_deeplab.models import model_from_config, with_output_stride
+    from keras_deeplab.loading import model_from_config, with_output_stride
 
     config = load_config(
         None,
@@ -212,7 +212,7 @@ def test_with_output_stride_keeps_weights_and_scales_rates():
 
 
 def test_cached_imagenet_weights_looks_in_keras_home(tmp_path, monkeypatch):
-    from keras_deeplab.backbones.resnet import (
+    from keras_deeplab.backbones.imagenet import (
         IMAGENET_FILE,
         cached_imagenet_weights,
     )
@@ -227,7 +227,7 @@ def test_cached_imagenet_weights_looks_in_keras_home(tmp_path, monkeypatch):
 
 
 def test_initialize_from_copies_all_but_new_classifiers(tmp_path):
-    from keras_deeplab.models import initialize_from
+    from keras_deeplab.loading import initialize_from
 
     source = DeepLabV3(21, variant="torchvision", aux_head=True, **TINY)
     path = tmp_path / "converted.keras"
@@ -248,7 +248,7 @@ def test_initialize_from_copies_all_but_new_classifiers(tmp_path):
 
 
 def test_initialize_from_refuses_another_layout(tmp_path):
-    from keras_deeplab.models import initialize_from
+    from keras_deeplab.loading import initialize_from
 
     path = tmp_path / "converted.keras"
     DeepLabV3(3, variant="torchvision", **TINY).save(path)

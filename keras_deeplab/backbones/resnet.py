@@ -17,11 +17,11 @@ Two layouts of the same network share one builder and one set of layer names:
 """
 
 import dataclasses
-from pathlib import Path
 
 import keras
 from keras import layers
 
+from keras_deeplab.backbones.imagenet import load_imagenet_weights
 from keras_deeplab.errors import UserInputError
 from keras_deeplab.layers import conv_class
 
@@ -36,12 +36,6 @@ TORCH_BN_EPSILON = 1e-5  # torch.nn.BatchNorm2d's default
 PAPER_BN_MOMENTUM = 0.9997
 # Output stride reached after the stem (7x7/2 conv + 3x3/2 max-pool).
 _STEM_STRIDE = 4
-# The file name keras.applications downloads and caches the weights under.
-IMAGENET_FILE = "resnet{depth}_weights_tf_dim_ordering_tf_kernels_notop.h5"
-_REFERENCE_BUILDERS = {
-    50: keras.applications.ResNet50,
-    101: keras.applications.ResNet101,
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -348,105 +342,3 @@ def dilated_resnet(
             model, depth=depth, weights=weights, variant=variant
         )
     return model
-
-
-def _reference_resnet(depth, weights):
-    """keras.applications ResNet without top, holding `weights`."""
-    _validated_blocks(depth)
-    builder = _REFERENCE_BUILDERS[depth]
-    if weights != "imagenet" and not Path(weights).is_file():
-        raise FileNotFoundError(
-            f"backbone weights file {weights!r} does not exist; expected "
-            f"'imagenet' or the path of a resnet{depth} notop .h5 file from "
-            "keras.applications."
-        )
-    return builder(include_top=False, weights=weights)
-
-
-def cached_imagenet_weights(depth) -> Path | None:
-    """The keras.applications ImageNet *_notop.h5 file if already cached.
-
-    Keras downloads it to $KERAS_HOME/models (default ~/.keras/models) on
-    first use of `weights="imagenet"`; on an offline machine copy the file
-    there, or pass its path as `backbone_weights`.
-    """
-    import os
-
-    _validated_blocks(depth)
-    home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
-    path = home / "models" / IMAGENET_FILE.format(depth=depth)
-    return path if path.is_file() else None
-
-
-def load_imagenet_weights(
-    model, *, depth, weights="imagenet", variant="keras_applications"
-):
-    """Copies keras.applications ResNet weights into `model` by layer name.
-
-    Args:
-        model: keras.Model containing the backbone layers (a backbone or a
-            full DeepLabV3 model).
-        depth: int. 50 or 101.
-        weights: "imagenet" (Keras downloads and caches the file) or a path to
-            a local `..._notop.h5` / `.weights.h5` file for offline machines.
-        variant: str. The layout of `model`; only "keras_applications" fits
-            these weights.
-
-    Raises:
-        FileNotFoundError: if `weights` is a path that does not exist.
-        ValueError: if any weighted layer is missing or differs in shape, or
-            `model` has the torchvision layout.
-    """
-    check_imagenet_weights_fit(weights, variant)
-    transfer_weights(_reference_resnet(depth, weights), model)
-
-
-def check_imagenet_weights_fit(weights, variant):
-    """Raises unless keras.applications weights fit the `variant` layout."""
-    if weights is not None and variant != "keras_applications":
-        raise UserInputError(
-            f"backbone_weights={weights!r} are keras.applications ResNet v1 "
-            f"weights, which do not fit variant={variant!r}; convert a "
-            "torchvision checkpoint instead (keras-deeplab convert-torchvision)"
-            " or use variant='keras_applications'."
-        )
-
-
-def transfer_weights(source, target):
-    """Copies the weights of every weighted layer of `source` into `target`.
-
-    Layers are matched by name; every weighted source layer must exist in
-    `target` with identical variable shapes. Nothing is copied unless all
-    layers match, so a failed transfer never leaves a half-loaded model.
-
-    Raises:
-        ValueError: listing every missing or mismatched layer name.
-    """
-    target_layers = {layer.name: layer for layer in target.layers}
-    missing, mismatched, pairs = [], [], []
-    for layer in source.layers:
-        if not layer.weights:
-            continue
-        counterpart = target_layers.get(layer.name)
-        if counterpart is None:
-            missing.append(layer.name)
-            continue
-        source_shapes = [tuple(w.shape) for w in layer.weights]
-        target_shapes = [tuple(w.shape) for w in counterpart.weights]
-        if source_shapes != target_shapes:
-            mismatched.append(
-                f"{layer.name}: {source_shapes} vs {target_shapes}"
-            )
-            continue
-        pairs.append((layer, counterpart))
-    if missing or mismatched:
-        raise UserInputError(
-            f"cannot transfer weights from {source.name!r} to "
-            f"{target.name!r}: {len(missing)} layers missing in the target "
-            f"{missing}, {len(mismatched)} with other shapes "
-            f"{mismatched}. Build the target with width=64 and the "
-            "same depth as the weights."
-        )
-    for layer, counterpart in pairs:
-        counterpart.set_weights(layer.get_weights())
-    return len(pairs)

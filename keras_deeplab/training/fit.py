@@ -16,7 +16,7 @@ from keras_deeplab.config import save_config
 from keras_deeplab.data.configured import split_dataset, split_size
 from keras_deeplab.data.validate import require_valid
 from keras_deeplab.errors import UserInputError
-from keras_deeplab.models import model_from_config
+from keras_deeplab.loading import model_from_config
 from keras_deeplab.training.callbacks import (
     BACKUP_DIR,
     BestCheckpoint,

@@ -5,12 +5,14 @@ import numpy as np
 import pytest
 
 from keras_deeplab.backbones import resnet
+from keras_deeplab.backbones.imagenet import (
+    load_imagenet_weights,
+    transfer_weights,
+)
 from keras_deeplab.backbones.resnet import (
     block_rates,
     dilated_resnet,
-    load_imagenet_weights,
     stage_plan,
-    transfer_weights,
 )
 from tests.helpers import random_images
 

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_deeplab.models import load_trained_model, model_from_config
+from keras_deeplab.loading import load_trained_model, model_from_config
 from keras_deeplab.training.fit import (
     BEST_MODEL,
     CONFIG_FILE,
