@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_deeplab.backbones import resnet
+from keras_deeplab.backbones import imagenet, resnet
 from keras_deeplab.backbones.imagenet import (
     load_imagenet_weights,
     transfer_weights,
@@ -215,7 +215,7 @@ def test_imagenet_goes_through_keras_download_cache(tmp_path, monkeypatch):
         return model
 
     monkeypatch.setitem(
-        resnet._REFERENCE_BUILDERS, 50, fake_applications_builder
+        imagenet._REFERENCE_BUILDERS, 50, fake_applications_builder
     )
     model = dilated_resnet(50, width=64)
     load_imagenet_weights(model, depth=50)
