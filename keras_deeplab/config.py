@@ -25,7 +25,7 @@ from keras_deeplab.names import check_model_name
 DATASETS = ("synthetic", "folder", "voc", "cityscapes", "ade20k", "tfds")
 OPTIMIZERS = ("sgd", "adamw")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
-STRATEGIES = ("default", "mirrored", "multi_worker")
+STRATEGIES = ("default", "mirrored", "multi_worker", "data_parallel")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,7 +83,7 @@ class DeepLabConfig:
     poly_power: float = 0.9  # lr = base * (1 - step / total) ** power
     warmup_steps: int = 0  # linear warm-up steps
     precision: str = "float32"  # one of PRECISIONS
-    jit_compile: bool = False  # XLA
+    jit_compile: bool = False  # XLA on TensorFlow; JAX always compiles
     strategy: str = "default"  # one of STRATEGIES
     backup_every_steps: int = 50  # BackupAndRestore frequency, batches
 

@@ -191,6 +191,18 @@ def _check_fits(image, mask, *, size):
         return pad_to_size(image, mask, height=size, width=size)
 
 
+def _pad_batch(images, masks, batch_size):
+    """Fills a batch up to `batch_size` with zero images, ignored masks."""
+    missing = batch_size - tf.shape(images)[0]
+    images = tf.pad(images, [[0, missing], [0, 0], [0, 0], [0, 0]])
+    masks = tf.pad(
+        masks, [[0, missing], [0, 0], [0, 0]], constant_values=IGNORE_INDEX
+    )
+    images.set_shape([batch_size, *images.shape[1:]])
+    masks.set_shape([batch_size, *masks.shape[1:]])
+    return images, masks
+
+
 def make_dataset(
     source,
     *,
@@ -204,6 +216,7 @@ def make_dataset(
     flip: bool = True,
     shuffle_buffer: int = 1000,
     first_epoch: int = 0,
+    full_batches: bool = False,
 ):
     """Batched (images float32 (b, s, s, 3), masks int32 (b, s, s)).
 
@@ -225,6 +238,9 @@ def make_dataset(
         shuffle_buffer: int. Examples in the shuffle buffer.
         first_epoch: int. Epoch a resumed run starts at; it moves the seeds
             on so a resumed run does not replay the order of epoch 0.
+        full_batches: bool. Evaluation only: pad a short last batch to
+            `batch_size` with examples whose mask is all ignore label, which
+            change no metric (data-parallel replicas need equal shares).
     """
     seed = seed + first_epoch * _RESUME_SEED_STRIDE
     dataset = source.map(
@@ -261,6 +277,10 @@ def make_dataset(
             lambda image, mask: _check_fits(image, mask, size=crop_size),
             num_parallel_calls=AUTOTUNE,
         ).batch(batch_size)
+        if full_batches:
+            dataset = dataset.map(
+                lambda images, masks: _pad_batch(images, masks, batch_size)
+            )
     dataset = dataset.map(lambda image, mask: (image, tf.cast(mask, tf.int32)))
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = (

@@ -14,6 +14,7 @@ import keras
 from keras_deeplab.atomic import atomic_file, atomic_write_text
 from keras_deeplab.errors import UserInputError
 from keras_deeplab.models import load_weights
+from keras_deeplab.training.strategies import process_local
 
 BACKUP_DIR = "backup"
 BACKUP_WEIGHTS = "latest.weights.h5"
@@ -62,7 +63,7 @@ class BestCheckpoint(keras.callbacks.Callback):
             return
         if not math.isfinite(value) or value <= self.best():
             return
-        with atomic_file(self.path) as temporary:
+        with atomic_file(self.path) as temporary, process_local():
             self.model.save(temporary)
         atomic_write_text(
             self._record,
@@ -157,7 +158,10 @@ class TrainingBackup(keras.callbacks.Callback):
     def _save(self, *, epoch, step, logs):
         if not self.is_writer or not _finite_loss(logs):
             return
-        with atomic_file(self.directory / BACKUP_WEIGHTS) as temporary:
+        with (
+            atomic_file(self.directory / BACKUP_WEIGHTS) as temporary,
+            process_local(),
+        ):
             self.model.save_weights(temporary)
         # The state is written after the weights it describes, so it never
         # points at weights that are not on disk yet.

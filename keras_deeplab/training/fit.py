@@ -3,13 +3,11 @@
 import contextlib
 import csv
 import math
-import os
 import shutil
 import tempfile
 from pathlib import Path
 
 import keras
-import tensorflow as tf
 
 from keras_deeplab.atomic import atomic_file
 from keras_deeplab.config import save_config
@@ -24,6 +22,15 @@ from keras_deeplab.training.callbacks import (
 )
 from keras_deeplab.training.losses import segmentation_objective
 from keras_deeplab.training.schedules import PolyDecay
+from keras_deeplab.training.strategies import (
+    cluster_process_id,
+    failures_reported,
+    is_chief,
+    is_keras_distribution,
+    make_strategy,
+    process_local,
+    run_scope,
+)
 
 BEST_MODEL = "best.keras"
 FINAL_MODEL = "final.keras"
@@ -74,7 +81,13 @@ def make_optimizer(
 
 
 def compile_model(model, *, objective, optimizer, jit_compile=False):
-    """Compiles with an `Objective` (ignore-255 loss, mIoU, pixel accuracy)."""
+    """Compiles with an `Objective` (ignore-255 loss, mIoU, pixel accuracy).
+
+    `jit_compile` chooses XLA on TensorFlow; JAX always compiles the step
+    (uncompiled, it runs op by op and cannot place multi-process arrays).
+    """
+    if keras.backend.backend() == "jax":
+        jit_compile = True
     model.compile(
         optimizer=optimizer,
         loss=objective.loss,
@@ -111,40 +124,24 @@ def compile_from_config(model, config, total_steps: int):
     )
 
 
-def make_strategy(name: str) -> tf.distribute.Strategy:
-    """default, mirrored (all local devices) or multi_worker (TF_CONFIG)."""
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if name == "multi_worker":
-        if "TF_CONFIG" not in os.environ:
-            raise UserInputError(
-                "strategy='multi_worker' needs the TF_CONFIG environment "
-                "variable describing the cluster; see README, Distribution."
-            )
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    return tf.distribute.get_strategy()
-
-
-def is_chief(strategy) -> bool:
-    """True where checkpoints may be written (worker 0 / chief / single)."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not resolver.task_type:
-        return True
-    return resolver.task_type == "chief" or (
-        resolver.task_type == "worker" and resolver.task_id == 0
-    )
-
-
 def steps_per_epoch(config) -> int:
     if config.steps_per_epoch:
         return config.steps_per_epoch
     return max(split_size(config, config.train_split) // config.batch_size, 1)
 
 
-def fit_dataset(config, split, *, training, first_epoch=0):
-    """A split's batches with targets shaped like the model's outputs."""
+def fit_dataset(config, split, *, training, first_epoch=0, full_batches=False):
+    """A split's batches with targets shaped like the model's outputs.
+
+    `full_batches` pads a short last evaluation batch with examples whose
+    every pixel is ignored, so it splits evenly across replicas.
+    """
     dataset = split_dataset(
-        config, split, training=training, first_epoch=first_epoch
+        config,
+        split,
+        training=training,
+        first_epoch=first_epoch,
+        full_batches=full_batches,
     )
     return dataset.map(objective_from_config(config).targets)
 
@@ -154,6 +151,23 @@ def read_history(history_csv) -> dict:
     with open(history_csv, newline="") as handle:
         rows = list(csv.DictReader(handle))
     return {key: [float(row[key]) for row in rows] for key in rows[0]}
+
+
+def _replica_count(strategy) -> int:
+    """Replicas a keras.distribution splits each global batch across (1 for
+    tf.distribute, which accepts uneven splits)."""
+    if is_keras_distribution(strategy):
+        return strategy.num_model_replicas
+    return 1
+
+
+def check_batch_splits(config, replicas):
+    if config.batch_size % replicas:
+        raise UserInputError(
+            f"batch_size={config.batch_size} does not split across the "
+            f"{replicas} replicas of strategy={config.strategy!r}; expected "
+            f"a multiple of {replicas} (batch_size is the global batch)."
+        )
 
 
 class TrainingDivergedError(UserInputError):
@@ -194,16 +208,29 @@ def train(
     backup = TrainingBackup(
         work_dir / BACKUP_DIR, every_steps=config.backup_every_steps
     )
+    # In a multi-process run every process checks the (shared) work dir,
+    # before any of them writes to it; only process 0 changes it.
     _prepare_work_dir(
-        work_dir, backup=backup, resume=resume, overwrite=overwrite
+        work_dir,
+        backup=backup,
+        resume=resume,
+        overwrite=overwrite,
+        owner=cluster_process_id() == 0,
     )
-    # First: MultiWorkerMirroredStrategy must exist before any TF op runs.
+    # First: MultiWorkerMirroredStrategy must exist before any TF op runs,
+    # and JAX processes must join before any JAX computation.
     strategy = make_strategy(config.strategy)
     chief = is_chief(strategy)
+    replicas = _replica_count(strategy)
+    check_batch_splits(config, replicas)
     if config.validate_data:
         require_valid(config)
     steps = steps_per_epoch(config)
-    with _dtype_policy(config.precision):
+    with (
+        _dtype_policy(config.precision),
+        run_scope(strategy),
+        failures_reported(strategy),
+    ):
         keras.utils.set_random_seed(config.seed)
         with strategy.scope():
             model = compile_from_config(
@@ -231,8 +258,13 @@ def train(
             epochs=config.epochs,
             initial_epoch=initial_epoch,
             steps_per_epoch=steps,
+            # Every replica needs an equal share of every batch, the last
+            # one too: pad it with fully ignored examples when replicated.
             validation_data=fit_dataset(
-                config, config.val_split, training=False
+                config,
+                config.val_split,
+                training=False,
+                full_batches=replicas > 1,
             ),
             callbacks=[
                 divergence,
@@ -246,7 +278,8 @@ def train(
         _check_finite(history, backup=backup)
         if chief:
             with atomic_file(work_dir / FINAL_MODEL) as temporary:
-                model.save(temporary)
+                with process_local():
+                    model.save(temporary)
             # The run is complete: a later `train` here starts afresh.
             shutil.rmtree(backup.directory, ignore_errors=True)
     return history
@@ -269,8 +302,9 @@ def _check_finite(history, *, backup):
     )
 
 
-def _prepare_work_dir(work_dir, *, backup, resume, overwrite):
-    """Refuses to mix runs in one work dir; `overwrite` clears the old one."""
+def _prepare_work_dir(work_dir, *, backup, resume, overwrite, owner=True):
+    """Refuses to mix runs in one work dir; `overwrite` clears the old one
+    (when this process is its `owner`)."""
     if resume:
         if not backup.exists():
             raise UserInputError(
@@ -292,6 +326,8 @@ def _prepare_work_dir(work_dir, *, backup, resume, overwrite):
             )
             + ", pass --overwrite to replace it, or choose another --work-dir."
         )
+    if not owner:
+        return
     for name in previous:
         path = work_dir / name
         if path.is_dir():
