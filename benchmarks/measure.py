@@ -170,6 +170,7 @@ def training(spec) -> dict:
         output_stride=spec["output_stride"],
         size=size,
         variant=spec["variant"],
+        architecture=spec["architecture"],
         backbone_width=spec["backbone_width"],
         head_filters=spec["head_filters"],
     )

@@ -1,6 +1,6 @@
 """The one model builder of the benchmark harness."""
 
-from keras_deeplab.models import DeepLabV3
+from keras_deeplab.models import BUILDERS
 
 
 def build_model(
@@ -10,12 +10,13 @@ def build_model(
     size=None,
     backbone="resnet50",
     variant="keras_applications",
+    architecture="deeplabv3",
     backbone_width=64,
     head_filters=256,
 ):
-    """DeepLabV3 on a fixed `size` x `size` input, or any size if None."""
+    """DeepLabV3(+) on a fixed `size` x `size` input, or any size if None."""
     shape = (size, size, 3) if size else (None, None, 3)
-    return DeepLabV3(
+    return BUILDERS[architecture](
         num_classes,
         backbone=backbone,
         output_stride=output_stride,

@@ -166,13 +166,18 @@ def format_markdown(document) -> str:
         _records(document, "model"),
         key=lambda r: (r["backbone"], r["output_stride"]),
     )
+    # Runs from before DeepLabV3+ measured DeepLabV3 and have no field.
+    model = plan.get("architecture", "deeplabv3")
     if models:
-        parts.append(f"Model cost at {plan['size']}x{plan['size']}:")
+        parts.append(
+            f"Model cost of {model} ({plan['variant']} layout) at "
+            f"{plan['size']}x{plan['size']}:"
+        )
         parts.append(_model_table(models))
     inference = _records(document, "inference")
     for backbone in dict.fromkeys(r["backbone"] for r in inference):
         parts.append(
-            f"Inference, {backbone}, {plan['size']}x{plan['size']} "
+            f"Inference, {model} {backbone}, {plan['size']}x{plan['size']} "
             f"(median of {plan['repeats']} after {plan['warmup']} warm-up):"
         )
         parts.append(_inference_table(inference, backbone))

@@ -28,6 +28,7 @@ from benchmarks.suite import (
 )
 from keras_deeplab.backbones.resnet import OUTPUT_STRIDES
 from keras_deeplab.errors import UserInputError
+from keras_deeplab.heads.aspp import ARCHITECTURES
 from keras_deeplab.models import BACKBONES, VARIANTS
 
 REGRESSION_EXIT = 1
@@ -65,6 +66,12 @@ def _parser():
         default=_DEFAULTS.variant,
         choices=VARIANTS,
         help=f"our model's layout (default: {_DEFAULTS.variant}, the peers')",
+    )
+    parser.add_argument(
+        "--architecture",
+        default=_DEFAULTS.architecture,
+        choices=ARCHITECTURES,
+        help="our model (default: deeplabv3; the torchvision peers are V3)",
     )
     for field in ("size", "repeats", "warmup", "threads", "backbone_width"):
         _add_int(parser, field)

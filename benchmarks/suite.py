@@ -33,6 +33,7 @@ from benchmarks.results import (
 from keras_deeplab.backbones.resnet import OUTPUT_STRIDES
 from keras_deeplab.complexity import FLOPS_PER_MAC, TRAINING_FLOPS_PER_MAC
 from keras_deeplab.errors import UserInputError
+from keras_deeplab.heads.aspp import ARCHITECTURES
 from keras_deeplab.models import BACKBONES, VARIANTS
 
 # The repository root: measurement processes import `benchmarks` from it.
@@ -70,6 +71,7 @@ class BenchmarkPlan:
     variant: str = (
         "torchvision"  # same layout as the peers; or keras_applications
     )
+    architecture: str = "deeplabv3"  # or deeplabv3plus (the peers stay V3)
     warmup: int = 1  # untimed calls before timing (tracing, allocation)
     repeats: int = 3  # timed calls; median and minimum are reported
     threads: int = os.cpu_count() or 1  # for every runtime and the matmul
@@ -99,6 +101,7 @@ def validate_plan(plan: BenchmarkPlan) -> BenchmarkPlan:
     _check_subset("output_strides", plan.output_strides, OUTPUT_STRIDES)
     _check_subset("backbones", plan.backbones, tuple(BACKBONES))
     _check_subset("variant", (plan.variant,), VARIANTS)
+    _check_subset("architecture", (plan.architecture,), ARCHITECTURES)
     if set(plan.runtimes) & set(PEER_RUNTIMES) and not peers_installed():
         raise UserInputError(
             "the torchvision runtimes need torch and torchvision; install "
@@ -229,6 +232,7 @@ def _build_model(plan, backbone, output_stride, size=None):
         output_stride=output_stride,
         size=size,
         variant=plan.variant,
+        architecture=plan.architecture,
         backbone_width=plan.backbone_width,
         head_filters=plan.head_filters,
     )
@@ -335,6 +339,7 @@ def _benchmark_fit(results, plan, log):
             spec.update(num_classes=plan.num_classes, output_stride=16)
             spec.update(backbone_width=plan.backbone_width)
             spec.update(head_filters=plan.head_filters, variant=plan.variant)
+            spec.update(architecture=plan.architecture)
             record = {**key, **measure(spec)}
             if "images_per_s" in record:
                 log(

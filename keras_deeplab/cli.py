@@ -393,7 +393,7 @@ def _add_export(commands):
 def _add_convert_and_demo(commands):
     convert = commands.add_parser(
         "convert-torchvision",
-        help="torchvision/VainF DeepLabV3 checkpoint -> .keras model",
+        help="torchvision/VainF DeepLabV3(+) checkpoint -> .keras model",
     )
     convert.add_argument(
         "checkpoint", help=".pth state dict (torchvision) or VainF checkpoint"
@@ -401,7 +401,13 @@ def _add_convert_and_demo(commands):
     convert.add_argument(
         "--arch",
         required=True,
-        choices=("deeplabv3_resnet50", "deeplabv3_resnet101"),
+        # convert.ARCHS (not imported here: --help stays fast).
+        choices=(
+            "deeplabv3_resnet50",
+            "deeplabv3_resnet101",
+            "deeplabv3plus_resnet50",
+            "deeplabv3plus_resnet101",
+        ),
     )
     convert.add_argument(
         "--output-stride",

@@ -19,6 +19,7 @@ from keras_deeplab.backbones.resnet import (
     VARIANTS,
 )
 from keras_deeplab.errors import UserInputError
+from keras_deeplab.heads.aspp import ARCHITECTURES
 from keras_deeplab.labels import IGNORE_INDEX
 from keras_deeplab.names import check_model_name
 
@@ -33,6 +34,7 @@ class DeepLabConfig:
     """Everything a training, evaluation or export run needs."""
 
     # model
+    architecture: str = "deeplabv3"  # or deeplabv3plus (stride-4 decoder)
     num_classes: int = 21  # including background
     backbone: str = "resnet50"  # resnet50 | resnet101
     output_stride: int = 16  # 8, 16 or 32
@@ -111,6 +113,7 @@ class DeepLabConfig:
         """Type, range and cross-field checks; raises ValueError with a fix."""
         for field in dataclasses.fields(self):
             _check_type(field.name, getattr(self, field.name))
+        _check_choice("architecture", self.architecture, ARCHITECTURES)
         _check_choice("backbone", self.backbone, ("resnet50", "resnet101"))
         _check_choice("output_stride", self.output_stride, OUTPUT_STRIDES)
         _check_choice("variant", self.variant, VARIANTS)

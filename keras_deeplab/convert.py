@@ -1,16 +1,18 @@
-"""torchvision and VainF DeepLabV3 checkpoints -> Keras models.
+"""torchvision and VainF DeepLabV3 / DeepLabV3+ checkpoints -> Keras models.
 
 Reads a PyTorch state dict with `torch.load(..., weights_only=True)` (tensors
 and plain containers only; nothing is unpickled that could run code), maps
-every tensor by name onto `DeepLabV3(variant="torchvision")` and refuses,
+every tensor by name onto `DeepLabV3(variant="torchvision")` (or
+`DeepLabV3Plus(variant="torchvision")`) and refuses,
 listing them, any missing, unexpected or shape-mismatched keys. torch is
 needed for reading the file only (the `torch` extra); torchvision is not.
 
 Accepted files: the state dict of torchvision's `deeplabv3_resnet50/101`
 (`torch.save(model.state_dict(), path)`, as torchvision publishes them,
 aux head included when present) and VainF/DeepLabV3Plus-Pytorch checkpoints
-(`{"model_state": ..., "optimizer_state": ..., ...}`, head under
-`classifier.classifier.`).
+(`{"model_state": ..., "optimizer_state": ..., ...}`; a DeepLabV3 head under
+`classifier.classifier.`, a DeepLabV3+ head as `classifier.project`,
+`classifier.aspp` and `classifier.classifier`).
 """
 
 import dataclasses
@@ -23,11 +25,14 @@ import numpy as np
 from keras_deeplab.backbones.resnet import STAGE_BLOCKS, STAGE_NAMES, block_name
 from keras_deeplab.errors import UserInputError
 from keras_deeplab.heads.aspp import OS16_ATROUS_RATES
-from keras_deeplab.models import BACKBONES, DeepLabV3
+from keras_deeplab.models import BACKBONES, BUILDERS
 
+# --arch -> (architecture, backbone); V3+ names are VainF's.
 ARCHS = {
-    "deeplabv3_resnet50": "resnet50",
-    "deeplabv3_resnet101": "resnet101",
+    "deeplabv3_resnet50": ("deeplabv3", "resnet50"),
+    "deeplabv3_resnet101": ("deeplabv3", "resnet101"),
+    "deeplabv3plus_resnet50": ("deeplabv3plus", "resnet50"),
+    "deeplabv3plus_resnet101": ("deeplabv3plus", "resnet101"),
 }
 # Tensors of each kind of layer, in the order Keras keeps its weights.
 _TORCH_TENSORS = {
@@ -40,6 +45,7 @@ _VAINF_STATE = "model_state"
 _DATA_PARALLEL_PREFIX = "module."
 _TORCHVISION_HEAD = "classifier."
 _VAINF_HEAD = "classifier.classifier."
+_VAINF_PLUS_HEAD = "classifier."
 _AUX_HEAD = "aux_classifier."
 _MAX_LISTED = 6
 
@@ -159,9 +165,9 @@ def _backbone_layers(depth):
                 yield f"{keras_block}_0_bn", f"{downsample}.1", "bn"
 
 
-def _head_layers(prefix):
-    """torchvision's DeepLabHead: ASPP, 3x3 conv + BN, 1x1 classifier."""
-    branches = f"{prefix}0.convs"
+def _aspp_layers(prefix):
+    """torchvision's ASPP module (VainF's is the same) under `prefix`."""
+    branches = f"{prefix}convs"
     yield "aspp_1x1_conv", f"{branches}.0.0", "conv"
     yield "aspp_1x1_bn", f"{branches}.0.1", "bn"
     for index in range(1, len(OS16_ATROUS_RATES) + 1):
@@ -170,11 +176,27 @@ def _head_layers(prefix):
     pooling = f"{branches}.{len(OS16_ATROUS_RATES) + 1}"  # 0 is the pool
     yield "aspp_pool_conv", f"{pooling}.1", "conv"
     yield "aspp_pool_bn", f"{pooling}.2", "bn"
-    yield "aspp_project_conv", f"{prefix}0.project.0", "conv"
-    yield "aspp_project_bn", f"{prefix}0.project.1", "bn"
+    yield "aspp_project_conv", f"{prefix}project.0", "conv"
+    yield "aspp_project_bn", f"{prefix}project.1", "bn"
+
+
+def _head_layers(prefix):
+    """torchvision's DeepLabHead: ASPP, 3x3 conv + BN, 1x1 classifier."""
+    yield from _aspp_layers(f"{prefix}0.")
     yield "head_conv_conv", f"{prefix}1", "conv"
     yield "head_conv_bn", f"{prefix}2", "bn"
     yield "head_classifier", f"{prefix}4", "conv_bias"
+
+
+def _plus_head_layers(prefix=_VAINF_PLUS_HEAD):
+    """VainF's DeepLabHeadV3Plus: 1x1 48 projection of layer1, ASPP, one
+    3x3 conv + BN on the concatenation, 1x1 classifier."""
+    yield from _aspp_layers(f"{prefix}aspp.")
+    yield "decoder_low_level_conv", f"{prefix}project.0", "conv"
+    yield "decoder_low_level_bn", f"{prefix}project.1", "bn"
+    yield "decoder_conv1_conv", f"{prefix}classifier.0", "conv"
+    yield "decoder_conv1_bn", f"{prefix}classifier.1", "bn"
+    yield "head_classifier", f"{prefix}classifier.3", "conv_bias"
 
 
 def _aux_layers():
@@ -184,10 +206,31 @@ def _aux_layers():
     yield "aux_classifier", f"{_AUX_HEAD}4", "conv_bias"
 
 
-def layer_map(*, depth, head_prefix=_TORCHVISION_HEAD, aux_head=False):
+def layer_map(
+    *,
+    depth,
+    head_prefix=_TORCHVISION_HEAD,
+    aux_head=False,
+    architecture="deeplabv3",
+):
     """[(Keras layer name, torch module name, kind)] of one architecture."""
-    layers = [*_backbone_layers(depth), *_head_layers(head_prefix)]
+    head = (
+        _plus_head_layers()
+        if architecture == "deeplabv3plus"
+        else _head_layers(head_prefix)
+    )
+    layers = [*_backbone_layers(depth), *head]
     return layers + (list(_aux_layers()) if aux_head else [])
+
+
+def _arch_layers(arch, checkpoint):
+    architecture, backbone = ARCHS[arch]
+    return layer_map(
+        depth=BACKBONES[backbone],
+        head_prefix=checkpoint.head_prefix,
+        aux_head=checkpoint.has_aux,
+        architecture=architecture,
+    )
 
 
 def _expected_keys(layers):
@@ -218,13 +261,10 @@ def _listed(names):
 
 def _matching_arch(checkpoint):
     """The arch whose keys the checkpoint holds exactly, if any."""
-    for arch, backbone in ARCHS.items():
-        layers = layer_map(
-            depth=BACKBONES[backbone],
-            head_prefix=checkpoint.head_prefix,
-            aux_head=checkpoint.has_aux,
-        )
-        if _expected_keys(layers) == set(checkpoint.tensors):
+    for arch in ARCHS:
+        if _expected_keys(_arch_layers(arch, checkpoint)) == set(
+            checkpoint.tensors
+        ):
             return arch
     return None
 
@@ -239,8 +279,8 @@ def _check_keys(checkpoint, layers, arch):
     hint = (
         f"the file matches --arch {match}."
         if match
-        else f"expected a state dict of torchvision's {arch} (or a VainF "
-        "checkpoint of it); check --arch."
+        else f"expected a state dict of {arch} (torchvision's, or a VainF "
+        "checkpoint); check --arch."
     )
     raise UserInputError(
         f"checkpoint {str(checkpoint.path)!r} does not fit {arch}: "
@@ -273,7 +313,8 @@ def convert_torchvision(
     output_stride: int = 8,
     num_classes: int | None = None,
 ) -> keras.Model:
-    """Builds `DeepLabV3(variant="torchvision")` holding a checkpoint's weights.
+    """Builds `DeepLabV3(variant="torchvision")`, or `DeepLabV3Plus` for the
+    `deeplabv3plus_*` archs, holding a checkpoint's weights.
 
     The weights do not depend on the output stride: torchvision's models run
     at 8, VainF's were trained at 16 (pass `output_stride=16` for them); the
@@ -283,7 +324,8 @@ def convert_torchvision(
 
     Args:
         checkpoint: str or Path. A `.pth` state dict or VainF checkpoint.
-        arch: str. "deeplabv3_resnet50" or "deeplabv3_resnet101".
+        arch: str. "deeplabv3_resnet50|101" (torchvision or VainF) or
+            "deeplabv3plus_resnet50|101" (VainF).
         output_stride: int. 8 or 16 (32 also works). Defaults to 8.
         num_classes: int or None. Checked against the file; None takes it
             from the classifier.
@@ -302,21 +344,19 @@ def convert_torchvision(
             f"arch={arch!r} is not supported; expected one of {tuple(ARCHS)}."
         )
     source = read_checkpoint(checkpoint)
-    backbone = ARCHS[arch]
-    layers = layer_map(
-        depth=BACKBONES[backbone],
-        head_prefix=source.head_prefix,
-        aux_head=source.has_aux,
-    )
+    architecture, backbone = ARCHS[arch]
+    layers = _arch_layers(arch, source)
     _check_keys(source, layers, arch)
-    file_classes = source.tensors[f"{source.head_prefix}4.bias"].shape[0]
+    torch_module = {layer: module for layer, module, _ in layers}
+    classifier_bias = f"{torch_module['head_classifier']}.bias"
+    file_classes = source.tensors[classifier_bias].shape[0]
     if num_classes is not None and num_classes != file_classes:
         raise UserInputError(
             f"num_classes={num_classes} does not match checkpoint "
             f"{str(source.path)!r}, whose classifier has {file_classes} "
             "classes; omit --num-classes or pass the right number."
         )
-    model = DeepLabV3(
+    model = BUILDERS[architecture](
         file_classes,
         backbone=backbone,
         output_stride=output_stride,

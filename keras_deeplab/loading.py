@@ -1,4 +1,4 @@
-"""DeepLabV3 from a config or a file: building, loading, initialising.
+"""DeepLabV3(+) from a config or a file: building, loading, initialising.
 
 `model_from_config` builds what a DeepLabConfig describes;
 `load_trained_model` loads a `.keras` (safe mode) or `.weights.h5` file for
@@ -15,16 +15,17 @@ import keras
 from keras_deeplab.errors import UserInputError, first_line
 from keras_deeplab.heads.aspp import AUX_CLASSIFIER, HEAD_CLASSIFIER
 from keras_deeplab.models import (
+    BUILDERS,
     MODEL_FILE_ERRORS,
-    DeepLabV3,
     inference_model,
     load_weights,
 )
 
 
 def model_from_config(config, *, input_shape=(None, None, 3)) -> keras.Model:
-    """DeepLabV3 as a DeepLabConfig describes it (BN frozen if asked)."""
-    model = DeepLabV3(
+    """DeepLabV3 or V3+ as a DeepLabConfig describes it (BN frozen if
+    asked)."""
+    model = BUILDERS[config.architecture](
         config.num_classes,
         input_shape=input_shape,
         backbone=config.backbone,
@@ -54,7 +55,9 @@ def model_from_config(config, *, input_shape=(None, None, 3)) -> keras.Model:
 # Layers that may start from scratch when initialising from another model: the
 # classifiers when num_classes differs, the aux head when the source had none.
 _NEW_WHEN_RESHAPED = (HEAD_CLASSIFIER, AUX_CLASSIFIER)
+# A DeepLabV3+ starting from a DeepLabV3 gets its decoder afresh.
 _NEW_WHEN_ABSENT = ("aux_head_conv", "aux_head_bn", AUX_CLASSIFIER)
+_NEW_WHEN_ABSENT_PREFIX = "decoder_"
 
 
 def initialize_from(model, path) -> str:
@@ -63,7 +66,8 @@ def initialize_from(model, path) -> str:
     For fine-tuning a trained or converted model (`convert-torchvision`) on
     other data: every weighted layer must exist in the source with the same
     shapes, except the classifiers, which start afresh when `num_classes`
-    differs, and the aux head, which starts afresh when the source has none.
+    differs, and the aux head or the DeepLabV3+ decoder, which start afresh
+    when the source has none (a V3+ can start from a trained V3).
     Nothing is copied unless all layers fit.
 
     Args:
@@ -90,7 +94,10 @@ def initialize_from(model, path) -> str:
         counterpart = source.get(layer.name)
         shapes = [tuple(w.shape) for w in layer.weights]
         if counterpart is None:
-            (fresh if layer.name in _NEW_WHEN_ABSENT else problems).append(
+            starts_afresh = layer.name in _NEW_WHEN_ABSENT or (
+                layer.name.startswith(_NEW_WHEN_ABSENT_PREFIX)
+            )
+            (fresh if starts_afresh else problems).append(
                 f"{layer.name}: absent"
             )
             continue

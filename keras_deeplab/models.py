@@ -24,6 +24,7 @@ from keras_deeplab.heads.aspp import (
     HEAD_CLASSIFIER,
     HEAD_DROPOUT_RATE,
     deeplab_head,
+    deeplabv3plus_head,
     default_atrous_rates,
     fcn_aux_head,
 )
@@ -48,6 +49,8 @@ class _VariantHead:
     multi_grid: tuple  # conv5 rate multipliers when none are given
     dropout_rate: float  # after the ASPP projection
     extra_conv: bool  # torchvision's 3x3 conv before the classifier
+    plus_dropout_rate: float  # DeepLabV3+: after the ASPP projection
+    decoder_convs: int  # DeepLabV3+: 3x3 convs of the decoder
 
 
 _VARIANT_HEADS = {
@@ -56,12 +59,17 @@ _VARIANT_HEADS = {
         multi_grid=(1, 2, 4),
         dropout_rate=HEAD_DROPOUT_RATE,
         extra_conv=False,
+        plus_dropout_rate=HEAD_DROPOUT_RATE,
+        decoder_convs=2,  # the paper's best decoder (Table 3)
     ),
     "torchvision": _VariantHead(
         preprocessing="torch",
         multi_grid=(1, 1, 1),
         dropout_rate=0.5,  # torchvision's ASPP projection
         extra_conv=True,
+        # VainF's DeepLabV3Plus-Pytorch, which wraps torchvision's ResNet.
+        plus_dropout_rate=HEAD_DROPOUT_RATE,
+        decoder_convs=1,
     ),
 }
 
@@ -176,6 +184,73 @@ def DeepLabV3(  # noqa: N802 - named like the keras.applications builders
         ValueError: for an unsupported argument value.
         FileNotFoundError: for a weights path that does not exist.
     """
+    # locals() is exactly the arguments: nothing is assigned before it.
+    return _deeplab("deeplabv3", **locals())
+
+
+def DeepLabV3Plus(  # noqa: N802 - named like the keras.applications builders
+    num_classes: int = 21,
+    *,
+    backbone: str = "resnet50",
+    output_stride: int = 16,
+    variant: str = "keras_applications",
+    atrous_rates: tuple | None = None,
+    multi_grid: tuple | None = None,
+    image_pooling: bool = True,
+    aux_head: bool = False,
+    input_shape: tuple = (None, None, 3),
+    include_preprocessing: bool = True,
+    backbone_weights: str | None = None,
+    weights: str | None = None,
+    name: str | None = None,
+    backbone_width: int = 64,
+    head_filters: int = ASPP_FILTERS,
+    dropout_rate: float | None = None,
+    bn_momentum: float = PAPER_BN_MOMENTUM,
+) -> keras.Model:
+    """Builds DeepLabV3+ (Chen et al., 2018) on a dilated ResNet.
+
+    DeepLabV3's encoder (the same backbone and ASPP, at output stride 8 or
+    16 on any input size) plus a decoder on the stride-4 features of conv2:
+    1x1 conv to 48 channels, the ASPP output upsampled to their exact size,
+    concatenation, 3x3 convs of `head_filters`, the 1x1 classifier, and
+    bilinear upsampling to the input size. The "keras_applications" variant
+    has the paper's two decoder convs; "torchvision" has VainF's
+    DeepLabV3Plus-Pytorch layout (one decoder conv), which
+    `keras_deeplab.convert` fills with a VainF checkpoint.
+
+    Args: as `DeepLabV3`; `dropout_rate` None is 0.1 for both variants, and
+    `name` None gives "deeplabv3plus_{backbone}_os{output_stride}".
+
+    Returns:
+        Functional `keras.Model` returning float32 logits (batch, height,
+        width, num_classes) at the input size.
+    """
+    # locals() is exactly the arguments: nothing is assigned before it.
+    return _deeplab("deeplabv3plus", **locals())
+
+
+def _deeplab(
+    architecture,
+    *,
+    num_classes,
+    backbone,
+    output_stride,
+    variant,
+    atrous_rates,
+    multi_grid,
+    image_pooling,
+    aux_head,
+    input_shape,
+    include_preprocessing,
+    backbone_weights,
+    weights,
+    name,
+    backbone_width,
+    head_filters,
+    dropout_rate,
+    bn_momentum,
+):
     _validate(
         num_classes=num_classes,
         backbone=backbone,
@@ -200,18 +275,34 @@ def DeepLabV3(  # noqa: N802 - named like the keras.applications builders
         bn_momentum=bn_momentum,
         variant=variant,
     )
-    logits = deeplab_head(
-        features["conv5"],
-        num_classes=num_classes,
-        atrous_rates=atrous_rates or default_atrous_rates(output_stride),
-        filters=head_filters,
-        image_pooling=image_pooling,
-        dropout_rate=(
-            head.dropout_rate if dropout_rate is None else dropout_rate
-        ),
-        extra_conv=head.extra_conv,
-        bn_momentum=bn_momentum,
-    )
+    atrous_rates = atrous_rates or default_atrous_rates(output_stride)
+    if architecture == "deeplabv3plus":
+        logits = deeplabv3plus_head(
+            features["conv5"],
+            features["conv2"],
+            num_classes=num_classes,
+            atrous_rates=atrous_rates,
+            filters=head_filters,
+            image_pooling=image_pooling,
+            dropout_rate=(
+                head.plus_dropout_rate if dropout_rate is None else dropout_rate
+            ),
+            decoder_convs=head.decoder_convs,
+            bn_momentum=bn_momentum,
+        )
+    else:
+        logits = deeplab_head(
+            features["conv5"],
+            num_classes=num_classes,
+            atrous_rates=atrous_rates,
+            filters=head_filters,
+            image_pooling=image_pooling,
+            dropout_rate=(
+                head.dropout_rate if dropout_rate is None else dropout_rate
+            ),
+            extra_conv=head.extra_conv,
+            bn_momentum=bn_momentum,
+        )
     outputs = _upsample(logits, images, name=MAIN_OUTPUT)
     if aux_head:
         aux_logits = fcn_aux_head(
@@ -228,7 +319,7 @@ def DeepLabV3(  # noqa: N802 - named like the keras.applications builders
     model = keras.Model(
         images,
         outputs,
-        name=name or f"deeplabv3_{backbone}_os{output_stride}{suffix}",
+        name=name or f"{architecture}_{backbone}_os{output_stride}{suffix}",
     )
     if backbone_weights is not None:
         load_imagenet_weights(
@@ -237,6 +328,9 @@ def DeepLabV3(  # noqa: N802 - named like the keras.applications builders
     if weights is not None:
         load_weights(model, weights)
     return model
+
+
+BUILDERS = {"deeplabv3": DeepLabV3, "deeplabv3plus": DeepLabV3Plus}
 
 
 def inference_model(model) -> keras.Model:

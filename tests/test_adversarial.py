@@ -476,6 +476,11 @@ def test_litert_runner_refuses_what_the_interpreter_would_run(
     for shape in ((33, 33, 3), (1, 33, 33, 4)):
         with pytest.raises(ValueError, match=r"\(batch, height, width, 3\)"):
             run(np.zeros(shape))
+    # A fixed-size model fed another size: XNNPack fails to reshape it.
+    fixed = tflite_session(convert_tflite(model, size=33))
+    assert fixed(np.zeros((1, 33, 33, 3))).shape == (1, 33, 33, 3)
+    with pytest.raises(ValueError, match="takes 33x33 images"):
+        fixed(np.zeros((1, 48, 40, 3)))
 
 
 def test_yaml_configs_still_parse_plain_values(tmp_path):

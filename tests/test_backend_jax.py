@@ -8,27 +8,35 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from keras_deeplab import DeepLabV3
+from keras_deeplab.models import BUILDERS
 from tests.helpers import TINY, random_images
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 _JAX_FORWARD = """
 import sys, numpy as np, keras
-from keras_deeplab import DeepLabV3
+from keras_deeplab.models import BUILDERS
 assert keras.backend.backend() == "jax", keras.backend.backend()
-weights, images, out, variant = sys.argv[1:5]
-model = DeepLabV3(3, aux_head=True, backbone_width=8, head_filters=16,
-                  variant=variant, weights=weights)
+weights, images, out, variant, architecture = sys.argv[1:6]
+model = BUILDERS[architecture](3, aux_head=True, backbone_width=8,
+                               head_filters=16, variant=variant,
+                               weights=weights)
 outputs = model.predict(np.load(images), verbose=0)
 np.save(out, outputs["logits"])
 """
 
 
-@pytest.mark.parametrize("variant", ["keras_applications", "torchvision"])
-def test_jax_forward_pass_matches_tensorflow(tmp_path, variant):
+@pytest.mark.parametrize(
+    ("architecture", "variant"),
+    [
+        ("deeplabv3", "keras_applications"),
+        ("deeplabv3", "torchvision"),
+        ("deeplabv3plus", "keras_applications"),
+    ],
+)
+def test_jax_forward_pass_matches_tensorflow(tmp_path, architecture, variant):
     pytest.importorskip("jax")
-    model = DeepLabV3(3, aux_head=True, variant=variant, **TINY)
+    model = BUILDERS[architecture](3, aux_head=True, variant=variant, **TINY)
     weights = tmp_path / "tiny.weights.h5"
     model.save_weights(weights)
     images = random_images(2, 97, 65)
@@ -43,6 +51,7 @@ def test_jax_forward_pass_matches_tensorflow(tmp_path, variant):
             str(tmp_path / "images.npy"),
             str(tmp_path / "out.npy"),
             variant,
+            architecture,
         ],
         env=env,
         check=True,

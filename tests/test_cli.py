@@ -220,11 +220,14 @@ def test_validate_data_reports_and_training_refuses(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_demo_end_to_end_tiny(tmp_path, capsys):
-    """The README demo, tiny: train, evaluate, pictures, export, parity."""
+    """The README demo, tiny: train, evaluate, pictures, export, parity; with
+    DeepLabV3+, so its whole command chain runs here too (DeepLabV3, the
+    default, goes through every other CLI test)."""
     sets = [*SETS, "--set", "export_size=48"]
+    sets += ["--set", "architecture=deeplabv3plus"]
     assert main(["demo", "--out", str(tmp_path), *sets]) == 0
     out = capsys.readouterr().out
-    assert "deeplabv3_resnet50_os16: " in out and "GMACs at 48x48" in out
+    assert "deeplabv3plus_resnet50_os16: " in out and "GMACs at 48x48" in out
     assert "deeplab_int8_48" in out and "val mIoU" in out
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert 0.0 <= metrics["mean_iou"] <= 1.0
@@ -233,3 +236,9 @@ def test_demo_end_to_end_tiny(tmp_path, capsys):
     for picture in ("overlays.png", "training_curves.png"):
         assert Image.open(tmp_path / picture).size[0] > 100
     assert (tmp_path / "export" / "parity.json").is_file()
+    image = tmp_path / "shapes.png"
+    Image.fromarray(synthetic_sample(0, size=40)[0]).save(image)
+    model = tmp_path / "train" / "best.keras"
+    predict = ["predict", str(image), "--model", str(model), "--out"]
+    assert main([*predict, str(tmp_path / "masks")]) == 0
+    assert (tmp_path / "masks" / "shapes_mask.png").is_file()

@@ -49,6 +49,7 @@ FIGURES = {
         "training_curves.png",
         "class_iou.png",
         "predictions.png",
+        "deeplabv3plus_curves.png",
     ),
     "02_finetune_your_data": ("finetune_curves.png", "os8_predictions.png"),
     "03_export_serve_mobile": ("latency_size.png", "int8_disagreement.png"),

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_deeplab.errors import UserInputError
+
 
 def onnx_session(path, *, num_threads=None):
     """Returns fn(images float32 (b, h, w, 3)) -> logits of an ONNX model.
@@ -58,6 +60,12 @@ def tflite_session(model_bytes, *, num_threads=None):
         model_content=model_bytes, num_threads=num_threads
     )
     input_index = interpreter.get_input_details()[0]["index"]
+    # -1 where the model takes any size; a fixed-size model cannot be
+    # resized (XNNPack fails with "failed to reshape").
+    fixed_size = [
+        int(side)
+        for side in interpreter.get_input_details()[0]["shape_signature"][1:3]
+    ]
     allocated_shape = None
 
     def run(images):
@@ -69,6 +77,13 @@ def tflite_session(model_bytes, *, num_threads=None):
             raise ValueError(
                 f"images must be (batch, height, width, 3) RGB; got shape "
                 f"{images.shape}."
+            )
+        if -1 not in fixed_size and list(images.shape[1:3]) != fixed_size:
+            raise UserInputError(
+                f"this TFLite model takes {fixed_size[0]}x{fixed_size[1]} "
+                f"images (exported with --size {fixed_size[0]}); got "
+                f"{images.shape[1]}x{images.shape[2]}. Resize the images, "
+                "or use the dynamic-size model (*_dynamic.tflite)."
             )
         outputs = []
         for image in images:

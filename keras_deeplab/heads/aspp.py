@@ -1,4 +1,5 @@
-"""Atrous Spatial Pyramid Pooling and the DeepLabV3 segmentation heads.
+"""Atrous Spatial Pyramid Pooling, the DeepLabV3 head and the DeepLabV3+
+decoder.
 
 Channels-last only. ASPP runs parallel branches on the backbone output: one
 1x1 conv, one 3x3 atrous conv per rate and an image-pooling branch (global
@@ -11,6 +12,8 @@ from keras import layers
 
 from keras_deeplab.layers import ResizeToMatch, conv_class
 
+# The head on top of the backbone: DeepLabV3's, or V3+'s with its decoder.
+ARCHITECTURES = ("deeplabv3", "deeplabv3plus")
 ASPP_FILTERS = 256
 # Rates of the paper at output stride 16; they scale with 16 / output_stride.
 OS16_ATROUS_RATES = (6, 12, 18)
@@ -19,6 +22,9 @@ HEAD_BN_EPSILON = 1e-5
 # TF reference code drops 10% of the projected ASPP features; so do the FCN
 # aux heads of the TF reference and torchvision.
 HEAD_DROPOUT_RATE = 0.1
+# DeepLabV3+ (Chen et al., 2018, section 4.1): the stride-4 features are
+# reduced to 48 channels before they meet the 256-channel ASPP output.
+DECODER_LOW_LEVEL_FILTERS = 48
 # The 1x1 classifiers, built float32 whatever the dtype policy.
 HEAD_CLASSIFIER = "head_classifier"
 AUX_CLASSIFIER = "aux_classifier"
@@ -104,6 +110,12 @@ def aspp(features, *, atrous_rates, filters, image_pooling, bn_momentum):
     )
 
 
+def _dropped_aspp(features, *, dropout_rate, **aspp_options):
+    """ASPP, then the dropout both heads apply to its projection."""
+    x = aspp(features, **aspp_options)
+    return layers.Dropout(dropout_rate, name="head_dropout")(x)
+
+
 def _classifier(x, num_classes, *, name):
     # float32 so mixed precision never hands back half-precision logits.
     return layers.Conv2D(num_classes, 1, name=name, dtype="float32")(x)
@@ -130,17 +142,72 @@ def deeplab_head(
     Returns:
         float32 KerasTensor (batch, h/os, w/os, num_classes) of logits.
     """
-    x = aspp(
+    x = _dropped_aspp(
         features,
         atrous_rates=atrous_rates,
         filters=filters,
         image_pooling=image_pooling,
+        dropout_rate=dropout_rate,
         bn_momentum=bn_momentum,
     )
-    x = layers.Dropout(dropout_rate, name="head_dropout")(x)
     if extra_conv:
         x = _conv_bn_relu(
             x, filters, 3, name="head_conv", bn_momentum=bn_momentum
+        )
+    return _classifier(x, num_classes, name=HEAD_CLASSIFIER)
+
+
+def deeplabv3plus_head(
+    features,
+    low_level,
+    *,
+    num_classes,
+    atrous_rates,
+    filters=ASPP_FILTERS,
+    image_pooling=True,
+    dropout_rate=HEAD_DROPOUT_RATE,
+    decoder_convs=2,
+    bn_momentum,
+):
+    """ASPP, dropout, then the DeepLabV3+ decoder and a 1x1 classifier.
+
+    The decoder reduces the stride-4 `low_level` features to 48 channels
+    (1x1 conv + BN + ReLU), upsamples the ASPP output bilinearly to their
+    exact size (stride 4 and stride 8/16 maps need not divide evenly for odd
+    inputs), concatenates both (low-level first) and refines them with
+    `decoder_convs` 3x3 convs (`filters`, no bias) + BN + ReLU.
+
+    Args:
+        features: KerasTensor of the last backbone stage (stride 8 or 16).
+        low_level: KerasTensor of the end of conv2 (stride 4).
+        decoder_convs: int. 3x3 refinement convs: 2 in the paper's best
+            decoder (Table 3), 1 in VainF's DeepLabV3Plus-Pytorch.
+
+    Returns:
+        float32 KerasTensor (batch, h/4, w/4, num_classes) of logits.
+    """
+    x = _dropped_aspp(
+        features,
+        atrous_rates=atrous_rates,
+        filters=filters,
+        image_pooling=image_pooling,
+        dropout_rate=dropout_rate,
+        bn_momentum=bn_momentum,
+    )
+    low_level = _conv_bn_relu(
+        low_level,
+        DECODER_LOW_LEVEL_FILTERS,
+        1,
+        name="decoder_low_level",
+        bn_momentum=bn_momentum,
+    )
+    x = ResizeToMatch(name="decoder_upsample")([x, low_level])
+    # Low-level channels first, as VainF's checkpoints expect (the order is
+    # a convention for a fresh model: research/deeplab puts ASPP first).
+    x = layers.Concatenate(name="decoder_concat")([low_level, x])
+    for index in range(1, decoder_convs + 1):
+        x = _conv_bn_relu(
+            x, filters, 3, name=f"decoder_conv{index}", bn_momentum=bn_momentum
         )
     return _classifier(x, num_classes, name=HEAD_CLASSIFIER)
 

@@ -66,3 +66,15 @@ def test_benchmark_cli_rejects_bad_input(tmp_path, capsys):
     assert "repeats=0 must be a positive integer" in capsys.readouterr().err
     assert main(["--out", out, "--report-only"]) == 2
     assert "results.json" in capsys.readouterr().err
+
+
+def test_benchmark_measures_deeplabv3plus(tmp_path):
+    out = tmp_path / "plus"
+    argv = ["--out", str(out), *TINY_RUN, "--architecture", "deeplabv3plus"]
+    argv += ["--runtime", "keras", "--fit-mode", "none"]
+    assert main(argv) == 0
+    document = json.loads((out / "results.json").read_text())
+    assert document["plan"]["architecture"] == "deeplabv3plus"
+    kinds = {r["kind"] for r in document["results"]}
+    assert kinds == {"model", "inference"}
+    assert "Model cost of deeplabv3plus" in (out / "results.md").read_text()

@@ -4,7 +4,6 @@ import keras
 import numpy as np
 import pytest
 
-from keras_deeplab import DeepLabV3
 from keras_deeplab.errors import UserInputError
 from keras_deeplab.export.artefacts import export_all
 from keras_deeplab.export.tflite import convert_tflite, run_tflite
@@ -14,6 +13,7 @@ from keras_deeplab.export.verify import (
     verify_exports,
 )
 from keras_deeplab.layers import ImagePreprocessing
+from keras_deeplab.models import BUILDERS
 from tests.helpers import TINY, random_images
 
 pytest.importorskip("tf2onnx")
@@ -22,10 +22,19 @@ pytest.importorskip("ai_edge_litert")
 SIZE = 65
 
 
-@pytest.fixture(scope="module", params=["keras_applications", "torchvision"])
+@pytest.fixture(
+    scope="module",
+    params=[
+        ("deeplabv3", "keras_applications"),
+        ("deeplabv3", "torchvision"),
+        ("deeplabv3plus", "keras_applications"),
+    ],
+    ids=["keras_applications", "torchvision", "deeplabv3plus"],
+)
 def model(request):
+    architecture, variant = request.param
     keras.utils.set_random_seed(0)
-    return DeepLabV3(3, variant=request.param, **TINY)
+    return BUILDERS[architecture](3, variant=variant, **TINY)
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +77,12 @@ def test_parity_targets_on_a_fixed_weight_model(model, exported):
         assert rows[name]["max_abs_logit_diff"] <= 1e-4, name
         assert rows[name]["argmax_agreement"] >= 0.999, name
     assert rows["deeplab_fp16_65"]["argmax_agreement"] >= 0.995
+    # Random weights leave some classes a few dozen pixels (or none), so
+    # their IoU is noise: 99.93% agreement gave mIoU 0.94 on DeepLabV3+.
+    # Agreement is the measure here; int8 mIoU is measured on the trained
+    # demo model (benchmarks/results/*/demo/parity.json, docs/export.md).
     for int8 in ("deeplab_int8_65", "deeplab_int8.onnx"):
-        assert rows[int8]["miou"] >= rows["keras"]["miou"] - 0.02, int8
+        assert rows[int8]["argmax_agreement"] >= 0.995, int8
     assert "deeplab_int8_65" in format_table(list(rows.values()))
     assert rows["keras"]["size_mb"] is None
     assert rows["keras bfloat16"]["argmax_agreement"] >= 0.9  # random weights
@@ -95,6 +108,8 @@ def test_dynamic_size_exports_at_odd_sizes(model, exported, shape):
 
 @pytest.mark.slow
 def test_argmax_and_uint8_input_variants(model):
+    if model.name.startswith("deeplabv3plus"):
+        pytest.skip("argmax/uint8 wrap the model whatever its head")
     images = random_images(2, SIZE, SIZE, seed=4).round()
     reference = _reference(model, images).argmax(-1)
     class_ids = run_tflite(

@@ -83,23 +83,27 @@ def test_jax_matches_tensorflow_and_two_devices_match_one(tmp_path):
     initial = tmp_path / "initial.keras"
     model_from_config(tiny_config(*SETTINGS)).save(initial)
     settings = [*SETTINGS, f"init_weights={initial}"]
-    run = subprocess.run(
-        [sys.executable, "-c", _ONE_PROCESS, str(tmp_path), *settings],
-        env=_env(
-            KERAS_BACKEND="jax",
-            XLA_FLAGS="--xla_force_host_platform_device_count=2",
-        ),
-        capture_output=True,
-        text=True,
-        cwd=REPO_ROOT,
-        check=False,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    jax_runs = json.loads(_result(run.stdout, "RESULT"))
-    assert jax_runs["devices"] == 2
+    log = tmp_path / "jax.err"
+    with open(log, "w") as errors:  # a full pipe would block the process
+        jax_process = subprocess.Popen(
+            [sys.executable, "-c", _ONE_PROCESS, str(tmp_path), *settings],
+            env=_env(
+                KERAS_BACKEND="jax",
+                XLA_FLAGS="--xla_force_host_platform_device_count=2",
+            ),
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            text=True,
+            cwd=REPO_ROOT,
+        )
+    # TensorFlow trains here while JAX trains in its process.
     tensorflow = train(
         tiny_config(*settings), tmp_path / "tensorflow", verbose=0
     ).history
+    stdout, _ = jax_process.communicate(timeout=_PROCESS_TIMEOUT_S)
+    assert jax_process.returncode == 0, log.read_text()[-3000:]
+    jax_runs = json.loads(_result(stdout, "RESULT"))
+    assert jax_runs["devices"] == 2
 
     one, two = jax_runs["default"], jax_runs["data_parallel"]
     assert two["loss"] == pytest.approx(one["loss"], rel=1e-4)
