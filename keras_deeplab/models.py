@@ -49,7 +49,6 @@ class _VariantHead:
     multi_grid: tuple  # conv5 rate multipliers when none are given
     dropout_rate: float  # after the ASPP projection
     extra_conv: bool  # torchvision's 3x3 conv before the classifier
-    plus_dropout_rate: float  # DeepLabV3+: after the ASPP projection
     decoder_convs: int  # DeepLabV3+: 3x3 convs of the decoder
 
 
@@ -59,7 +58,6 @@ _VARIANT_HEADS = {
         multi_grid=(1, 2, 4),
         dropout_rate=HEAD_DROPOUT_RATE,
         extra_conv=False,
-        plus_dropout_rate=HEAD_DROPOUT_RATE,
         decoder_convs=2,  # the paper's best decoder (Table 3)
     ),
     "torchvision": _VariantHead(
@@ -68,7 +66,6 @@ _VARIANT_HEADS = {
         dropout_rate=0.5,  # torchvision's ASPP projection
         extra_conv=True,
         # VainF's DeepLabV3Plus-Pytorch, which wraps torchvision's ResNet.
-        plus_dropout_rate=HEAD_DROPOUT_RATE,
         decoder_convs=1,
     ),
 }
@@ -275,33 +272,28 @@ def _deeplab(
         bn_momentum=bn_momentum,
         variant=variant,
     )
-    atrous_rates = atrous_rates or default_atrous_rates(output_stride)
-    if architecture == "deeplabv3plus":
+    plus = architecture == "deeplabv3plus"
+    if dropout_rate is None:
+        # Every DeepLabV3+ drops 0.1 after ASPP (research/deeplab, VainF).
+        dropout_rate = HEAD_DROPOUT_RATE if plus else head.dropout_rate
+    head_options = {
+        "num_classes": num_classes,
+        "atrous_rates": atrous_rates or default_atrous_rates(output_stride),
+        "filters": head_filters,
+        "image_pooling": image_pooling,
+        "dropout_rate": dropout_rate,
+        "bn_momentum": bn_momentum,
+    }
+    if plus:
         logits = deeplabv3plus_head(
             features["conv5"],
             features["conv2"],
-            num_classes=num_classes,
-            atrous_rates=atrous_rates,
-            filters=head_filters,
-            image_pooling=image_pooling,
-            dropout_rate=(
-                head.plus_dropout_rate if dropout_rate is None else dropout_rate
-            ),
             decoder_convs=head.decoder_convs,
-            bn_momentum=bn_momentum,
+            **head_options,
         )
     else:
         logits = deeplab_head(
-            features["conv5"],
-            num_classes=num_classes,
-            atrous_rates=atrous_rates,
-            filters=head_filters,
-            image_pooling=image_pooling,
-            dropout_rate=(
-                head.dropout_rate if dropout_rate is None else dropout_rate
-            ),
-            extra_conv=head.extra_conv,
-            bn_momentum=bn_momentum,
+            features["conv5"], extra_conv=head.extra_conv, **head_options
         )
     outputs = _upsample(logits, images, name=MAIN_OUTPUT)
     if aux_head:

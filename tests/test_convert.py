@@ -335,3 +335,20 @@ def test_fine_tune_a_converted_model_on_a_folder_dataset(r50, tmp_path):
             tuned.get_layer(name).get_weights()[0],
             converted.get_layer(name).get_weights()[0],
         )
+
+
+def test_cli_offers_every_convertible_arch():
+    """The CLI lists --arch itself (importing convert would slow --help)."""
+    import argparse
+
+    from keras_deeplab.cli import _parser
+    from keras_deeplab.convert import ARCHS
+
+    commands = next(
+        action
+        for action in _parser()._actions
+        if isinstance(action, argparse._SubParsersAction)
+    )
+    convert = commands.choices["convert-torchvision"]
+    (arch,) = [a for a in convert._actions if a.dest == "arch"]
+    assert tuple(arch.choices) == tuple(ARCHS)

@@ -21,7 +21,12 @@ from keras_deeplab.loading import (
     with_output_stride,
 )
 from keras_deeplab.models import BUILDERS, with_precision
-from tests.helpers import TINY, random_images
+from tests.helpers import (
+    TINY,
+    assert_layers_equal,
+    random_images,
+    saved_resnet50_reference,
+)
 
 R50_PARAMS = 39_131_285  # DeepLabV3-ResNet50, 21 classes (test_models)
 # The decoder: 1x1 256->48 + BN, 3x3 304->256 + BN, 3x3 256->256 + BN.
@@ -107,17 +112,13 @@ def test_safe_mode_round_trip(tmp_path):
 
 
 def test_imagenet_weights_load_by_name(tmp_path):
-    reference = keras.applications.ResNet50(include_top=False, weights=None)
-    path = tmp_path / "resnet50_notop.weights.h5"
-    reference.save_weights(path)
+    reference, path = saved_resnet50_reference(tmp_path)
     model = DeepLabV3Plus(21, output_stride=8, backbone_weights=str(path))
-    for name in ("conv1_conv", "conv2_block3_3_conv", "conv5_block3_3_bn"):
-        for mine, theirs in zip(
-            model.get_layer(name).get_weights(),
-            reference.get_layer(name).get_weights(),
-            strict=True,
-        ):
-            np.testing.assert_array_equal(mine, theirs)
+    assert_layers_equal(
+        model,
+        reference,
+        ("conv1_conv", "conv2_block3_3_conv", "conv5_block3_3_bn"),
+    )
     assert model.count_params() == R50_PARAMS + DECODER_PARAMS
 
 

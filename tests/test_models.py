@@ -6,7 +6,7 @@ import pytest
 
 from keras_deeplab import DeepLabV3
 from keras_deeplab.models import AUX_OUTPUT, MAIN_OUTPUT
-from tests.helpers import TINY, random_images
+from tests.helpers import TINY, random_images, saved_resnet50_reference
 
 DEEPLABV3_R50_OS16_VOC_PARAMS = 39_131_285
 DEEPLABV3_R50_OS16_VOC_AUX_PARAMS = 41_497_002
@@ -140,9 +140,7 @@ def test_weights_argument_loads_saved_weights(tmp_path, tiny_model, variant):
 
 
 def test_backbone_weights_from_local_file(tmp_path):
-    reference = keras.applications.ResNet50(include_top=False, weights=None)
-    path = tmp_path / "resnet50_notop.weights.h5"
-    reference.save_weights(path)
+    reference, path = saved_resnet50_reference(tmp_path)
     model = DeepLabV3(3, output_stride=8, backbone_weights=str(path))
     np.testing.assert_array_equal(
         model.get_layer("conv5_block3_2_conv").get_weights()[0],

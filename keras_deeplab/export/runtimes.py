@@ -59,13 +59,11 @@ def tflite_session(model_bytes, *, num_threads=None):
     interpreter = Interpreter(
         model_content=model_bytes, num_threads=num_threads
     )
-    input_index = interpreter.get_input_details()[0]["index"]
+    model_input = interpreter.get_input_details()[0]
+    input_index = model_input["index"]
     # -1 where the model takes any size; a fixed-size model cannot be
     # resized (XNNPack fails with "failed to reshape").
-    fixed_size = [
-        int(side)
-        for side in interpreter.get_input_details()[0]["shape_signature"][1:3]
-    ]
+    fixed_size = [int(side) for side in model_input["shape_signature"][1:3]]
     allocated_shape = None
 
     def run(images):

@@ -277,9 +277,11 @@ def train(
         )
         _check_finite(history, backup=backup)
         if chief:
-            with atomic_file(work_dir / FINAL_MODEL) as temporary:
-                with process_local():
-                    model.save(temporary)
+            with (
+                atomic_file(work_dir / FINAL_MODEL) as temporary,
+                process_local(),
+            ):
+                model.save(temporary)
             # The run is complete: a later `train` here starts afresh.
             shutil.rmtree(backup.directory, ignore_errors=True)
     return history

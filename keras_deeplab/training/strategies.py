@@ -12,7 +12,7 @@ import os
 
 import keras
 
-from keras_deeplab.errors import UserInputError
+from keras_deeplab.errors import UserInputError, first_line
 
 JOB_ADDRESSES = "KERAS_DISTRIBUTION_JOB_ADDRESSES"
 NUM_PROCESSES = "KERAS_DISTRIBUTION_NUM_PROCESSES"
@@ -83,7 +83,9 @@ def is_chief(strategy) -> bool:
 def cluster_process_id() -> int:
     """This process's rank from KERAS_DISTRIBUTION_PROCESS_ID (0 if unset),
     readable before the processes have joined."""
-    return int(os.environ.get(PROCESS_ID, "0") or 0)
+    if not os.environ.get(PROCESS_ID):
+        return 0
+    return _int_variable(PROCESS_ID, minimum=0)
 
 
 def run_scope(strategy):
@@ -132,14 +134,9 @@ def failures_reported(strategy):
         raise DistributedRunError(
             f"process {strategy.data_shard_id} of {strategy.num_processes} "
             "stopped: a collective with the other processes failed "
-            f"({_short(err)}). Another process probably died; start every "
+            f"({first_line(err)}). Another process probably died; start every "
             "process again with --resume."
         ) from err
-
-
-def _short(err, limit=200):
-    text = " ".join(str(err).split())
-    return text[:limit] + ("..." if len(text) > limit else "")
 
 
 def _data_parallel():

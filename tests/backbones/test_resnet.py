@@ -14,7 +14,11 @@ from keras_deeplab.backbones.resnet import (
     dilated_resnet,
     stage_plan,
 )
-from tests.helpers import random_images
+from tests.helpers import (
+    assert_layers_equal,
+    random_images,
+    saved_resnet50_reference,
+)
 
 RESNET50_NOTOP_PARAMS = 23_587_712
 RESNET101_NOTOP_PARAMS = 42_658_176
@@ -182,28 +186,18 @@ def test_missing_weights_file_is_a_clear_error(tmp_path):
         dilated_resnet(50, weights=str(missing))
 
 
-def _saved_reference(tmp_path):
-    """A keras.applications ResNet50 with random weights saved to a file."""
-    reference = keras.applications.ResNet50(include_top=False, weights=None)
-    path = tmp_path / "resnet50_notop.weights.h5"
-    reference.save_weights(path)
-    return reference, path
-
-
 def test_local_weights_file_loads_by_name(tmp_path):
-    reference, path = _saved_reference(tmp_path)
+    reference, path = saved_resnet50_reference(tmp_path)
     ours = dilated_resnet(50, output_stride=8, weights=str(path))
-    for name in ("conv1_conv", "conv4_block6_2_conv", "conv5_block3_3_bn"):
-        for mine, theirs in zip(
-            ours.get_layer(name).get_weights(),
-            reference.get_layer(name).get_weights(),
-            strict=True,
-        ):
-            np.testing.assert_array_equal(mine, theirs)
+    assert_layers_equal(
+        ours,
+        reference,
+        ("conv1_conv", "conv4_block6_2_conv", "conv5_block3_3_bn"),
+    )
 
 
 def test_imagenet_goes_through_keras_download_cache(tmp_path, monkeypatch):
-    reference, path = _saved_reference(tmp_path)
+    reference, path = saved_resnet50_reference(tmp_path)
     requested = []
 
     def fake_applications_builder(*, include_top, weights):

@@ -305,6 +305,15 @@ def test_bad_cluster_variables_are_named(monkeypatch, variables, expected):
         strategies.cluster_from_environment()
 
 
+def test_a_bad_rank_is_named_before_anything_runs(monkeypatch):
+    # `train` reads the rank first, to decide who may clear the work dir.
+    monkeypatch.setenv(strategies.PROCESS_ID, "two")
+    with pytest.raises(UserInputError, match="'two' is not an integer"):
+        strategies.cluster_process_id()
+    monkeypatch.delenv(strategies.PROCESS_ID)
+    assert strategies.cluster_process_id() == 0
+
+
 def test_a_global_batch_must_split_across_replicas():
     with pytest.raises(UserInputError, match="multiple of 3"):
         check_batch_splits(tiny_config("batch_size=4"), 3)
