@@ -12,8 +12,6 @@ peak for the precision: 2 FLOPs per MAC forward, 6 for a training step
 import argparse
 import json
 
-import numpy as np
-
 from keras_deeplab.complexity import FLOPS_PER_MAC, TRAINING_FLOPS_PER_MAC
 from keras_deeplab.timing import time_calls
 
@@ -40,34 +38,31 @@ def chip_peak_tflops(device_kind: str, override: float | None = None):
 def measure_throughput(args) -> dict:
     """Images/s of `model.fit` steps and of `predict_on_batch`."""
     import jax
-    import keras
 
-    from benchmarks.model import build_model
+    from benchmarks.train_step import random_batch, training_model
     from keras_deeplab.complexity import model_macs
-    from keras_deeplab.training.losses import segmentation_loss
 
-    keras.config.set_dtype_policy(args.precision)
     size, batch = args.size, args.batch
-    model = build_model(
-        num_classes=args.num_classes,
-        output_stride=args.output_stride,
+    spec = {
+        "num_classes": args.num_classes,
+        "output_stride": args.output_stride,
+        "backbone_width": args.backbone_width,
+        "head_filters": args.head_filters,
+    }
+    model = training_model(
+        spec,
         size=size,
-        backbone_width=args.backbone_width,
-        head_filters=args.head_filters,
-    )
-    model.compile(
-        optimizer=keras.optimizers.SGD(0.007, momentum=0.9),
-        loss=segmentation_loss(),
+        precision=args.precision,
         jit_compile=True,
+        steps=args.warmup + args.steps + 1,
     )
-    rng = np.random.default_rng(0)
-    images = rng.uniform(0, 255, (batch, size, size, 3)).astype(np.float32)
-    masks = rng.integers(0, args.num_classes, (batch, size, size))
-    masks = masks.astype(np.int32)
+    images, masks = random_batch(
+        batch=batch, size=size, num_classes=args.num_classes
+    )
 
     def train_step():
         # Reading the loss back waits for the device to finish the step.
-        float(model.train_on_batch(images, masks))
+        float(model.train_on_batch(images, masks, return_dict=True)["loss"])
 
     def predict_step():
         model.predict_on_batch(images)

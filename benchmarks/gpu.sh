@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Training and inference throughput and MFU of DeepLabV3-ResNet50 under JAX on
-# one GPU: bf16, output stride 16, 513x513, batch 16 (the issue-7 setting).
-# Needs only keras>=3.14 and jax[cuda]; TensorFlow is not used.
+# one GPU: bf16, output stride 16, 513x513, batch 16.
+# Needs keras>=3.14, wrapt and jax[cuda]; TensorFlow is not used.
 # Usage: benchmarks/gpu.sh [extra args for benchmarks.accelerator]
 # Writes benchmarks/gpu_results.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! python3 -c "import keras, jax" 2>/dev/null; then
-    echo "gpu.sh: needs keras and jax importable by python3;" \
-         "install with: pip install 'keras>=3.14' 'jax[cuda12]'" >&2
+if ! python3 -c "import keras, jax, wrapt" 2>/dev/null; then
+    echo "gpu.sh: needs keras, wrapt and jax importable by python3;" \
+         "install with: pip install 'keras>=3.14' wrapt 'jax[cuda12]'" >&2
     exit 2
 fi
 python3 -c "import jax; print('devices:', jax.devices())"

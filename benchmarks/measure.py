@@ -21,10 +21,10 @@ KERAS_RUNTIMES = {
     "keras_bf16": (False, "bfloat16"),
 }
 # ONNX Runtime runtime -> the quantization of our ONNX export it runs.
-ONNX_RUNTIMES = {"onnxruntime": "none", "onnxruntime_int8": "int8"}
+ONNX_RUNTIMES = {"onnxruntime": "fp32", "onnxruntime_int8": "int8"}
 # LiteRT runtime -> the TFLite quantization it runs.
 LITERT_RUNTIMES = {
-    "litert_fp32": "none",
+    "litert_fp32": "fp32",
     "litert_fp16": "fp16",
     "litert_int8": "int8",
 }
@@ -155,35 +155,23 @@ def inference(spec) -> dict:
 
 
 def training(spec) -> dict:
-    """`model.fit` images/s on in-memory data (the input is not measured)."""
+    """Images/s of `keras-deeplab train`'s step (`benchmarks.train_step`)
+    on in-memory data; the input pipeline is not measured."""
     _configure_tensorflow(spec["threads"])
-    import keras
-
-    keras.config.set_dtype_policy(spec["precision"])
-    from benchmarks.model import build_model
+    from benchmarks.train_step import random_batch, training_model
     from keras_deeplab.complexity import model_macs
-    from keras_deeplab.training.losses import segmentation_loss
 
     size, batch, steps = spec["size"], spec["batch"], spec["steps"]
-    model = build_model(
-        num_classes=spec["num_classes"],
-        output_stride=spec["output_stride"],
+    model = training_model(
+        spec["model"],
         size=size,
-        variant=spec["variant"],
-        architecture=spec["architecture"],
-        backbone_width=spec["backbone_width"],
-        head_filters=spec["head_filters"],
-    )
-    model.compile(
-        optimizer=keras.optimizers.SGD(0.007, momentum=0.9),
-        loss=segmentation_loss(),
-        run_eagerly=spec["mode"] == "eager",
+        precision=spec["precision"],
         jit_compile=spec["mode"] == "xla",
+        steps=steps + 1,
     )
-    rng = np.random.default_rng(0)
-    images = rng.uniform(0, 255, (batch * steps, size, size, 3))
-    masks = rng.integers(0, spec["num_classes"], (batch * steps, size, size))
-    images, masks = images.astype(np.float32), masks.astype(np.int32)
+    images, masks = random_batch(
+        batch=batch * steps, size=size, num_classes=spec["model"]["num_classes"]
+    )
     fit = {"batch_size": batch, "verbose": 0, "shuffle": False}
     model.fit(images[:batch], masks[:batch], **fit)  # traces and compiles
     start = time.perf_counter()

@@ -26,10 +26,13 @@ from benchmarks.suite import (
     BenchmarkPlan,
     run_benchmark,
 )
-from keras_deeplab.backbones.resnet import OUTPUT_STRIDES
 from keras_deeplab.errors import UserInputError
-from keras_deeplab.heads.aspp import ARCHITECTURES
-from keras_deeplab.models import BACKBONES, VARIANTS
+from keras_deeplab.spec import (
+    ARCHITECTURES,
+    BACKBONES,
+    OUTPUT_STRIDES,
+    VARIANTS,
+)
 
 REGRESSION_EXIT = 1
 USER_ERROR_EXIT = 2

@@ -30,17 +30,23 @@ from benchmarks.results import (
     ResultsFile,
     result_key,
 )
-from keras_deeplab.backbones.resnet import OUTPUT_STRIDES
 from keras_deeplab.complexity import FLOPS_PER_MAC, TRAINING_FLOPS_PER_MAC
 from keras_deeplab.errors import UserInputError
-from keras_deeplab.heads.aspp import ARCHITECTURES
-from keras_deeplab.models import BACKBONES, VARIANTS
+from keras_deeplab.spec import (
+    ARCHITECTURES,
+    BACKBONES,
+    OUTPUT_STRIDES,
+    VARIANTS,
+    ModelSpec,
+)
 
 # The repository root: measurement processes import `benchmarks` from it.
 _REPO_ROOT = Path(__file__).resolve().parents[1]
 
-FIT_MODES = ("eager", "graph", "xla")
+# `train`'s step as it runs with jit_compile false (graph) and true (xla).
+FIT_MODES = ("graph", "xla")
 FIT_PRECISIONS = ("float32", "mixed_bfloat16")
+_FIT_OUTPUT_STRIDE = 16  # the paper's training stride
 
 
 def peers_installed() -> bool:
@@ -66,7 +72,7 @@ class BenchmarkPlan:
     size: int = 513  # square input side (pixels): the paper's eval crop
     batches: tuple = (1, 8)
     output_strides: tuple = OUTPUT_STRIDES
-    backbones: tuple = tuple(BACKBONES)
+    backbones: tuple = ("resnet50", "resnet101")
     runtimes: tuple = dataclasses.field(default_factory=default_runtimes)
     variant: str = (
         "torchvision"  # same layout as the peers; or keras_applications
@@ -223,18 +229,25 @@ def _efficiency(flops_per_s, results):
     return flops_per_s / (results.matmul_gflops * 1e9)
 
 
-def _build_model(plan, backbone, output_stride, size=None):
-    from benchmarks.model import build_model
-
-    return build_model(
+def model_spec(plan, backbone, output_stride) -> ModelSpec:
+    """The ModelSpec of one benchmarked model."""
+    return ModelSpec(
+        architecture=plan.architecture,
         num_classes=plan.num_classes,
         backbone=backbone,
         output_stride=output_stride,
-        size=size,
         variant=plan.variant,
-        architecture=plan.architecture,
         backbone_width=plan.backbone_width,
         head_filters=plan.head_filters,
+    )
+
+
+def _build_model(plan, backbone, output_stride, size=None):
+    from keras_deeplab.models import build_model
+
+    shape = (size, size, 3) if size else (None, None, 3)
+    return build_model(
+        model_spec(plan, backbone, output_stride), input_shape=shape
     )
 
 
@@ -336,10 +349,9 @@ def _benchmark_fit(results, plan, log):
             if result_key(key) in results.done:
                 continue
             spec = {**key, "steps": plan.fit_steps, "threads": plan.threads}
-            spec.update(num_classes=plan.num_classes, output_stride=16)
-            spec.update(backbone_width=plan.backbone_width)
-            spec.update(head_filters=plan.head_filters, variant=plan.variant)
-            spec.update(architecture=plan.architecture)
+            model = model_spec(plan, plan.backbones[0], _FIT_OUTPUT_STRIDE)
+            spec.update(model=model.to_dict(), num_classes=plan.num_classes)
+            spec.update(output_stride=_FIT_OUTPUT_STRIDE)
             record = {**key, **measure(spec)}
             if "images_per_s" in record:
                 log(

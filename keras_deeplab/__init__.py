@@ -1,21 +1,71 @@
-"""DeepLabV3 and DeepLabV3+ semantic segmentation for Keras 3
+"""DeepLabV3, DeepLabV3+ and LR-ASPP semantic segmentation for Keras 3
 (channels-last).
 
-Importing the package registers its custom layers with Keras, so a saved
-model loads with `keras.saving.load_model(path, safe_mode=True)`.
+Importing the package is cheap: the public names below load on first use,
+so `keras-deeplab --help` never starts TensorFlow. The package's Keras
+classes (layers, the model, its schedule, metrics and losses) are registered
+the moment Keras itself is imported, so after `import keras_deeplab` a saved
+model loads with plain `keras.saving.load_model(path)` in safe mode.
 """
 
-from keras_deeplab.backbones.resnet import dilated_resnet
-from keras_deeplab.config import DeepLabConfig, load_config
-from keras_deeplab.models import DeepLabV3, DeepLabV3Plus
+import importlib
+import sys
 
-__version__ = "0.2.0"
+import wrapt
 
-__all__ = [
-    "DeepLabConfig",
-    "DeepLabV3",
-    "DeepLabV3Plus",
-    "dilated_resnet",
-    "load_config",
-    "__version__",
-]
+from keras_deeplab.lazy import lazy_attributes
+
+__version__ = "0.3.0"
+
+# Public name -> the module that defines it.
+_PUBLIC = {
+    "DeepLabV3": "keras_deeplab.models",
+    "DeepLabV3Plus": "keras_deeplab.models",
+    "LRASPP": "keras_deeplab.models",
+    "ModelSpec": "keras_deeplab.spec",
+    "DeepLabConfig": "keras_deeplab.config",
+    "load_config": "keras_deeplab.config",
+    "from_preset": "keras_deeplab.loading",
+    "dilated_resnet": "keras_deeplab.backbones.resnet",
+}
+# The modules whose import registers a Keras class a saved file can name.
+_KERAS_OBJECT_MODULES = (
+    "keras_deeplab.models",
+    "keras_deeplab.training.schedules",
+    "keras_deeplab.training.metrics",
+    "keras_deeplab.training.losses",
+)
+
+__all__ = [*_PUBLIC, "__version__"]
+
+
+__getattr__ = lazy_attributes(__name__, _PUBLIC)
+
+
+def __dir__():
+    return sorted(__all__)
+
+
+def _importing_own_module() -> bool:
+    """True while a keras_deeplab module is half-way through its import.
+
+    (`__spec__._initializing` is how importlib itself marks such modules.)
+    """
+    return any(
+        getattr(getattr(module, "__spec__", None), "_initializing", False)
+        for name, module in list(sys.modules.items())
+        if name.startswith(f"{__name__}.")
+    )
+
+
+def _register_keras_objects(_keras):
+    # When one of our own modules imported Keras, registering now would
+    # import modules that need the half-imported one; that import is on
+    # its way to the classes it uses (every loader goes through `models`).
+    if _importing_own_module():
+        return
+    for module in _KERAS_OBJECT_MODULES:
+        importlib.import_module(module)
+
+
+wrapt.register_post_import_hook(_register_keras_objects, "keras")

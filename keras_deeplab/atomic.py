@@ -7,11 +7,40 @@ same path removes it (each path has one writer at a time).
 """
 
 import contextlib
+import errno
 import glob
 import os
 import shutil
 import tempfile
 from pathlib import Path
+
+from keras_deeplab.errors import UserInputError
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+# HDF5 crashes the process when a write fails half-way (exit 139 was seen),
+# so the writers that go through it check for room first, with a margin.
+_SPACE_MARGIN = 1.2
+
+
+class DiskFullError(UserInputError):
+    """No room for a file; the message names it. Nothing half-written stays."""
+
+
+def _disk_full(path, err):
+    return DiskFullError(
+        f"no space left on the device writing {str(path)!r} "
+        f"({err.strerror if err else 'not enough free space'}); free some "
+        "space and run again (nothing half-written was kept)."
+    )
+
+
+def require_free_space(path, nbytes: int):
+    """Raises DiskFullError unless `path`'s file system has room for about
+    `nbytes` more."""
+    path = Path(path)
+    folder = next(p for p in (path, *path.parents) if p.exists())
+    if shutil.disk_usage(folder).free < nbytes * _SPACE_MARGIN:
+        raise _disk_full(path, None)
 
 
 def _remove_leftovers(path):
@@ -61,6 +90,10 @@ def atomic_file(path):
     try:
         yield temporary
         os.replace(temporary, path)
+    except OSError as err:
+        if err.errno in _DISK_FULL:
+            raise _disk_full(path, err) from err
+        raise
     finally:
         temporary.unlink(missing_ok=True)
 
@@ -70,6 +103,14 @@ def atomic_write_text(path, text: str) -> Path:
     path = Path(path)
     with atomic_file(path) as temporary:
         temporary.write_text(text)
+    return path
+
+
+def atomic_write_bytes(path, data: bytes) -> Path:
+    """Writes `data` to `path` atomically and returns `path`."""
+    path = Path(path)
+    with atomic_file(path) as temporary:
+        temporary.write_bytes(data)
     return path
 
 
@@ -101,7 +142,12 @@ def atomic_directory(path, *, overwrite: bool = False):
     # that, e.g., TF Serving running as another user can read it.
     temporary.chmod(0o777 & ~_umask())
     try:
-        yield temporary
+        try:
+            yield temporary
+        except OSError as err:
+            if err.errno in _DISK_FULL:
+                raise _disk_full(path, err) from err
+            raise
         if path.exists():
             # Move the old version aside first so a crash between the two
             # renames leaves either the old or the new directory in place.

@@ -14,34 +14,42 @@ from keras_deeplab.data.configured import (
     split_dataset,
     validation_batch,
 )
-from keras_deeplab.data.synthetic import CLASS_NAMES
 from keras_deeplab.export.artefacts import export_all
 from keras_deeplab.export.verify import (
     format_table,
     save_report,
     verify_exports,
 )
-from keras_deeplab.figures import comparison_rows, save_figure, training_curves
+from keras_deeplab.figures import prediction_grid, save_figure, training_curves
 from keras_deeplab.inference import predict_probabilities
 from keras_deeplab.loading import load_trained_model, model_from_config
-from keras_deeplab.training.evaluate import evaluate_model, format_class_iou
-from keras_deeplab.training.fit import (
+from keras_deeplab.models import class_names
+from keras_deeplab.training.evaluate import evaluate_model, format_results
+from keras_deeplab.training.fit import train
+from keras_deeplab.training.workdir import (
     BEST_MODEL,
     HISTORY_FILE,
     read_history,
-    train,
 )
-from keras_deeplab.visualize import save_png
 
 _OVERLAY_ROWS = 6
+PARITY_IMAGES = 16
+# What the demo writes into its --out folder.
+TRAIN_DIR = "train"
+OVERLAYS = "overlays.png"
+CURVES = "training_curves.png"
+EXPORT_DIR = "export"
+METRICS = "metrics.json"
 
 
 def save_overlay_grid(model, dataset, path, *, rows=_OVERLAY_ROWS):
-    """Image | ground truth | prediction overlay, one row per val image."""
+    """Image, label and prediction overlay with column titles and a class
+    legend, one row per val image."""
     images, masks = next(iter(dataset.unbatch().batch(rows)))
     images = np.asarray(images)
     predictions = np.argmax(predict_probabilities(model, images), axis=-1)
-    return save_png(path, comparison_rows(images, masks, predictions))
+    grid = prediction_grid(images, masks, predictions, class_names(model))
+    return save_figure(grid, path)
 
 
 def _export_and_verify(model, config, export_dir):
@@ -55,12 +63,13 @@ def _export_and_verify(model, config, export_dir):
         overwrite=True,
         representative_images=calibration_images(config, size=size),
         model_name=config.model_name,
+        log=print,
     )
     print(
         "exported:\n"
         + "\n".join(f"  {name}: {path}" for name, path in paths.items())
     )
-    images, masks = validation_batch(config, size=size)
+    images, masks = validation_batch(config, size=size, count=PARITY_IMAGES)
     rows = verify_exports(
         model,
         export_dir,
@@ -90,29 +99,26 @@ def run_demo(out_dir, *, overrides=(), resume=False):
     config = load_config("demo", overrides)
     size = (config.crop_size, config.crop_size, 3)
     print(describe(model_from_config(config, input_shape=size)), flush=True)
-    work_dir = out_dir / "train"
+    work_dir = out_dir / TRAIN_DIR
     train(config, work_dir, resume=resume, overwrite=not resume)
     model = load_trained_model(work_dir / BEST_MODEL)
     val = split_dataset(config, config.val_split, training=False)
     results = evaluate_model(model, val, num_classes=config.num_classes)
-    overlays = save_overlay_grid(model, val, out_dir / "overlays.png")
+    overlays = save_overlay_grid(model, val, out_dir / OVERLAYS)
     curves = save_figure(
         training_curves(read_history(work_dir / HISTORY_FILE)),
-        out_dir / "training_curves.png",
+        out_dir / CURVES,
     )
-    print(
-        "per-class IoU:\n"
-        + format_class_iou(results["per_class_iou"], CLASS_NAMES)
-    )
+    print(f"evaluation of {work_dir / BEST_MODEL} on the whole val split:")
+    print(format_results(results))
     print(f"wrote {overlays}, {curves}")
-    results["parity"] = _export_and_verify(model, config, out_dir / "export")
+    results["parity"] = _export_and_verify(model, config, out_dir / EXPORT_DIR)
     results["wall_time_s"] = round(time.perf_counter() - start, 1)
-    atomic_write_text(
-        out_dir / "metrics.json", json.dumps(results, indent=2) + "\n"
-    )
+    atomic_write_text(out_dir / METRICS, json.dumps(results, indent=2) + "\n")
     print(
         f"val mIoU {results['mean_iou']:.3f}, pixel accuracy "
-        f"{results['pixel_accuracy']:.3f}, demo wall time "
-        f"{results['wall_time_s']:.0f} s; wrote {out_dir / 'metrics.json'}"
+        f"{results['pixel_accuracy']:.3f} (the whole val split; the parity "
+        f"table scores its {PARITY_IMAGES} images only), demo wall time "
+        f"{results['wall_time_s']:.0f} s; wrote {out_dir / METRICS}"
     )
     return results

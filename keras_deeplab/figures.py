@@ -9,9 +9,10 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
 from keras_deeplab.atomic import atomic_file
-from keras_deeplab.visualize import colorize, overlay
+from keras_deeplab.visualize import class_palette, colorize, overlay
 
 _DPI = 100
 
@@ -97,15 +98,37 @@ def comparison_rows(images, masks, predictions) -> np.ndarray:
     return np.concatenate(rows, axis=0)
 
 
-def prediction_grid(images, masks, predictions) -> Figure:
-    """`comparison_rows` as a figure with column titles."""
-    grid = comparison_rows(images, masks, predictions)
-    height, width = grid.shape[:2]
-    figure = Figure(figsize=(9, 9 * height / width + 0.4), layout="constrained")
-    axis = figure.subplots()
-    axis.imshow(grid)
-    axis.set_title("image | ground truth | prediction")
-    _hide_axes(axis)
+_COLUMNS = ("image", "label", "prediction")
+
+
+def prediction_grid(images, masks, predictions, names=None) -> Figure:
+    """One row per image (image, label, prediction overlay) with column
+    titles and, given class `names`, a legend of the classes shown."""
+    rows = len(images)
+    figure = Figure(figsize=(9, 3 * rows + 0.6), layout="constrained")
+    axes = figure.subplots(rows, 3, squeeze=False)
+    for row, (image, mask, prediction) in enumerate(
+        zip(images, np.asarray(masks), np.asarray(predictions), strict=True)
+    ):
+        image = np.asarray(image).astype(np.uint8)
+        panels = (image, colorize(mask), overlay(image, prediction))
+        for column, panel in enumerate(panels):
+            axes[row, column].imshow(panel)
+    for axis, title in zip(axes[0], _COLUMNS, strict=True):
+        axis.set_title(title)
+    _hide_axes(axes)
+    if names is not None:
+        shown = np.union1d(np.unique(masks), np.unique(predictions))
+        palette = class_palette(256) / 255.0
+        figure.legend(
+            handles=[
+                Patch(color=palette[c], label=names[c])
+                for c in shown
+                if c < len(names)
+            ],
+            loc="outside lower center",
+            ncols=min(len(shown), 6),
+        )
     return figure
 
 

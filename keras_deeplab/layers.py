@@ -255,3 +255,14 @@ class AtrousConv2D(keras.layers.Conv2D):
 def conv_class(rate: int):
     """AtrousConv2D for a dilated conv, plain keras Conv2D otherwise."""
     return AtrousConv2D if rate > 1 else keras.layers.Conv2D
+
+
+# A "unit" is a convolution and the BatchNormalization after it; every
+# builder names their layers this way, and the converters map checkpoints
+# onto these names.
+def conv_name(unit: str) -> str:
+    return f"{unit}_conv"
+
+
+def bn_name(unit: str) -> str:
+    return f"{unit}_bn"

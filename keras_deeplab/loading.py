@@ -1,45 +1,135 @@
-"""DeepLabV3(+) from a config or a file: building, loading, initialising.
+"""Models from a config or a file: building, loading, initialising.
 
-`model_from_config` builds what a DeepLabConfig describes;
-`load_trained_model` loads a `.keras` (safe mode) or `.weights.h5` file for
-inference; `initialize_from` starts a model from another's weights by name;
-`with_output_stride` moves trained weights to another output stride.
+`from_preset` is the one-line way to a pretrained model (a preset name, a
+checkpoint path or URL, or a `.keras` file); `model_from_config` builds what
+a DeepLabConfig describes; `load_trained_model` loads any of those or a
+`.weights.h5` file with its config, for inference; `initialize_from` starts
+a model from another's weights by name.
 """
 
 import dataclasses
-import zipfile
 from pathlib import Path
 
 import keras
 
-from keras_deeplab.errors import UserInputError, first_line
-from keras_deeplab.heads.aspp import AUX_CLASSIFIER, HEAD_CLASSIFIER
-from keras_deeplab.models import (
-    BUILDERS,
-    MODEL_FILE_ERRORS,
-    inference_model,
-    load_weights,
+from keras_deeplab.errors import UserInputError
+from keras_deeplab.heads.aspp import (
+    AUX_CLASSIFIER,
+    AUX_HEAD,
+    DECODER_PREFIX,
+    HEAD_CLASSIFIER,
 )
+from keras_deeplab.layers import bn_name, conv_name
+from keras_deeplab.models import (
+    build_model,
+    existing_model_file,
+    inference_model,
+    load_model_file,
+    load_weights,
+    spec_of,
+    with_output_stride,
+)
+from keras_deeplab.pretrained import (
+    CHECKPOINT_SUFFIXES,
+    checkpoint_model_file,
+    get_preset,
+    is_preset,
+    is_url,
+    looks_like_a_name,
+    preset_model_file,
+    url_download_path,
+)
+from keras_deeplab.pretrained.download import download
+from keras_deeplab.spec import ModelSpec
+
+
+def _model_file(source, *, arch, sha256, output_stride) -> Path:
+    """The `.keras` file a preset name, URL or local path stands for."""
+    text = str(source)
+    if is_preset(text):
+        return preset_model_file(text)
+    suffix = Path(text.split("?")[0]).suffix
+    if suffix == ".keras" and is_url(text):
+        return download(text, url_download_path(text), sha256=sha256)
+    if suffix == ".keras":
+        return existing_model_file(text)
+    if suffix in CHECKPOINT_SUFFIXES or is_url(text):
+        if arch is None:
+            raise UserInputError(
+                f"{text!r} is a PyTorch checkpoint: pass arch= (one of "
+                "deeplabv3_resnet50, deeplabv3plus_resnet50, ...) to say "
+                "which model it holds."
+            )
+        return checkpoint_model_file(
+            text, arch=arch, sha256=sha256, output_stride=output_stride or 8
+        )
+    if looks_like_a_name(text) and not Path(text).exists():
+        get_preset(text)  # raises with the closest names
+    return existing_model_file(text)
+
+
+def from_preset(
+    source,
+    *,
+    arch: str | None = None,
+    sha256: str | None = None,
+    num_classes: int | None = None,
+    output_stride: int | None = None,
+) -> keras.Model:
+    """A ready segmentation model from a preset, a checkpoint or a file.
+
+    The first call downloads (verified) and converts into the cache
+    (`$KERAS_DEEPLAB_CACHE`, else `~/.keras/keras_deeplab`); later calls
+    load the converted `.keras` without network or PyTorch.
+
+    Args:
+        source: a preset name (`keras-deeplab presets`), a local `.pth`/`.pt`
+            checkpoint or `.keras` file, or an http(s) URL of either.
+        arch: str or None. The architecture of a checkpoint that is not a
+            preset, e.g. "deeplabv3_resnet50" (`convert.ARCHS`).
+        sha256: str or None. Expected SHA-256 (or a prefix of >= 8 hex
+            digits) of a URL's or path's file.
+        num_classes: int or None. For fine-tuning on other classes: the
+            classifier starts afresh with this many classes; every other
+            layer keeps the pretrained weights.
+        output_stride: int or None. Run at this stride (the weights do not
+            depend on it); None keeps the preset's.
+
+    Returns:
+        A `DeepLab` returning float32 logits for RGB images in [0, 255],
+        with its class names (`model.spec.names`); a checkpoint's aux head
+        is left out.
+
+    Raises:
+        UserInputError: naming what is wrong (unknown preset, with the
+            closest names; a failed download; a file of another arch).
+        FileNotFoundError: for a path that does not exist.
+    """
+    path = _model_file(
+        source, arch=arch, sha256=sha256, output_stride=output_stride
+    )
+    model = inference_model(load_model_file(path))
+    spec = spec_of(model)
+    if output_stride is not None and output_stride != spec.output_stride:
+        model = with_output_stride(model, output_stride)
+    if num_classes is not None and num_classes != spec.num_classes:
+        fresh = build_model(
+            dataclasses.replace(
+                spec_of(model), num_classes=num_classes, class_names=None
+            )
+        )
+        print(initialize_from(fresh, path), flush=True)
+        model = fresh
+    return model
 
 
 def model_from_config(config, *, input_shape=(None, None, 3)) -> keras.Model:
-    """DeepLabV3 or V3+ as a DeepLabConfig describes it (BN frozen if
-    asked)."""
-    model = BUILDERS[config.architecture](
-        config.num_classes,
+    """The model a DeepLabConfig describes, with its starting weights
+    (`backbone_weights`, `init_weights`) and BN frozen if asked."""
+    model = build_model(
+        ModelSpec.of(config),
         input_shape=input_shape,
-        backbone=config.backbone,
-        output_stride=config.output_stride,
-        variant=config.variant,
-        atrous_rates=config.atrous_rates,
-        multi_grid=config.multi_grid,
-        image_pooling=config.image_pooling,
-        aux_head=config.aux_head,
         backbone_weights=config.backbone_weights,
-        backbone_width=config.backbone_width,
-        head_filters=config.head_filters,
-        dropout_rate=config.dropout_rate,
-        bn_momentum=config.bn_momentum,
     )
     if config.init_weights is not None:
         report = initialize_from(model, config.init_weights)
@@ -53,50 +143,54 @@ def model_from_config(config, *, input_shape=(None, None, 3)) -> keras.Model:
 
 
 # Layers that may start from scratch when initialising from another model: the
-# classifiers when num_classes differs, the aux head when the source had none.
+# classifiers when num_classes differs, the aux head when the source had none,
+# a DeepLabV3+ decoder when the source is a DeepLabV3.
 _NEW_WHEN_RESHAPED = (HEAD_CLASSIFIER, AUX_CLASSIFIER)
-# A DeepLabV3+ starting from a DeepLabV3 gets its decoder afresh.
-_NEW_WHEN_ABSENT = ("aux_head_conv", "aux_head_bn", AUX_CLASSIFIER)
-_NEW_WHEN_ABSENT_PREFIX = "decoder_"
+_NEW_WHEN_ABSENT = (conv_name(AUX_HEAD), bn_name(AUX_HEAD), AUX_CLASSIFIER)
 
 
-def initialize_from(model, path) -> str:
-    """Copies the weights of a trained `.keras` model into `model` by name.
+def _starts_afresh_when_absent(name):
+    return name in _NEW_WHEN_ABSENT or name.startswith(DECODER_PREFIX)
 
-    For fine-tuning a trained or converted model (`convert-torchvision`) on
-    other data: every weighted layer must exist in the source with the same
-    shapes, except the classifiers, which start afresh when `num_classes`
-    differs, and the aux head or the DeepLabV3+ decoder, which start afresh
-    when the source has none (a V3+ can start from a trained V3).
-    Nothing is copied unless all layers fit.
+
+def initialize_from(model, source) -> str:
+    """Copies the weights of a trained `.keras` model (or a preset) into
+    `model` by layer name.
+
+    For fine-tuning a trained or converted model on other data: every
+    weighted layer must exist in the source with the same shapes, except the
+    classifiers, which start afresh when `num_classes` differs, and the aux
+    head or the DeepLabV3+ decoder, which start afresh when the source has
+    none (a V3+ can start from a trained V3). Nothing is copied unless all
+    layers fit.
 
     Args:
         model: the keras.Model to initialise (same backbone and variant).
-        path: str or Path. A `.keras` model file (loaded in safe mode).
+        source: str or Path. A `.keras` model file (loaded in safe mode) or
+            a preset name (`keras-deeplab presets`).
 
     Returns:
         One line saying what was copied and what starts afresh.
 
     Raises:
-        FileNotFoundError: if `path` does not exist.
+        FileNotFoundError: if `source` is neither a file nor a preset.
         UserInputError: listing the layers that do not fit.
     """
-    path = _existing_model_file(path)
+    if is_preset(source):
+        source = preset_model_file(source)
+    path = existing_model_file(source)
     if path.suffix != ".keras":
         raise UserInputError(
             f"init_weights {str(path)!r} must be a .keras model file (e.g. "
-            "from convert-torchvision or a run's best.keras)."
+            "from convert-torchvision or a run's best.keras) or a preset."
         )
-    loaded = _load_keras(path)
-    source = {layer.name: layer for layer in loaded.layers}
+    loaded = {layer.name: layer for layer in load_model_file(path).layers}
     pairs, fresh, problems = [], [], []
     for layer in (layer for layer in model.layers if layer.weights):
-        counterpart = source.get(layer.name)
+        counterpart = loaded.get(layer.name)
         shapes = [tuple(w.shape) for w in layer.weights]
         if counterpart is None:
-            starts_afresh = layer.name in _NEW_WHEN_ABSENT or (
-                layer.name.startswith(_NEW_WHEN_ABSENT_PREFIX)
-            )
+            starts_afresh = _starts_afresh_when_absent(layer.name)
             (fresh if starts_afresh else problems).append(
                 f"{layer.name}: absent"
             )
@@ -121,88 +215,35 @@ def initialize_from(model, path) -> str:
     return f"init_weights: {len(pairs)} layers from {path}{started}"
 
 
-def with_output_stride(model, config, output_stride: int) -> keras.Model:
-    """The same trained weights in a model of another output stride.
-
-    Dilation changes no weight shape, so a model trained at output stride 16
-    can be evaluated at 8 (denser features, ~3x the compute; +1-1.5 mIoU in
-    the paper). Explicit `config.atrous_rates` are scaled with the stride
-    (6, 12, 18 at 16 become 12, 24, 36 at 8); None scales automatically.
-
-    Args:
-        model: the trained keras.Model, built from `config`.
-        config: DeepLabConfig the model was built (and trained) with.
-        output_stride: int. 8, 16 or 32.
-    """
-    rates = config.atrous_rates
-    if rates is not None:
-        scale = config.output_stride / output_stride
-        rates = tuple(int(rate * scale) for rate in rates)
-    rebuilt_config = dataclasses.replace(
-        config,
-        output_stride=output_stride,
-        atrous_rates=rates,
-        backbone_weights=None,  # every weight comes from `model`
-        init_weights=None,
-    )
-    rebuilt = model_from_config(rebuilt_config)
-    rebuilt.set_weights(model.get_weights())
-    return rebuilt
-
-
-def _existing_model_file(path) -> Path:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"model file {str(path)!r} does not exist; expected a .keras file "
-            "(e.g. work_dir/best.keras) or a .weights.h5 file."
-        )
-    return path
-
-
-def load_trained_model(path, config=None) -> keras.Model:
-    """Loads a `.keras` model (safe mode) or `.weights.h5` file for inference.
+def load_trained_model(source, config=None) -> keras.Model:
+    """A model for inference from a `.keras` file (safe mode), a
+    `.weights.h5` file plus its config, or a preset name.
 
     Returns the `inference_model`: one logits output, even for a training
     checkpoint saved with its aux head.
 
     Args:
-        path: str or Path. A `.keras` file, or a `.weights.h5` file plus the
-            `config` it was trained with.
+        source: str or Path. A `.keras` file, a `.weights.h5` file plus
+            the `config` it was trained with, or a preset name.
         config: DeepLabConfig or None. Needed for `.weights.h5` only.
 
     Raises:
-        FileNotFoundError: if `path` does not exist.
-        ValueError: for another suffix, or weights without a config.
+        FileNotFoundError: if `source` is neither a file nor a preset.
+        UserInputError: for another suffix, or weights without a config.
     """
-    path = _existing_model_file(path)
+    text = str(source)
+    if is_preset(text) or is_url(text) or text.endswith(CHECKPOINT_SUFFIXES):
+        return from_preset(text)
+    if looks_like_a_name(text) and not Path(text).exists():
+        get_preset(text)  # raises with the closest names
+    path = existing_model_file(text)
     if path.suffix == ".keras":
-        return inference_model(_load_keras(path))
+        return inference_model(load_model_file(path))
     if path.name.endswith(".weights.h5") and config is not None:
-        model = model_from_config(config)
+        model = build_model(ModelSpec.of(config))
         load_weights(model, path)
         return inference_model(model)
     raise UserInputError(
-        f"cannot load {str(path)!r}: expected a .keras file, or a "
-        ".weights.h5 file together with the CONFIG it was trained with."
+        f"cannot load {str(path)!r}: expected a .keras file, a preset name, "
+        "or a .weights.h5 file together with the CONFIG it was trained with."
     )
-
-
-def _load_keras(path) -> keras.Model:
-    # safe_mode refuses lambdas and arbitrary code in the archive. Every load
-    # is for inference or for weights, so the optimizer and metrics saved
-    # with a training checkpoint are not rebuilt.
-    if not zipfile.is_zipfile(path):
-        raise UserInputError(
-            f"model file {str(path)!r} is not a .keras archive (a zip file): "
-            "it is empty, truncated or in another format. Use a .keras file "
-            "written by model.save or keras-deeplab."
-        )
-    try:
-        return keras.saving.load_model(path, safe_mode=True, compile=False)
-    except MODEL_FILE_ERRORS as err:
-        raise UserInputError(
-            f"model file {str(path)!r} cannot be loaded in safe mode "
-            f"({first_line(err)}); expected a DeepLabV3 saved by "
-            "keras-deeplab, without Lambda layers or custom code."
-        ) from err

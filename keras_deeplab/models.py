@@ -1,22 +1,21 @@
-"""DeepLabV3 model assembly: where the dilated backbone meets the ASPP head."""
+"""Segmentation models: where a backbone meets a head, built from a ModelSpec.
+
+`DeepLab` is the one model class: a functional `keras.Model` built from a
+`ModelSpec`, whose saved config is that spec, so a loaded model knows its
+architecture, output stride and class names. `DeepLabV3`, `DeepLabV3Plus`
+and `LRASPP` are its public builders; `inference_model`, `with_precision`
+and `with_output_stride` derive models from a built one.
+"""
 
 import dataclasses
+import warnings
 import zipfile
-from numbers import Integral
 from pathlib import Path
 
 import keras
 
-from keras_deeplab.backbones.imagenet import (
-    check_imagenet_weights_fit,
-    load_imagenet_weights,
-)
-from keras_deeplab.backbones.resnet import (
-    PAPER_BN_MOMENTUM,
-    STAGE_BLOCKS,
-    VARIANTS,
-    resnet_features,
-)
+from keras_deeplab.backbones.imagenet import load_imagenet_weights
+from keras_deeplab.backbones.resnet import STAGE_BLOCKS, resnet_features
 from keras_deeplab.errors import UserInputError, first_line
 from keras_deeplab.heads.aspp import (
     ASPP_FILTERS,
@@ -28,17 +27,22 @@ from keras_deeplab.heads.aspp import (
     default_atrous_rates,
     fcn_aux_head,
 )
+from keras_deeplab.labels import default_class_names
 from keras_deeplab.layers import ImagePreprocessing, ResizeToMatch
+from keras_deeplab.spec import (
+    AUX_OUTPUT,
+    INFERENCE_PRECISIONS,
+    MAIN_OUTPUT,
+    ModelSpec,
+    check_imagenet_weights_fit,
+)
 
-BACKBONES = {f"resnet{depth}": depth for depth in STAGE_BLOCKS}
-MAIN_OUTPUT = "logits"
-AUX_OUTPUT = "aux_logits"
 PREPROCESS = "preprocess"
 # Built float32 whatever the dtype policy: the input normalisation (exact
 # mean subtraction) and the logits (never half precision).
 FLOAT32_LAYERS = (PREPROCESS, HEAD_CLASSIFIER, AUX_CLASSIFIER, MAIN_OUTPUT)
 FLOAT32_LAYERS += (AUX_OUTPUT,)
-PRECISIONS = ("float32", "bfloat16")
+_RESNET_DEPTHS = {f"resnet{depth}": depth for depth in STAGE_BLOCKS}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,271 +75,291 @@ _VARIANT_HEADS = {
 }
 
 
-def _check_positive_ints(name, values):
-    if not values or not all(isinstance(v, Integral) and v > 0 for v in values):
-        raise UserInputError(
-            f"{name}={values!r} is invalid; expected a non-empty tuple of "
-            "positive ints, e.g. (6, 12, 18)."
-        )
-
-
-def _validate(
-    *,
-    num_classes,
-    backbone,
-    variant,
-    input_shape,
-    atrous_rates,
-    backbone_weights,
-    weights,
-):
-    if variant not in VARIANTS:
-        raise UserInputError(
-            f"variant={variant!r} is not supported; expected one of {VARIANTS}."
-        )
-    check_imagenet_weights_fit(backbone_weights, variant)
-    if not isinstance(num_classes, Integral) or num_classes < 1:
-        raise UserInputError(
-            f"num_classes={num_classes!r} is invalid; expected an int >= 1, "
-            "e.g. num_classes=21 for Pascal VOC."
-        )
-    if backbone not in BACKBONES:
-        raise UserInputError(
-            f"backbone={backbone!r} is not supported; expected one of "
-            f"{tuple(BACKBONES)}."
-        )
-    if len(input_shape) != 3 or input_shape[-1] != 3:
-        raise UserInputError(
-            f"input_shape={tuple(input_shape)!r} is invalid; expected "
-            "(height, width, 3) with None for a dynamic size, channels last."
-        )
-    if atrous_rates is not None:
-        _check_positive_ints("atrous_rates", tuple(atrous_rates))
-    if weights is not None and not Path(weights).is_file():
-        raise FileNotFoundError(
-            f"weights={str(weights)!r} does not exist; expected the path of "
-            "a DeepLabV3 .weights.h5 file saved by model.save_weights()."
-        )
-
-
-def DeepLabV3(  # noqa: N802 - named like the keras.applications builders
-    num_classes: int = 21,
-    *,
-    backbone: str = "resnet50",
-    output_stride: int = 16,
-    variant: str = "keras_applications",
-    atrous_rates: tuple | None = None,
-    multi_grid: tuple | None = None,
-    image_pooling: bool = True,
-    aux_head: bool = False,
-    input_shape: tuple = (None, None, 3),
-    include_preprocessing: bool = True,
-    backbone_weights: str | None = None,
-    weights: str | None = None,
-    name: str | None = None,
-    backbone_width: int = 64,
-    head_filters: int = ASPP_FILTERS,
-    dropout_rate: float | None = None,
-    bn_momentum: float = PAPER_BN_MOMENTUM,
-) -> keras.Model:
-    """Builds DeepLabV3 (Chen et al., 2017) on a dilated ResNet.
-
-    Args:
-        num_classes: int. Number of classes. Defaults to 21 (Pascal VOC).
-        backbone: str. "resnet50" or "resnet101". Defaults to "resnet50".
-        output_stride: int. 8, 16 or 32. Defaults to 16.
-        variant: str. "keras_applications" (default): ResNet v1 with
-            keras.applications' ImageNet weights and caffe preprocessing,
-            the head of the paper. "torchvision": ResNet v1.5, torchvision's
-            head (extra 3x3 conv, dropout 0.5) and preprocessing (RGB / 255,
-            mean/std), the layout `keras_deeplab.convert` fills with a
-            torchvision or VainF DeepLabV3 checkpoint.
-        atrous_rates: tuple of ints or None. ASPP rates; None means (6, 12,
-            18) at output stride 16, doubled at 8 and halved at 32.
-        multi_grid: tuple of 3 ints or None. Rate multipliers of the conv5
-            blocks; None is (1, 2, 4), or (1, 1, 1) for "torchvision".
-        image_pooling: bool. Add the image-pooling ASPP branch.
-        aux_head: bool. Add an FCN head on conv4; the model then returns a
-            dict {"logits": ..., "aux_logits": ...}. Defaults to False.
-        input_shape: tuple. (height, width, 3); None for any size.
-        include_preprocessing: bool. If True the model takes RGB images in
-            [0, 255] (uint8 or float) and normalises them itself; if False
-            it takes `keras_deeplab.data.preprocess_images` output.
-        backbone_weights: None, "imagenet" or the path of a keras.applications
-            `..._notop.h5` file; loaded into the backbone by layer name.
-        weights: None or the path of a `.weights.h5` file of this model.
-        name: str or None. Model name; None gives
-            "deeplabv3_{backbone}_os{output_stride}".
-        backbone_width: int. 64 is the real ResNet; smaller values give fast
-            test models. Defaults to 64.
-        head_filters: int. Filters of ASPP and the aux head. Defaults to 256.
-        dropout_rate: float or None. Dropout after the ASPP projection; None
-            is 0.1, or 0.5 for "torchvision". The aux head drops 0.1.
-        bn_momentum: float. BatchNormalization momentum. Defaults to 0.9997.
-
-    Returns:
-        Functional `keras.Model` returning float32 logits (batch, height,
-        width, num_classes) at the input size.
-
-    Raises:
-        ValueError: for an unsupported argument value.
-        FileNotFoundError: for a weights path that does not exist.
-    """
-    # locals() is exactly the arguments: nothing is assigned before it.
-    return _deeplab("deeplabv3", **locals())
-
-
-def DeepLabV3Plus(  # noqa: N802 - named like the keras.applications builders
-    num_classes: int = 21,
-    *,
-    backbone: str = "resnet50",
-    output_stride: int = 16,
-    variant: str = "keras_applications",
-    atrous_rates: tuple | None = None,
-    multi_grid: tuple | None = None,
-    image_pooling: bool = True,
-    aux_head: bool = False,
-    input_shape: tuple = (None, None, 3),
-    include_preprocessing: bool = True,
-    backbone_weights: str | None = None,
-    weights: str | None = None,
-    name: str | None = None,
-    backbone_width: int = 64,
-    head_filters: int = ASPP_FILTERS,
-    dropout_rate: float | None = None,
-    bn_momentum: float = PAPER_BN_MOMENTUM,
-) -> keras.Model:
-    """Builds DeepLabV3+ (Chen et al., 2018) on a dilated ResNet.
-
-    DeepLabV3's encoder (the same backbone and ASPP, at output stride 8 or
-    16 on any input size) plus a decoder on the stride-4 features of conv2:
-    1x1 conv to 48 channels, the ASPP output upsampled to their exact size,
-    concatenation, 3x3 convs of `head_filters`, the 1x1 classifier, and
-    bilinear upsampling to the input size. The "keras_applications" variant
-    has the paper's two decoder convs; "torchvision" has VainF's
-    DeepLabV3Plus-Pytorch layout (one decoder conv), which
-    `keras_deeplab.convert` fills with a VainF checkpoint.
-
-    Args: as `DeepLabV3`; `dropout_rate` None is 0.1 for both variants, and
-    `name` None gives "deeplabv3plus_{backbone}_os{output_stride}".
-
-    Returns:
-        Functional `keras.Model` returning float32 logits (batch, height,
-        width, num_classes) at the input size.
-    """
-    # locals() is exactly the arguments: nothing is assigned before it.
-    return _deeplab("deeplabv3plus", **locals())
-
-
-def _deeplab(
-    architecture,
-    *,
-    num_classes,
-    backbone,
-    output_stride,
-    variant,
-    atrous_rates,
-    multi_grid,
-    image_pooling,
-    aux_head,
-    input_shape,
-    include_preprocessing,
-    backbone_weights,
-    weights,
-    name,
-    backbone_width,
-    head_filters,
-    dropout_rate,
-    bn_momentum,
-):
-    _validate(
-        num_classes=num_classes,
-        backbone=backbone,
-        variant=variant,
-        input_shape=input_shape,
-        atrous_rates=atrous_rates,
-        backbone_weights=backbone_weights,
-        weights=weights,
-    )
-    depth = BACKBONES[backbone]
-    head = _VARIANT_HEADS[variant]
-    images = keras.Input(shape=input_shape, name="images")
-    x = images
-    if include_preprocessing:
-        x = ImagePreprocessing(head.preprocessing, name=PREPROCESS)(x)
-    features = resnet_features(
+def _backbone_features(x, spec, head):
+    """{"low_level": stride 4, "aux": the aux head's input, "out": last}."""
+    stages = resnet_features(
         x,
-        depth=depth,
-        output_stride=output_stride,
-        multi_grid=multi_grid or head.multi_grid,
-        width=backbone_width,
-        bn_momentum=bn_momentum,
-        variant=variant,
+        depth=_RESNET_DEPTHS[spec.backbone],
+        output_stride=spec.output_stride,
+        multi_grid=spec.multi_grid or head.multi_grid,
+        width=spec.backbone_width,
+        bn_momentum=spec.bn_momentum,
+        variant=spec.variant,
     )
-    plus = architecture == "deeplabv3plus"
+    return {
+        "low_level": stages["conv2"],
+        "aux": stages["conv4"],
+        "out": stages["conv5"],
+    }
+
+
+def _head_logits(features, spec, head):
+    """The architecture's head on the backbone features."""
+    plus = spec.architecture == "deeplabv3plus"
+    dropout_rate = spec.dropout_rate
     if dropout_rate is None:
         # Every DeepLabV3+ drops 0.1 after ASPP (research/deeplab, VainF).
         dropout_rate = HEAD_DROPOUT_RATE if plus else head.dropout_rate
-    head_options = {
-        "num_classes": num_classes,
-        "atrous_rates": atrous_rates or default_atrous_rates(output_stride),
-        "filters": head_filters,
-        "image_pooling": image_pooling,
+    options = {
+        "num_classes": spec.num_classes,
+        "atrous_rates": spec.atrous_rates
+        or default_atrous_rates(spec.output_stride),
+        "filters": spec.head_filters or ASPP_FILTERS,
+        "image_pooling": spec.image_pooling,
         "dropout_rate": dropout_rate,
-        "bn_momentum": bn_momentum,
+        "bn_momentum": spec.bn_momentum,
     }
     if plus:
-        logits = deeplabv3plus_head(
-            features["conv5"],
-            features["conv2"],
+        return deeplabv3plus_head(
+            features["out"],
+            features["low_level"],
             decoder_convs=head.decoder_convs,
-            **head_options,
+            **options,
         )
-    else:
-        logits = deeplab_head(
-            features["conv5"], extra_conv=head.extra_conv, **head_options
-        )
-    outputs = _upsample(logits, images, name=MAIN_OUTPUT)
-    if aux_head:
-        aux_logits = fcn_aux_head(
-            features["conv4"],
-            num_classes=num_classes,
-            filters=head_filters,
-            bn_momentum=bn_momentum,
-        )
-        outputs = {
-            MAIN_OUTPUT: outputs,
-            AUX_OUTPUT: _upsample(aux_logits, images, name=AUX_OUTPUT),
-        }
-    suffix = "" if variant == "keras_applications" else f"_{variant}"
-    model = keras.Model(
-        images,
-        outputs,
-        name=name or f"{architecture}_{backbone}_os{output_stride}{suffix}",
+    return deeplab_head(features["out"], extra_conv=head.extra_conv, **options)
+
+
+def _outputs(images, spec):
+    """Logits at the input size, plus the aux head's when `spec` has one."""
+    head = _VARIANT_HEADS[spec.variant]
+    x = images
+    if spec.include_preprocessing:
+        x = ImagePreprocessing(head.preprocessing, name=PREPROCESS)(x)
+    features = _backbone_features(x, spec, head)
+    logits = _upsample(_head_logits(features, spec, head), images, MAIN_OUTPUT)
+    if not spec.aux_head:
+        return logits
+    # torchvision's FCNHead narrows its input 4x; ours keeps head_filters.
+    aux_filters = (
+        features["aux"].shape[-1] // 4
+        if spec.variant == "torchvision"
+        else spec.head_filters or ASPP_FILTERS
     )
+    aux_logits = fcn_aux_head(
+        features["aux"],
+        num_classes=spec.num_classes,
+        filters=aux_filters,
+        bn_momentum=spec.bn_momentum,
+    )
+    return {
+        MAIN_OUTPUT: logits,
+        AUX_OUTPUT: _upsample(aux_logits, images, AUX_OUTPUT),
+    }
+
+
+def _upsample(logits, images, name):
+    # float32 like the classifier: the logits stay full precision.
+    return ResizeToMatch(name=name, dtype="float32")([logits, images])
+
+
+def default_name(spec: ModelSpec) -> str:
+    """e.g. "deeplabv3_resnet50_os16" ("_torchvision" for that layout)."""
+    suffix = "" if spec.variant == "keras_applications" else f"_{spec.variant}"
+    return f"{spec.architecture}_{spec.backbone}_os{spec.output_stride}{suffix}"
+
+
+def _check_input_shape(input_shape):
+    input_shape = tuple(input_shape)
+    if len(input_shape) != 3 or input_shape[-1] != 3:
+        raise UserInputError(
+            f"input_shape={input_shape!r} is invalid; expected (height, "
+            "width, 3) with None for a dynamic size, channels last."
+        )
+    return input_shape
+
+
+@keras.saving.register_keras_serializable(package="keras_deeplab")
+class DeepLab(keras.Model):
+    """A segmentation model built from a `ModelSpec`, which it keeps.
+
+    A functional model (it trains, saves and exports like one) whose config
+    is its spec: saving stores the spec, loading rebuilds the graph from it
+    and loads the weights, and `model.spec` (architecture, output stride,
+    class names, ...) travels with every `.keras` file.
+
+    Args:
+        spec: ModelSpec, or its `to_dict()`.
+        image_shape: tuple. (height, width, 3); None for any size.
+        name: str or None. Model name; None gives `default_name(spec)`.
+    """
+
+    def __init__(self, spec, *, image_shape=(None, None, 3), name=None, **kw):
+        if isinstance(spec, dict):
+            spec = ModelSpec.from_dict(spec)
+        image_shape = _check_input_shape(image_shape)
+        images = keras.Input(shape=image_shape, name="images")
+        outputs = _outputs(images, spec)
+        super().__init__(images, outputs, name=name or default_name(spec), **kw)
+        self.spec = spec
+        self.image_shape = image_shape
+
+    def get_config(self):
+        return {
+            "spec": self.spec.to_dict(),
+            "image_shape": list(self.image_shape),
+            "name": self.name,
+            "trainable": self.trainable,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def spec_of(model) -> ModelSpec | None:
+    """The ModelSpec a model was built from (None for a model loaded from a
+    file of keras_deeplab < 0.3, a plain functional model)."""
+    return getattr(model, "spec", None)
+
+
+def class_names(model) -> tuple:
+    """The model's class names: its spec's, else class_0, class_1, ..."""
+    spec = spec_of(model)
+    if spec is not None:
+        return spec.names
+    return default_class_names(inference_model(model).output_shape[-1])
+
+
+def build_model(
+    spec: ModelSpec,
+    *,
+    input_shape=(None, None, 3),
+    name=None,
+    backbone_weights=None,
+    weights=None,
+) -> DeepLab:
+    """A `DeepLab` model, optionally with ImageNet or saved weights.
+
+    Args:
+        spec: ModelSpec. What to build.
+        input_shape: tuple. (height, width, 3); None for any size.
+        name: str or None. None gives `default_name(spec)`.
+        backbone_weights: None, "imagenet" or the path of a
+            keras.applications `..._notop.h5` file; loaded into the
+            backbone by layer name (the "keras_applications" layout only).
+        weights: None or the path of a `.weights.h5` file of this model.
+
+    Raises:
+        UserInputError: for weights that do not fit the spec.
+        FileNotFoundError: for a weights path that does not exist.
+    """
+    check_imagenet_weights_fit(backbone_weights, spec.variant)
+    if weights is not None and not Path(weights).is_file():
+        raise FileNotFoundError(
+            f"weights={str(weights)!r} does not exist; expected the path of "
+            "a .weights.h5 file saved by model.save_weights()."
+        )
+    model = DeepLab(spec, image_shape=input_shape, name=name)
     if backbone_weights is not None:
         load_imagenet_weights(
-            model, depth=depth, weights=backbone_weights, variant=variant
+            model,
+            depth=_RESNET_DEPTHS[spec.backbone],
+            weights=backbone_weights,
+            variant=spec.variant,
         )
     if weights is not None:
         load_weights(model, weights)
     return model
 
 
-BUILDERS = {"deeplabv3": DeepLabV3, "deeplabv3plus": DeepLabV3Plus}
+_BUILD_OPTIONS = ("input_shape", "backbone_weights", "weights", "name")
+
+
+def _build(architecture, num_classes, options) -> DeepLab:
+    """`build_model` with `options` split into its own keywords and the
+    ModelSpec fields."""
+    allowed = set(_BUILD_OPTIONS) | set(ModelSpec.field_names())
+    unknown = sorted(set(options) - allowed) + (
+        ["architecture"] if "architecture" in options else []
+    )
+    if unknown:
+        raise UserInputError(
+            f"unknown argument(s) {unknown}; expected one of "
+            f"{', '.join(_BUILD_OPTIONS)} or a ModelSpec field other than "
+            "architecture (each builder sets it)."
+        )
+    spec_fields = {k: v for k, v in options.items() if k not in _BUILD_OPTIONS}
+    spec = ModelSpec(
+        architecture=architecture, num_classes=num_classes, **spec_fields
+    )
+    build_options = {k: v for k, v in options.items() if k in _BUILD_OPTIONS}
+    return build_model(spec, **build_options)
+
+
+def DeepLabV3(num_classes: int = 21, **options) -> DeepLab:  # noqa: N802
+    """Builds DeepLabV3 (Chen et al., 2017) on a dilated backbone.
+
+    ASPP (1x1, three atrous 3x3 branches and image pooling) on the last
+    backbone stage at output stride 8, 16 or 32, a 1x1 classifier and
+    bilinear upsampling to the input size.
+
+    Args:
+        num_classes: int. Number of classes, background included.
+            Defaults to 21 (Pascal VOC).
+        **options: by keyword, `build_model`'s `input_shape`,
+            `backbone_weights`, `weights` and `name`, and any `ModelSpec`
+            field: backbone ("resnet50", "resnet101",
+            "mobilenet_v3_large"), output_stride (8, 16, 32), variant
+            ("keras_applications", or "torchvision": the layout torchvision
+            and VainF checkpoints convert into), atrous_rates, multi_grid,
+            image_pooling, aux_head (then the model returns {"logits",
+            "aux_logits"} for training), backbone_width, head_filters,
+            dropout_rate, bn_momentum, include_preprocessing, class_names.
+
+    Returns:
+        `DeepLab`, a functional keras.Model: RGB images in [0, 255] of any
+        size -> float32 logits (batch, height, width, num_classes).
+
+    Raises:
+        UserInputError (a ValueError): naming an invalid argument.
+    """
+    return _build("deeplabv3", num_classes, options)
+
+
+def DeepLabV3Plus(num_classes: int = 21, **options) -> DeepLab:  # noqa: N802
+    """Builds DeepLabV3+ (Chen et al., 2018) on a dilated backbone.
+
+    DeepLabV3's encoder plus a decoder on the stride-4 features: 1x1 conv to
+    48 channels, the ASPP output upsampled to their exact size,
+    concatenation, 3x3 convs (two in the paper's layout, one in VainF's
+    `variant="torchvision"`), the 1x1 classifier and bilinear upsampling.
+    Arguments and result as `DeepLabV3`.
+    """
+    return _build("deeplabv3plus", num_classes, options)
 
 
 def inference_model(model) -> keras.Model:
     """The model that returns the segmentation logits tensor, and only that.
 
     A model built with `aux_head=True` returns {"logits", "aux_logits"} for
-    training; every load and export boundary (`load_trained_model`, the
-    exporters, evaluation) calls this once, so everything after it sees one
-    float32 logits tensor. Layers and weights are shared, not copied.
+    training; every load and export boundary calls this once, so everything
+    after it sees one float32 logits tensor. For a `DeepLab` the result is a
+    `DeepLab` of the same spec without the aux head, holding the same
+    weights (copied); a plain functional model gets a view of its main
+    output.
     """
     if not isinstance(model.output, dict):
         return model
-    return keras.Model(model.input, model.output[MAIN_OUTPUT], name=model.name)
+    spec = spec_of(model)
+    if spec is None:
+        return keras.Model(
+            model.input, model.output[MAIN_OUTPUT], name=model.name
+        )
+    main = DeepLab(
+        dataclasses.replace(spec, aux_head=False),
+        image_shape=tuple(model.input.shape[1:]),
+        name=model.name,
+    )
+    copy_weights_by_name(model, main)
+    return main
+
+
+def copy_weights_by_name(source, target):
+    """Sets every weighted layer of `target` from the same-named layer of
+    `source` (which has them all, with the same shapes)."""
+    for layer in target.layers:
+        if layer.weights:
+            layer.set_weights(source.get_layer(layer.name).get_weights())
 
 
 def with_precision(model, precision: str) -> keras.Model:
@@ -347,20 +371,26 @@ def with_precision(model, precision: str) -> keras.Model:
     AMX and on accelerators; elsewhere bf16 is emulated and slower.
 
     Args:
-        model: a DeepLabV3 keras.Model.
-        precision: str. "bfloat16" or "float32" (returns `model` itself).
+        model: a segmentation keras.Model.
+        precision: str. One of INFERENCE_PRECISIONS.
 
     Returns:
-        A new model with copies of the weights (float32 is `model` itself).
+        A new model with copies of the weights, or `model` itself when it
+        already computes in `precision` (float32 also undoes a mixed
+        precision the model was built or trained under).
     """
-    if precision not in PRECISIONS:
+    if precision not in INFERENCE_PRECISIONS:
         raise UserInputError(
             f"precision={precision!r} is not supported; expected one of "
-            f"{PRECISIONS}."
+            f"{INFERENCE_PRECISIONS}."
         )
-    if precision == "float32":
+    policy = keras.dtype_policies.DTypePolicy(
+        "float32" if precision == "float32" else "mixed_bfloat16"
+    )
+    if precision == "float32" and all(
+        layer.dtype_policy.name == "float32" for layer in model.layers
+    ):
         return model
-    policy = keras.dtype_policies.DTypePolicy("mixed_bfloat16")
 
     def clone_layer(layer):
         config = layer.get_config()
@@ -370,12 +400,61 @@ def with_precision(model, precision: str) -> keras.Model:
 
     clone = keras.models.clone_model(model, clone_function=clone_layer)
     clone.set_weights(model.get_weights())
+    if spec_of(model) is not None:
+        clone.spec = spec_of(model)
     return clone
 
 
-def _upsample(logits, images, *, name):
-    # float32 like the classifier: the logits stay full precision.
-    return ResizeToMatch(name=name, dtype="float32")([logits, images])
+def export_model(model) -> keras.Model:
+    """What every exporter converts: the float32 `inference_model`.
+
+    A model built or trained under mixed precision exports in float32 (the
+    TFLite converter never finishes on its bfloat16 graph).
+    """
+    return with_precision(inference_model(model), "float32")
+
+
+def with_output_stride(model, output_stride: int) -> DeepLab:
+    """The same trained weights in a model of another output stride.
+
+    Dilation changes no weight shape, so a model trained at output stride 16
+    can be evaluated at 8 (denser features, ~3x the compute; +1-1.5 mIoU in
+    the paper). Explicit atrous rates are scaled with the stride (6, 12, 18
+    at 16 become 12, 24, 36 at 8); unset rates follow the stride anyway.
+
+    Args:
+        model: a `DeepLab` model (or its `inference_model`).
+        output_stride: int. 8, 16 or 32.
+    """
+    spec = _require_spec(model, "with_output_stride")
+    rates = spec.atrous_rates
+    if rates is not None:
+        scale = spec.output_stride / output_stride
+        rates = tuple(max(1, int(rate * scale)) for rate in rates)
+    moved = dataclasses.replace(
+        spec, output_stride=output_stride, atrous_rates=rates
+    )
+    # A default name says the stride: it follows; a chosen one stays.
+    name = default_name(moved) if model.name == default_name(spec) else None
+    rebuilt = DeepLab(
+        moved,
+        image_shape=tuple(model.input.shape[1:]),
+        name=name or model.name,
+    )
+    rebuilt.set_weights(model.get_weights())
+    return rebuilt
+
+
+def _require_spec(model, what) -> ModelSpec:
+    spec = spec_of(model)
+    if spec is None:
+        raise UserInputError(
+            f"{what} needs a model built by keras_deeplab >= 0.3, which "
+            f"records its ModelSpec; {model.name!r} has none (a file of an "
+            "earlier release). Rebuild it with kd.DeepLabV3(...) and "
+            "model.load_weights, then save it again."
+        )
+    return spec
 
 
 # What Keras raises for archives it cannot rebuild: safe-mode refusals
@@ -392,12 +471,64 @@ MODEL_FILE_ERRORS = (
 
 def load_weights(model, path):
     """`model.load_weights(path)` with a clear error for a file that does
-    not fit (another architecture, another config, a damaged file)."""
+    not fit (another architecture, another config, a damaged file).
+
+    Keras warns once per layer it cannot fill before it raises; the one
+    error here says it all, so those warnings are not shown.
+    """
     try:
-        model.load_weights(path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model.load_weights(path)
     except MODEL_FILE_ERRORS as err:
         raise UserInputError(
             f"weights file {str(path)!r} does not load into {model.name} "
             f"({first_line(err)}); expected weights saved from a model "
             "with the same backbone, variant, head and num_classes."
+        ) from err
+
+
+def existing_model_file(path) -> Path:
+    """`path` as a Path, or FileNotFoundError saying what was expected."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserInputError(
+            f"model {str(path)!r} is a folder; expected a .keras file (e.g. "
+            "work_dir/best.keras), a .weights.h5 file or a preset name "
+            "(keras-deeplab presets)."
+        )
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"model file {str(path)!r} does not exist; expected a .keras file "
+            "(e.g. work_dir/best.keras), a .weights.h5 file or a preset name "
+            "(keras-deeplab presets)."
+        )
+    return path
+
+
+def load_model_file(path) -> keras.Model:
+    """Loads a `.keras` model in safe mode, without its training state.
+
+    safe_mode refuses lambdas and arbitrary code in the archive. Every load
+    here is for inference or for weights, so the optimizer and metrics a
+    training checkpoint carries are not rebuilt.
+
+    Raises:
+        FileNotFoundError: if `path` does not exist.
+        UserInputError: for a file that is not a loadable `.keras` model.
+    """
+    path = existing_model_file(path)
+    if not zipfile.is_zipfile(path):
+        raise UserInputError(
+            f"model file {str(path)!r} is not a .keras archive (a zip file): "
+            "it is empty, truncated or in another format. Use a .keras file "
+            "written by model.save or keras-deeplab."
+        )
+    try:
+        return keras.saving.load_model(path, safe_mode=True, compile=False)
+    except MODEL_FILE_ERRORS as err:
+        raise UserInputError(
+            f"model file {str(path)!r} cannot be loaded in safe mode "
+            f"({first_line(err)}); expected a model saved by keras-deeplab, "
+            "without Lambda layers or custom code."
         ) from err

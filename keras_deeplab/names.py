@@ -4,8 +4,9 @@ import re
 
 from keras_deeplab.errors import UserInputError
 
-# A model name becomes a folder: letters, digits, ".", "_", "-" and no "..".
-_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+# A model name becomes a folder (and a TF Serving model name): letters,
+# digits, ".", "_", "-", no "..", and short enough for any file system.
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
 def check_model_name(model_name: str) -> str:
@@ -21,7 +22,7 @@ def check_model_name(model_name: str) -> str:
     ):
         raise UserInputError(
             f"model_name={model_name!r} is invalid; expected one folder name "
-            "of letters, digits, '.', '_' or '-' (no '/' or '..'), e.g. "
-            "--set model_name=deeplab."
+            "of 1 to 100 letters, digits, '.', '_' or '-' (no '/' or '..'), "
+            "e.g. --set model_name=deeplab."
         )
     return model_name

@@ -9,46 +9,90 @@ from keras_deeplab.atomic import atomic_file
 from keras_deeplab.data.sources import read_image
 from keras_deeplab.errors import UserInputError
 from keras_deeplab.inference import predict_probabilities
-from keras_deeplab.models import inference_model
-from keras_deeplab.visualize import overlay, save_mask_png, save_png
+from keras_deeplab.models import class_names, inference_model
+from keras_deeplab.visualize import overlay_with_legend, save_mask_png, save_png
+
+MASK_SUFFIX = "_mask.png"
+OVERLAY_SUFFIX = "_overlay.png"
+PROBABILITIES_SUFFIX = "_probabilities.npy"
 
 
-def segment_files(
-    model, paths, out_dir, *, probabilities=False, scales=(1.0,), flip=False
-):
-    """Writes `<stem>_mask.png`, `<stem>_overlay.png` (+ `.npy`) per image.
-
-    Images are processed one at a time at their own size.
-
-    Args:
-        model: DeepLabV3 model.
-        paths: iterable of image paths (JPEG/PNG).
-        out_dir: output folder (created).
-        probabilities: bool. Also save float32 (h, w, classes) `.npy` files.
-        scales: tuple of floats. Multi-scale inference scales.
-        flip: bool. Add flipped inference.
-
-    Returns:
-        List of written mask paths.
-
-    Raises:
-        UserInputError: if two images share a file stem (their outputs
-            would overwrite each other).
-        DataError: naming an image that cannot be read (before any output
-            for it is written).
-    """
-    model = inference_model(model)
+def output_paths(out_dir, stem, *, probabilities=False) -> list:
+    """The files `segment_files` writes for one image stem."""
     out_dir = Path(out_dir)
-    paths = [Path(path) for path in paths]
+    suffixes = [MASK_SUFFIX, OVERLAY_SUFFIX]
+    suffixes += [PROBABILITIES_SUFFIX] if probabilities else []
+    return [out_dir / f"{stem}{suffix}" for suffix in suffixes]
+
+
+def _check_outputs(paths, out_dir, *, probabilities, overwrite):
+    """Refuses stems that collide, and outputs that exist unless asked."""
     stems = {}
     for path in paths:
         if path.stem in stems:
             raise UserInputError(
                 f"{str(stems[path.stem])!r} and {str(path)!r} would both "
-                f"write {path.stem}_mask.png; predict them into separate "
+                f"write {path.stem}{MASK_SUFFIX}; predict them into separate "
                 "--out folders or rename one."
             )
         stems[path.stem] = path
+    if overwrite:
+        return
+    existing = [
+        output
+        for stem in stems
+        for output in output_paths(out_dir, stem, probabilities=probabilities)
+        if output.exists()
+    ]
+    if existing:
+        raise FileExistsError(
+            f"{len(existing)} outputs already exist in {str(out_dir)!r} (e.g. "
+            f"{existing[0].name}), which could be someone's ground truth; "
+            "choose another --out or pass --overwrite."
+        )
+
+
+def segment_files(
+    model,
+    paths,
+    out_dir,
+    *,
+    probabilities=False,
+    scales=(1.0,),
+    flip=False,
+    overwrite=False,
+):
+    """Writes `<stem>_mask.png`, `<stem>_overlay.png` (+ `.npy`) per image.
+
+    Images are processed one at a time at their own size. The overlay has a
+    legend of the classes it shows, named by the model's class names.
+
+    Args:
+        model: segmentation model.
+        paths: iterable of image paths (JPEG/PNG).
+        out_dir: output folder (created).
+        probabilities: bool. Also save float32 (h, w, classes) `.npy` files.
+        scales: tuple of floats. Multi-scale inference scales.
+        flip: bool. Add flipped inference.
+        overwrite: bool. Replace outputs that exist; refused otherwise.
+
+    Returns:
+        List of written mask paths.
+
+    Raises:
+        UserInputError: if two images share a file stem.
+        FileExistsError: if an output exists and `overwrite` is False
+            (checked before anything is written).
+        DataError: naming an image that cannot be read (before any output
+            for it is written).
+    """
+    names = class_names(model)
+    model = inference_model(model)
+    out_dir = Path(out_dir)
+    paths = [Path(path) for path in paths]
+    _check_outputs(
+        paths, out_dir, probabilities=probabilities, overwrite=overwrite
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     progress = keras.utils.Progbar(len(paths), unit_name="image")
     written = []
@@ -58,10 +102,13 @@ def segment_files(
             model, image[None].astype("float32"), scales=scales, flip=flip
         )[0]
         mask = np.argmax(probs, axis=-1).astype(np.uint8)
-        written.append(save_mask_png(out_dir / f"{path.stem}_mask.png", mask))
-        save_png(out_dir / f"{path.stem}_overlay.png", overlay(image, mask))
-        if probabilities:
-            with atomic_file(out_dir / f"{path.stem}_probabilities.npy") as tmp:
-                np.save(tmp, probs.astype(np.float32))
+        mask_path, overlay_path, *npy = output_paths(
+            out_dir, path.stem, probabilities=probabilities
+        )
+        written.append(save_mask_png(mask_path, mask))
+        save_png(overlay_path, overlay_with_legend(image, mask, names))
+        if npy:
+            with atomic_file(npy[0]) as temporary:
+                np.save(temporary, probs.astype(np.float32))
         progress.add(1)
     return written

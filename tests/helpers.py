@@ -1,5 +1,7 @@
 """Small helpers shared by tests (fixtures live in conftest.py)."""
 
+import os
+
 import numpy as np
 
 # Width-reduced settings: the same graph as ResNet-50/ASPP with 8x fewer
@@ -33,3 +35,44 @@ def assert_layers_equal(model, reference, names):
             strict=True,
         ):
             np.testing.assert_array_equal(mine, theirs)
+
+
+class PicklePayload:
+    """Pickles into a call of os.system that creates `marker`: what a
+    hostile .pth carries. A test checks the marker never appears."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+_PLAIN_KERAS_LOAD = """
+import sys
+import keras_deeplab  # registers the package's Keras classes, nothing else
+import keras
+for path in sys.argv[1:]:
+    model = keras.saving.load_model(path)  # safe mode, compiled
+    print("LOADED", path, type(model).__name__, model.compiled)
+"""
+
+
+def assert_loads_with_plain_keras(*paths):
+    """Each file loads in a fresh process with `keras.saving.load_model`
+    after nothing but `import keras_deeplab`."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    completed = subprocess.run(
+        [sys.executable, "-c", _PLAIN_KERAS_LOAD, *map(str, paths)],
+        env={**os.environ, "PYTHONPATH": str(root)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    for path in paths:
+        assert f"LOADED {path} " in completed.stdout, completed.stdout

@@ -8,8 +8,15 @@ and nothing half-written. Each case here failed before its fix.
 
 import io
 import json
+import os
+import signal
+import socket
 import struct
+import subprocess
+import sys
+import time
 import zlib
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -19,14 +26,16 @@ import yaml
 from PIL import Image
 
 from keras_deeplab import DeepLabV3
-from keras_deeplab.cli import DATA_PROBLEM_EXIT, USER_ERROR_EXIT, main
+from keras_deeplab.cli import USER_ERROR_EXIT, main
+from keras_deeplab.cli.commands import DATA_PROBLEM_EXIT
 from keras_deeplab.loading import model_from_config
-from keras_deeplab.training.fit import compile_from_config
+from keras_deeplab.training.recipe import compile_from_config
 from tests.data.fixtures import make_folder_dataset, write_image, write_mask
 from tests.helpers import TINY
-from tests.training.tiny import TINY_TRAIN, tiny_config
+from tests.training.tiny import TINY_TRAIN, tiny_config, train_command
 
 SETS = [arg for item in TINY_TRAIN for arg in ("--set", item)]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 BOMB_SIDE = 30000
 
 
@@ -489,3 +498,250 @@ def test_yaml_configs_still_parse_plain_values(tmp_path):
     path = tmp_path / "ok.yaml"
     path.write_text(yaml.safe_dump({"preset": "demo", "epochs": 3}))
     assert load_config(str(path)).epochs == 3
+
+
+# The second probe round (items 11-19 of issue 24) ----------------------------
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("bn_momentum=nan", "bn_momentum=nan is not a finite number"),
+        ("min_scale=nan", "min_scale=nan is not a finite number"),
+        ("learning_rate=nan", "learning_rate=nan is not a finite number"),
+        ("learning_rate=inf", "learning_rate=inf is not a finite number"),
+        ("dropout_rate=nan", "dropout_rate=nan is not a finite number"),
+        ("eval_scales=[1e-9]", "eval_scales=(1e-09,) is invalid"),
+        ("seed=4294967296", "seed=4294967296 is out of range"),
+        ("model_name=" + "m" * 300, "model_name='mmmm"),
+        ("atrous_rates=[1000000000,1,1]", "atrous_rates=(1000000000, 1, 1)"),
+        ("multi_grid=[1,2,400]", "multi_grid=(1, 2, 400) is invalid"),
+        ("class_names=cat", "class_names='cat' has the wrong type"),
+    ],
+)
+def test_absurd_values_are_refused_in_one_line(
+    setting, message, tmp_path, capsys
+):
+    line = _cli(
+        ["train", "demo", "--work-dir", tmp_path, *SETS, "--set", setting],
+        capsys,
+    )
+    assert message in line
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_deeply_nested_config_is_refused(tmp_path, capsys):
+    path = tmp_path / "deep.yaml"
+    path.write_text("epochs: " + "[" * 30000 + "]" * 30000 + "\n")
+    line = _cli(["validate-data", "--config", path], capsys)
+    assert "deep.yaml" in line and "nests its values" in line
+
+
+def _tmpfs(path, size):
+    """A small filesystem at `path`, or a skip where mounting is not
+    allowed (it needs root)."""
+    path.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode()}")
+    return path
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    disk = _tmpfs(tmp_path / "disk", "600k")
+    yield disk
+    subprocess.run(["umount", str(disk)], check=False)
+
+
+def test_a_full_disk_is_one_line_that_names_the_path(
+    small_disk, tiny_model_file, capsys
+):
+    """A TFLite file larger than the disk: the write fails, one line names
+    the file, and nothing half-written stays."""
+    out = small_disk / "exported"
+    line = _cli(
+        ["export", "--model", tiny_model_file, "--format", "tflite"]
+        + ["--out", out],
+        capsys,
+    )
+    assert "no space left on the device" in line and str(out) in line
+    tflite = out / "tflite"
+    assert not [p for p in tflite.rglob("*") if p.suffix == ".tflite"]
+
+
+def test_training_on_a_full_disk_stops_in_one_line(small_disk):
+    """The backup is the first large write of a run; it fails cleanly."""
+    completed = subprocess.run(
+        train_command(
+            small_disk / "run", [*TINY_TRAIN, "backup_every_steps=1"]
+        ),
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert completed.returncode == USER_ERROR_EXIT, completed.stderr[-2000:]
+    lines = completed.stderr.strip().splitlines()
+    assert len(lines) == 1, completed.stderr[-2000:]
+    assert "no space left on the device" in lines[0]
+    assert str(small_disk) in lines[0]
+
+
+def test_ctrl_c_during_training_is_one_line_and_keeps_the_backup(tmp_path):
+    settings = [*TINY_TRAIN, "epochs=50", "backup_every_steps=1"]
+    process = subprocess.Popen(
+        train_command(tmp_path, settings),
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    state = tmp_path / "backup" / "state.json"
+    deadline = time.monotonic() + 240
+    while not state.exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert state.exists(), "no backup within 240 s"
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-2000:]
+    assert stderr.strip().splitlines() == [
+        "keras-deeplab train: error: interrupted; the last backup is intact: "
+        "run again with --resume"
+    ]
+    assert json.loads(state.read_text())["epoch"] >= 0
+
+
+def test_a_busy_coordinator_port_is_named(tmp_path):
+    """JAX crashes without a word when process 0's port is taken."""
+    pytest.importorskip("jax")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        completed = subprocess.run(
+            train_command(tmp_path, [*TINY_TRAIN, "strategy=data_parallel"]),
+            env={
+                **os.environ,
+                "PYTHONPATH": str(REPO_ROOT),
+                "KERAS_BACKEND": "jax",
+                "KERAS_DISTRIBUTION_JOB_ADDRESSES": f"127.0.0.1:{port}",
+                "KERAS_DISTRIBUTION_NUM_PROCESSES": "2",
+                "KERAS_DISTRIBUTION_PROCESS_ID": "0",
+            },
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+    assert completed.returncode == USER_ERROR_EXIT, completed.stderr[-2000:]
+    (line,) = completed.stderr.strip().splitlines()
+    assert f"cannot serve the coordinator on port {port}" in line
+
+
+def test_port_zero_is_refused(monkeypatch):
+    from keras_deeplab.training import strategies
+
+    monkeypatch.setenv(strategies.JOB_ADDRESSES, "127.0.0.1:0")
+    monkeypatch.setenv(strategies.NUM_PROCESSES, "2")
+    monkeypatch.setenv(strategies.PROCESS_ID, "0")
+    with pytest.raises(ValueError, match="a port from 1 to 65535"):
+        strategies.cluster_from_environment()
+
+
+def test_predict_never_overwrites_existing_outputs(
+    tiny_model_file, tmp_path, capsys
+):
+    image = write_image(tmp_path / "photo.png")
+    out = tmp_path / "out"
+    out.mkdir()
+    truth = out / "photo_mask.png"
+    truth.write_bytes(b"a user's ground truth")
+    line = _cli(
+        ["predict", image, "--model", tiny_model_file, "--out", out], capsys
+    )
+    assert "already exist" in line and "--overwrite" in line
+    assert truth.read_bytes() == b"a user's ground truth"
+
+
+def test_export_options_that_do_not_apply_are_refused(
+    tiny_model_file, tmp_path, capsys
+):
+    line = _cli(
+        ["export", "--model", tiny_model_file, "--format", "onnx"]
+        + ["--argmax", "--out", tmp_path],
+        capsys,
+    )
+    assert "apply to TFLite only" in line
+    assert not (tmp_path / "onnx").exists()
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            ["export", "--model", str(tiny_model_file), "--format"]
+            + ["saved_model", "--version", "99999999999999999999"]
+            + ["--out", str(tmp_path)]
+        )
+    assert exit_info.value.code == USER_ERROR_EXIT
+    assert "not a positive int up to" in capsys.readouterr().err
+
+
+def test_a_folder_given_as_an_image_is_named(tiny_model_file, tmp_path, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    line = _cli(
+        [
+            "predict",
+            folder,
+            "--model",
+            tiny_model_file,
+            "--out",
+            tmp_path / "o",
+        ],
+        capsys,
+    )
+    assert str(folder) in line and "is a folder" in line
+
+
+def test_weights_of_another_config_say_so_without_keras_warnings(
+    tmp_path, capfd
+):
+    path = tmp_path / "other.weights.h5"
+    DeepLabV3(5, backbone_width=8, head_filters=8).save_weights(path)
+    assert (
+        main(["evaluate", "--config", "demo", *SETS, "--model", str(path)]) == 2
+    )
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "does not load into" in err[0], err
+
+
+@pytest.mark.slow
+def test_a_mixed_precision_model_exports_to_tflite(tmp_path):
+    """The TFLite converter never finished on a bfloat16 graph; export
+    converts float32 (in a child with a deadline, so a hang fails)."""
+    script = (
+        "import sys, keras, numpy as np\n"
+        "from keras_deeplab import DeepLabV3\n"
+        "from keras_deeplab.export.tflite import convert_tflite, run_tflite\n"
+        "keras.config.set_dtype_policy('mixed_bfloat16')\n"
+        "model = DeepLabV3(3, backbone_width=4, head_filters=8)\n"
+        "keras.config.set_dtype_policy('float32')\n"
+        "images = np.random.default_rng(0).uniform(0, 255, (1, 33, 33, 3))\n"
+        "logits = run_tflite(convert_tflite(model, size=33), images)\n"
+        "reference = np.asarray(model(images), np.float32)\n"
+        "print('AGREE', (logits.argmax(-1) == reference.argmax(-1)).mean())\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    agreement = float(completed.stdout.split("AGREE")[1])
+    assert agreement >= 0.95  # bf16 Keras against the float32 export

@@ -8,19 +8,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from keras_deeplab.models import BUILDERS
+from keras_deeplab.models import build_model
+from keras_deeplab.spec import ModelSpec
 from tests.helpers import TINY, random_images
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 _JAX_FORWARD = """
 import sys, numpy as np, keras
-from keras_deeplab.models import BUILDERS
+from keras_deeplab.models import build_model
+from keras_deeplab.spec import ModelSpec
 assert keras.backend.backend() == "jax", keras.backend.backend()
 weights, images, out, variant, architecture = sys.argv[1:6]
-model = BUILDERS[architecture](3, aux_head=True, backbone_width=8,
-                               head_filters=16, variant=variant,
-                               weights=weights)
+spec = ModelSpec(architecture=architecture, num_classes=3, aux_head=True,
+                 backbone_width=8, head_filters=16, variant=variant)
+model = build_model(spec, weights=weights)
 outputs = model.predict(np.load(images), verbose=0)
 np.save(out, outputs["logits"])
 """
@@ -36,7 +38,14 @@ np.save(out, outputs["logits"])
 )
 def test_jax_forward_pass_matches_tensorflow(tmp_path, architecture, variant):
     pytest.importorskip("jax")
-    model = BUILDERS[architecture](3, aux_head=True, variant=variant, **TINY)
+    spec = ModelSpec(
+        architecture=architecture,
+        num_classes=3,
+        aux_head=True,
+        variant=variant,
+        **TINY,
+    )
+    model = build_model(spec)
     weights = tmp_path / "tiny.weights.h5"
     model.save_weights(weights)
     images = random_images(2, 97, 65)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,9 +11,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from keras_deeplab import visualize
 from keras_deeplab.cli import main
 from keras_deeplab.data.synthetic import synthetic_sample
+from keras_deeplab.labels import SYNTHETIC_CLASSES
 from tests.data.fixtures import make_folder_dataset, write_mask
+from tests.helpers import assert_loads_with_plain_keras
 from tests.training.tiny import TINY_TRAIN
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -54,9 +58,11 @@ def test_evaluate_prints_metrics(trained_dir, capsys):
     )
     assert code == 0
     out = capsys.readouterr().out
-    results = json.loads(out[out.rindex("{\n") :])
-    assert 0.0 <= results["mean_iou"] <= 1.0
-    assert len(results["per_class_iou"]) == 5
+    miou = float(re.search(r"^mIoU ([0-9.]+), pixel accuracy", out, re.M)[1])
+    assert 0.0 <= miou <= 1.0
+    # One line per class, named by the model (the demo preset's names).
+    for name in SYNTHETIC_CLASSES:
+        assert re.search(rf"^  {name} +(-|[0-9.]+)$", out, re.M), name
 
 
 def test_predict_writes_mask_overlay_and_probabilities(trained_dir, tmp_path):
@@ -80,7 +86,11 @@ def test_predict_writes_mask_overlay_and_probabilities(trained_dir, tmp_path):
     mask = Image.open(out / "shapes_mask.png")
     assert mask.mode == "P" and mask.size == (40, 40)
     assert np.asarray(mask).max() < 5
-    assert Image.open(out / "shapes_overlay.png").size == (40, 40)
+    overlay = np.asarray(Image.open(out / "shapes_overlay.png"))
+    assert overlay.shape[0] == 40 and overlay.shape[1] > 40  # + legend
+    np.testing.assert_array_equal(
+        overlay[:, :40], visualize.overlay(image, np.asarray(mask))
+    )
     probabilities = np.load(out / "shapes_probabilities.npy")
     assert probabilities.shape == (40, 40, 5)
 
@@ -178,8 +188,8 @@ def test_predict_weights_file_needs_a_config(trained_dir, tmp_path, capsys):
         (
             ["evaluate", "demo", "--weights", "missing.keras"],
             "keras-deeplab evaluate: error: model file 'missing.keras' does "
-            "not exist; expected a .keras file (e.g. work_dir/best.keras) or a "
-            ".weights.h5 file.",
+            "not exist; expected a .keras file (e.g. work_dir/best.keras), a "
+            ".weights.h5 file or a preset name (keras-deeplab presets).",
         ),
     ],
 )
@@ -229,6 +239,8 @@ def test_demo_end_to_end_tiny(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "deeplabv3plus_resnet50_os16: " in out and "GMACs at 48x48" in out
     assert "deeplab_int8_48" in out and "val mIoU" in out
+    # Each artefact is announced with its time while `export all` runs.
+    assert re.search(r"writing tflite .* at 48 \.\.\.\n.*\(\d+\.\d s\)", out)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert 0.0 <= metrics["mean_iou"] <= 1.0
     names = {row["name"] for row in metrics["parity"]}
@@ -242,3 +254,4 @@ def test_demo_end_to_end_tiny(tmp_path, capsys):
     predict = ["predict", str(image), "--model", str(model), "--out"]
     assert main([*predict, str(tmp_path / "masks")]) == 0
     assert (tmp_path / "masks" / "shapes_mask.png").is_file()
+    assert_loads_with_plain_keras(model, tmp_path / "train" / "final.keras")

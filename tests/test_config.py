@@ -50,7 +50,7 @@ def test_wrong_type_names_key_and_type():
     with pytest.raises(ValueError) as info:
         load_config(None, ["epochs=many"])
     assert str(info.value) == (
-        "epochs='many' in --set has the wrong type; expected int."
+        "epochs='many' has the wrong type (in --set); expected int."
     )
 
 

@@ -13,7 +13,7 @@ import pytest
 from keras_deeplab.cli import USER_ERROR_EXIT, main
 from keras_deeplab.convert import convert_torchvision
 from keras_deeplab.errors import UserInputError
-from tests.helpers import random_images
+from tests.helpers import assert_loads_with_plain_keras, random_images
 from tests.torch_reference import deeplabv3, torch, torch_logits
 
 RELATIVE_TOLERANCE = 1e-4  # of the reference logit range
@@ -196,6 +196,7 @@ def test_cli_writes_a_safe_mode_model(r50, r50_file, tmp_path, capsys):
         np.asarray(loaded(images)["logits"]),
         np.asarray(r50[8][1](images)["logits"]),
     )
+    assert_loads_with_plain_keras(out)
 
 
 def _cli_error(argv, capsys):
@@ -258,7 +259,7 @@ def test_pickled_code_is_never_run(tmp_path):
 
     path = tmp_path / "evil.pth"
     torch.save({"model_state": Payload()}, path)
-    with pytest.raises(UserInputError, match="not a readable PyTorch"):
+    with pytest.raises(UserInputError, match="is refused: its pickle names"):
         convert_torchvision(path)
     assert not marker.exists()
 
@@ -281,7 +282,7 @@ def test_missing_checkpoint_and_bad_out_are_refused(tmp_path, capsys):
         ],
         capsys,
     )
-    assert "must end in .keras" in line
+    assert "must be a .keras file path" in line
     line = _cli_error(
         [
             "convert-torchvision",
@@ -337,18 +338,42 @@ def test_fine_tune_a_converted_model_on_a_folder_dataset(r50, tmp_path):
         )
 
 
-def test_cli_offers_every_convertible_arch():
-    """The CLI lists --arch itself (importing convert would slow --help)."""
-    import argparse
-
-    from keras_deeplab.cli import _parser
-    from keras_deeplab.convert import ARCHS
-
-    commands = next(
-        action
-        for action in _parser()._actions
-        if isinstance(action, argparse._SubParsersAction)
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ("int_key", "entry 3 holds a ndarray"),
+        ("scalar_bias", "has a classifier bias of shape ()"),
+        ("rank3_conv", "backbone.conv1: [(64, 3, 7)], expected ranks [4]"),
+    ],
+)
+def test_odd_but_loadable_checkpoints_are_one_line(
+    r50_file, tmp_path, capsys, change, message
+):
+    state = torch.load(r50_file, weights_only=True)
+    if change == "int_key":
+        state[3] = torch.ones(1)
+    elif change == "scalar_bias":
+        state["classifier.4.bias"] = torch.tensor(0.5)
+    else:
+        state["backbone.conv1.weight"] = state["backbone.conv1.weight"][..., 0]
+    path = tmp_path / f"{change}.pth"
+    torch.save(state, path)
+    line = _cli_error(
+        ["convert-torchvision", str(path), "--arch", "deeplabv3_resnet50"]
+        + ["--out", str(tmp_path / "out.keras")],
+        capsys,
     )
-    convert = commands.choices["convert-torchvision"]
-    (arch,) = [a for a in convert._actions if a.dest == "arch"]
-    assert tuple(arch.choices) == tuple(ARCHS)
+    assert str(path) in line and message in line
+
+
+def test_out_naming_a_folder_is_refused_before_converting(tmp_path, capsys):
+    folder = tmp_path / "models.keras"
+    folder.mkdir()
+    line = _cli_error(
+        ["convert-torchvision", str(tmp_path / "missing.pth"), "--arch"]
+        + ["deeplabv3_resnet50", "--out", str(folder)],
+        capsys,
+    )
+    # The --out mistake is found first, before the checkpoint is read.
+    assert "must be a .keras file path (not a folder)" in line

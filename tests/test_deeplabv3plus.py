@@ -14,13 +14,9 @@ import pytest
 from keras_deeplab import DeepLabV3, DeepLabV3Plus
 from keras_deeplab.complexity import model_macs
 from keras_deeplab.config import PRESETS, load_config
-from keras_deeplab.heads.aspp import ARCHITECTURES
-from keras_deeplab.loading import (
-    initialize_from,
-    model_from_config,
-    with_output_stride,
-)
-from keras_deeplab.models import BUILDERS, with_precision
+from keras_deeplab.loading import initialize_from, model_from_config
+from keras_deeplab.models import with_output_stride, with_precision
+from keras_deeplab.spec import ModelSpec
 from tests.helpers import (
     TINY,
     assert_layers_equal,
@@ -35,8 +31,10 @@ DECODER_PARAMS = (
 )
 
 
-def test_every_architecture_has_a_builder():
-    assert tuple(BUILDERS) == ARCHITECTURES
+def test_the_builder_names_its_architecture():
+    assert DeepLabV3Plus(3, **TINY).spec == ModelSpec(
+        architecture="deeplabv3plus", num_classes=3, **TINY
+    )
 
 
 @pytest.mark.parametrize("output_stride", [8, 16])
@@ -158,7 +156,7 @@ def test_config_builds_and_moves_deeplabv3plus():
     )
     model = model_from_config(config)
     assert model.name.startswith("deeplabv3plus_")
-    at_os8 = with_output_stride(model, config, 8)
+    at_os8 = with_output_stride(model, 8)
     assert at_os8.name.startswith("deeplabv3plus_resnet50_os8")
     images = random_images(1, 65, 65)
     assert at_os8.predict_on_batch(images).shape == (1, 65, 65, 5)

@@ -5,7 +5,8 @@ import pytest
 from matplotlib.figure import Figure
 
 from keras_deeplab import figures
-from keras_deeplab.data.synthetic import CLASS_NAMES, synthetic_arrays
+from keras_deeplab.data.synthetic import synthetic_arrays
+from keras_deeplab.labels import SYNTHETIC_CLASSES
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -37,7 +38,9 @@ def test_every_figure_saves_a_png(samples, tmp_path):
     made = {
         "samples": figures.sample_grid(images, masks, columns=4),
         "curves": figures.training_curves(history),
-        "iou": figures.class_iou_bars([0.9, None, 0.5, 0.1, 0.3], CLASS_NAMES),
+        "iou": figures.class_iou_bars(
+            [0.9, None, 0.5, 0.1, 0.3], SYNTHETIC_CLASSES
+        ),
         "grid": figures.prediction_grid(images, masks, masks),
         "runtimes": figures.runtime_comparison(runtime_rows),
         "disagree": figures.disagreement_map(

@@ -58,23 +58,21 @@ def test_every_output_stride_builds_and_keeps_the_input_size(
     [
         (
             {"output_stride": 12},
-            "output_stride=12 is not supported; expected one of (8, 16, 32). "
-            "Pass output_stride=16.",
+            "output_stride=12 is not supported; expected one of (8, 16, 32).",
         ),
         (
             {"backbone": "resnet34"},
             "backbone='resnet34' is not supported; expected one of "
-            "('resnet50', 'resnet101').",
+            "('resnet50', 'resnet101', 'mobilenet_v3_large').",
         ),
         (
             {"num_classes": 0},
-            "num_classes=0 is invalid; expected an int >= 1, e.g. "
-            "num_classes=21 for Pascal VOC.",
+            "num_classes=0 is out of range; expected a value >= 1 and <= 255.",
         ),
         (
             {"atrous_rates": (6, -1)},
-            "atrous_rates=(6, -1) is invalid; expected a non-empty tuple of "
-            "positive ints, e.g. (6, 12, 18).",
+            "atrous_rates=(6, -1) is invalid; expected a non-empty list of "
+            "ints in [1, 256], e.g. --set atrous_rates=[6,12,18].",
         ),
         (
             {"variant": "pytorch"},
@@ -83,15 +81,32 @@ def test_every_output_stride_builds_and_keeps_the_input_size(
         ),
         (
             {"variant": "torchvision", "backbone_weights": "imagenet"},
-            "backbone_weights='imagenet' are keras.applications ResNet v1 "
-            "weights, which do not fit variant='torchvision'; convert a "
-            "torchvision checkpoint instead (keras-deeplab convert-torchvision)"
-            " or use variant='keras_applications'.",
+            "backbone_weights='imagenet' are keras.applications weights, "
+            "which do not fit variant='torchvision'; convert a torchvision "
+            "checkpoint instead (keras-deeplab convert-torchvision, or a "
+            "preset: keras-deeplab presets) or use "
+            "variant='keras_applications'.",
         ),
         (
             {"input_shape": (64, 64, 1)},
             "input_shape=(64, 64, 1) is invalid; expected (height, width, 3) "
             "with None for a dynamic size, channels last.",
+        ),
+        (
+            {"atrous_rates": (1_000_000_000, 1, 1)},
+            "atrous_rates=(1000000000, 1, 1) is invalid; expected a non-empty "
+            "list of ints in [1, 256], e.g. --set atrous_rates=[6,12,18].",
+        ),
+        (
+            {"bn_momentum": float("nan")},
+            "bn_momentum=nan is not a finite number; expected a value >= 0.0 "
+            "and < 1.0.",
+        ),
+        (
+            {"output_strides": 8},
+            "unknown argument(s) ['output_strides']; expected one of "
+            "input_shape, backbone_weights, weights, name or a ModelSpec "
+            "field other than architecture (each builder sets it).",
         ),
     ],
 )
@@ -127,6 +142,22 @@ def test_keras_file_round_trip_in_safe_mode(tmp_path, tiny_model):
     np.testing.assert_array_equal(
         np.asarray(loaded(images)), np.asarray(tiny_model(images))
     )
+    assert loaded.spec == tiny_model.spec
+
+
+def test_class_names_and_spec_survive_save_and_load(tmp_path):
+    names = ("sky", "road", "person")
+    model = DeepLabV3(3, class_names=names, output_stride=8, **TINY)
+    path = tmp_path / "named.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    assert loaded.spec.class_names == names
+    assert loaded.spec.output_stride == 8 and loaded.name == model.name
+    assert DeepLabV3(3, **TINY).spec.names == ("class_0", "class_1", "class_2")
+    with pytest.raises(ValueError, match="class_names has 2 names"):
+        DeepLabV3(3, class_names=("a", "b"), **TINY)
+    with pytest.raises(ValueError, match="repeats"):
+        DeepLabV3(3, class_names=("a", "b", "a"), **TINY)
 
 
 def test_weights_argument_loads_saved_weights(tmp_path, tiny_model, variant):
@@ -184,7 +215,8 @@ def test_no_head_layer_looks_like_a_backbone_layer():
 
 def test_with_output_stride_keeps_weights_and_scales_rates():
     from keras_deeplab.config import load_config
-    from keras_deeplab.loading import model_from_config, with_output_stride
+    from keras_deeplab.loading import model_from_config
+    from keras_deeplab.models import with_output_stride
 
     config = load_config(
         None,
@@ -197,11 +229,11 @@ def test_with_output_stride_keeps_weights_and_scales_rates():
     )
     trained = model_from_config(config)
     images = random_images(1, 65, 65)
-    same = with_output_stride(trained, config, 16)
+    same = with_output_stride(trained, 16)
     np.testing.assert_allclose(
         np.asarray(same(images)), np.asarray(trained(images)), atol=1e-6
     )
-    dense = with_output_stride(trained, config, 8)
+    dense = with_output_stride(trained, 8)
     assert dense.get_layer("conv4_block1_2_conv").dilation_rate == (2, 2)
     assert dense.get_layer("aspp_atrous1_conv").dilation_rate == (12, 12)
     for kept, rebuilt in zip(trained.weights, dense.weights, strict=True):

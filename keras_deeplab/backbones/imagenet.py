@@ -12,6 +12,7 @@ from pathlib import Path
 import keras
 
 from keras_deeplab.errors import UserInputError
+from keras_deeplab.spec import check_imagenet_weights_fit
 
 # The file name keras.applications downloads and caches the weights under.
 IMAGENET_FILE = "resnet{depth}_weights_tf_dim_ordering_tf_kernels_notop.h5"
@@ -76,17 +77,6 @@ def load_imagenet_weights(
     """
     check_imagenet_weights_fit(weights, variant)
     transfer_weights(_reference_resnet(depth, weights), model)
-
-
-def check_imagenet_weights_fit(weights, variant):
-    """Raises unless keras.applications weights fit the `variant` layout."""
-    if weights is not None and variant != "keras_applications":
-        raise UserInputError(
-            f"backbone_weights={weights!r} are keras.applications ResNet v1 "
-            f"weights, which do not fit variant={variant!r}; convert a "
-            "torchvision checkpoint instead (keras-deeplab convert-torchvision)"
-            " or use variant='keras_applications'."
-        )
 
 
 def transfer_weights(source, target):

@@ -23,17 +23,16 @@ from keras import layers
 
 from keras_deeplab.backbones.imagenet import load_imagenet_weights
 from keras_deeplab.errors import UserInputError
-from keras_deeplab.layers import conv_class
+from keras_deeplab.layers import bn_name, conv_class, conv_name
+from keras_deeplab.spec import OUTPUT_STRIDES, PAPER_BN_MOMENTUM, VARIANTS
 
 STAGE_BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
-OUTPUT_STRIDES = (8, 16, 32)
 STAGE_NAMES = ("conv2", "conv3", "conv4", "conv5")
+STEM_UNIT = "conv1"
 BOTTLENECK_EXPANSION = 4
 # keras.applications uses 1.001e-5; equal epsilon keeps numerics identical.
 BACKBONE_BN_EPSILON = 1.001e-5
 TORCH_BN_EPSILON = 1e-5  # torch.nn.BatchNorm2d's default
-# BatchNormalization decay of the DeepLabV3 recipe (paper, section 4).
-PAPER_BN_MOMENTUM = 0.9997
 # Output stride reached after the stem (7x7/2 conv + 3x3/2 max-pool).
 _STEM_STRIDE = 4
 
@@ -62,7 +61,7 @@ _LAYOUTS = {
         first_block_keeps_rate=True,
     ),
 }
-VARIANTS = tuple(_LAYOUTS)
+assert tuple(_LAYOUTS) == VARIANTS
 
 
 def _layout(variant):
@@ -76,6 +75,12 @@ def _layout(variant):
 def block_name(stage: str, index: int) -> str:
     """Name prefix of bottleneck `index` (from 0) of a stage, e.g. conv4."""
     return f"{stage}_block{index + 1}"
+
+
+def block_unit(stage: str, index: int, unit: int) -> str:
+    """A bottleneck's conv + BN unit: 1-3 the main path, 0 the projection
+    shortcut (keras.applications' names, e.g. conv4_block2_2)."""
+    return f"{block_name(stage, index)}_{unit}"
 
 
 def stage_plan(output_stride):
@@ -180,18 +185,17 @@ def _conv_bn(
         dilation_rate=rate,
         padding=padding,
         use_bias=layout.use_bias,
-        name=f"{name}_conv",
+        name=conv_name(name),
     )(x)
     return layers.BatchNormalization(
-        epsilon=layout.bn_epsilon, momentum=bn_momentum, name=f"{name}_bn"
+        epsilon=layout.bn_epsilon, momentum=bn_momentum, name=bn_name(name)
     )(x)
 
 
-def _bottleneck(
-    x, filters, *, stride, rate, projection, name, layout, bn_momentum
-):
-    """ResNet bottleneck; the stride sits on the first 1x1 conv (v1) or on
-    the 3x3 conv (v1.5).
+def _bottleneck(x, filters, *, stride, rate, stage, index, layout, bn_momentum):
+    """Bottleneck `index` of `stage`; the stride sits on the first 1x1 conv
+    (v1) or on the 3x3 conv (v1.5), and the first block of a stage projects
+    its shortcut.
 
     A dilated stage has stride 1, so no conv ever combines stride > 1 with
     dilation > 1 (Keras forbids it).
@@ -201,18 +205,37 @@ def _bottleneck(
         (1, stride) if layout.stride_on_3x3 else (stride, 1)
     )
     common = {"layout": layout, "bn_momentum": bn_momentum}
+    name = block_name(stage, index)
     shortcut = x
-    if projection:
+    if index == 0:
         shortcut = _conv_bn(
-            x, out_filters, 1, stride=stride, name=f"{name}_0", **common
+            x,
+            out_filters,
+            1,
+            stride=stride,
+            name=block_unit(stage, index, 0),
+            **common,
         )
-    x = _conv_bn(x, filters, 1, stride=stride_1x1, name=f"{name}_1", **common)
+    x = _conv_bn(
+        x,
+        filters,
+        1,
+        stride=stride_1x1,
+        name=block_unit(stage, index, 1),
+        **common,
+    )
     x = layers.Activation("relu", name=f"{name}_1_relu")(x)
     x = _conv_bn(
-        x, filters, 3, stride=stride_3x3, rate=rate, name=f"{name}_2", **common
+        x,
+        filters,
+        3,
+        stride=stride_3x3,
+        rate=rate,
+        name=block_unit(stage, index, 2),
+        **common,
     )
     x = layers.Activation("relu", name=f"{name}_2_relu")(x)
-    x = _conv_bn(x, out_filters, 1, name=f"{name}_3", **common)
+    x = _conv_bn(x, out_filters, 1, name=block_unit(stage, index, 3), **common)
     x = layers.Add(name=f"{name}_add")([shortcut, x])
     return layers.Activation("relu", name=f"{name}_out")(x)
 
@@ -224,8 +247,8 @@ def _stage(x, filters, *, stride, rates, name, layout, bn_momentum):
             filters,
             stride=stride if index == 0 else 1,
             rate=rate,
-            projection=index == 0,
-            name=block_name(name, index),
+            stage=name,
+            index=index,
             layout=layout,
             bn_momentum=bn_momentum,
         )
@@ -266,10 +289,12 @@ def resnet_features(
         )
     x = layers.ZeroPadding2D(padding=3, name="conv1_pad")(images)
     x = layers.Conv2D(
-        width, 7, strides=2, use_bias=layout.use_bias, name="conv1_conv"
+        width, 7, strides=2, use_bias=layout.use_bias, name=conv_name(STEM_UNIT)
     )(x)
     x = layers.BatchNormalization(
-        epsilon=layout.bn_epsilon, momentum=bn_momentum, name="conv1_bn"
+        epsilon=layout.bn_epsilon,
+        momentum=bn_momentum,
+        name=bn_name(STEM_UNIT),
     )(x)
     x = layers.Activation("relu", name="conv1_relu")(x)
     x = layers.ZeroPadding2D(padding=1, name="pool1_pad")(x)

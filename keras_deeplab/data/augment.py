@@ -41,6 +41,18 @@ def pad_to_size(image, mask, *, height, width):
     return image, mask
 
 
+def center_fit(image, mask, *, size):
+    """Pads (mean pixel, ignore label) and center-crops both to size x size:
+    a fixed-size batch from images of any size, nothing resized."""
+    image, mask = pad_to_size(image, mask, height=size, width=size)
+    top = (tf.shape(image)[0] - size) // 2
+    left = (tf.shape(image)[1] - size) // 2
+    return (
+        image[top : top + size, left : left + size],
+        mask[top : top + size, left : left + size],
+    )
+
+
 def random_crop(image, mask, *, seed, height, width):
     """Crops the same random (height, width) window from both."""
     stacked = tf.concat([image, tf.cast(mask, image.dtype)[..., None]], -1)

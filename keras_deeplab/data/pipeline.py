@@ -10,7 +10,7 @@ turns one into batches of (float32 images in [0, 255], int32 masks) for
 import numpy as np
 import tensorflow as tf
 
-from keras_deeplab.data.augment import augment, pad_to_size
+from keras_deeplab.data.augment import augment, center_fit
 from keras_deeplab.data.sources import (
     DataError,
     read_image,
@@ -20,6 +20,7 @@ from keras_deeplab.data.sources import (
 from keras_deeplab.data.synthetic import synthetic_sample
 from keras_deeplab.errors import UserInputError
 from keras_deeplab.labels import IGNORE_INDEX
+from keras_deeplab.layers import IMAGENET_MEAN_RGB
 
 AUTOTUNE = tf.data.AUTOTUNE
 # tfds datasets that carry masks: (image feature, mask feature, label table).
@@ -176,19 +177,18 @@ def _check_example(image, mask, name, *, num_classes):
         return tf.cast(image, tf.float32), tf.identity(mask)
 
 
-def _check_fits(image, mask, *, size):
-    fits = tf.debugging.Assert(
-        tf.reduce_all(tf.shape(image)[:2] <= size),
-        [
-            tf.strings.format(
-                DATA_ERROR_MARK + "an evaluation image is {}, larger than "
-                f"crop_size={size}; pass --set crop_size=<largest image side>.",
-                [tf.shape(image)[:2]],
-            )
-        ],
+def _padded_batch(dataset, batch_size):
+    """Batches of each batch's largest size, padded with the mean pixel
+    (per channel: zero after the subtraction) and the ignore label."""
+    mean = tf.constant(IMAGENET_MEAN_RGB, tf.float32)
+    return (
+        dataset.map(lambda image, mask: (image - mean, mask))
+        .padded_batch(
+            batch_size,
+            padding_values=(0.0, tf.constant(IGNORE_INDEX, tf.uint8)),
+        )
+        .map(lambda images, masks: (images + mean, masks))
     )
-    with tf.control_dependencies([fits]):
-        return pad_to_size(image, mask, height=size, width=size)
 
 
 def _pad_batch(images, masks, batch_size):
@@ -217,19 +217,22 @@ def make_dataset(
     shuffle_buffer: int = 1000,
     first_epoch: int = 0,
     full_batches: bool = False,
+    fixed_size: int | None = None,
 ):
-    """Batched (images float32 (b, s, s, 3), masks int32 (b, s, s)).
+    """Batched (images float32 (b, h, w, 3), masks int32 (b, h, w)).
 
     Training examples are shuffled, augmented (scale, pad, crop, flip) with
-    per-example stateless seeds drawn from `seed`; evaluation examples are
-    padded to `crop_size` with the mean pixel and the ignore label. Every
-    mask's labels are checked against `num_classes` as it is decoded.
+    per-example stateless seeds drawn from `seed`, into crop_size crops.
+    Evaluation examples keep their own size: a batch is padded to its
+    largest image with the mean pixel and the ignore label (which no metric
+    counts); `fixed_size` instead pads or center-crops each to that square.
+    Every mask's labels are checked against `num_classes` as it is decoded.
 
     Args:
         source: tf.data.Dataset of (image uint8, mask uint8, name).
         num_classes: int. Labels must be < num_classes or 255.
         training: bool. Shuffle and augment.
-        crop_size: int. Training crop / evaluation pad side, pixels.
+        crop_size: int. Training crop side, pixels.
         batch_size: int. Examples per batch.
         seed: int. Order and augmentation seed.
         min_scale: float. Smallest random scale (paper: 0.5).
@@ -241,6 +244,8 @@ def make_dataset(
         full_batches: bool. Evaluation only: pad a short last batch to
             `batch_size` with examples whose mask is all ignore label, which
             change no metric (data-parallel replicas need equal shares).
+        fixed_size: int or None. Evaluation only: one square size for all
+            (calibration and parity images of fixed-size exports).
     """
     seed = seed + first_epoch * _RESUME_SEED_STRIDE
     dataset = source.map(
@@ -272,15 +277,17 @@ def make_dataset(
             deterministic=True,
         )
         dataset = dataset.batch(batch_size, drop_remainder=True)
-    else:
+    elif fixed_size:
         dataset = dataset.map(
-            lambda image, mask: _check_fits(image, mask, size=crop_size),
+            lambda image, mask: center_fit(image, mask, size=fixed_size),
             num_parallel_calls=AUTOTUNE,
         ).batch(batch_size)
-        if full_batches:
-            dataset = dataset.map(
-                lambda images, masks: _pad_batch(images, masks, batch_size)
-            )
+    else:
+        dataset = _padded_batch(dataset, batch_size)
+    if not training and full_batches:
+        dataset = dataset.map(
+            lambda images, masks: _pad_batch(images, masks, batch_size)
+        )
     dataset = dataset.map(lambda image, mask: (image, tf.cast(mask, tf.int32)))
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = (

@@ -67,6 +67,11 @@ def _open(path, kind):
     sideways is read upright, as viewers show it and as masks are drawn.
     """
     path = Path(path)
+    if path.is_dir():
+        raise DataError(
+            f"{kind} {str(path)!r} is a folder; expected an image file "
+            "(JPEG or PNG)."
+        )
     if not path.is_file():
         raise DataError(f"{kind} {str(path)!r} does not exist.")
     if path.stat().st_size == 0:

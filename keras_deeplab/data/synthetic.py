@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from keras_deeplab.errors import UserInputError
+from keras_deeplab.labels import SYNTHETIC_CLASSES
 
-CLASS_NAMES = ("background", "disc", "square", "triangle", "ring")
-NUM_CLASSES = len(CLASS_NAMES)
+NUM_CLASSES = len(SYNTHETIC_CLASSES)
 MAX_INSTANCES = 5
 _RING_HOLE = 0.55  # inner / outer radius of a ring
 

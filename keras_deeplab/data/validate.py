@@ -5,15 +5,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from keras_deeplab.data.configured import split_examples, split_source
-from keras_deeplab.data.sources import (
-    DataError,
-    read_image,
-    read_mask,
-)
+from keras_deeplab.data.configured import FILE_DATASETS, DataSplits
+from keras_deeplab.data.sources import DataError, read_image, read_mask
 from keras_deeplab.labels import IGNORE_INDEX
 
 _MAX_LISTED = 20
+_FILES_PER_GROUP = 3
 _READ_THREADS = 4  # PIL releases the GIL while decoding
 
 
@@ -24,9 +21,10 @@ class ValidationReport:
     Attributes:
         split: str. Split name.
         scanned: int. Examples read.
-        problems: list of (file or example name, message).
+        problems: list of (file at fault, message without the file name).
         class_pixels: int64 (num_classes,) labelled pixels per class.
         ignored_pixels: int. Pixels labelled 255.
+        warnings: list of str. Things that do not stop training.
     """
 
     split: str
@@ -34,21 +32,39 @@ class ValidationReport:
     problems: list
     class_pixels: np.ndarray
     ignored_pixels: int
+    warnings: list = dataclasses.field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
+    def grouped_problems(self) -> list:
+        """[(message, [files])], one entry per distinct message."""
+        groups = {}
+        for name, message in self.problems:
+            groups.setdefault(message, []).append(name)
+        return list(groups.items())
+
     def format(self) -> str:
         """Human-readable report: problems first, then the histogram."""
+        groups = self.grouped_problems()
         lines = [
             f"split {self.split!r}: {self.scanned} examples, "
             f"{len(self.problems)} problems"
         ]
-        for name, message in self.problems[:_MAX_LISTED]:
-            lines.append(f"  {name}: {message}")
-        if len(self.problems) > _MAX_LISTED:
-            lines.append(f"  ... and {len(self.problems) - _MAX_LISTED} more")
+        for message, names in groups[:_MAX_LISTED]:
+            if len(names) == 1:
+                lines.append(f"  {names[0]}: {message}")
+                continue
+            shown = ", ".join(names[:_FILES_PER_GROUP])
+            more = len(names) - _FILES_PER_GROUP
+            lines.append(
+                f"  {len(names)} files: {message} ({shown}"
+                + (f" and {more} more)" if more > 0 else ")")
+            )
+        if len(groups) > _MAX_LISTED:
+            lines.append(f"  ... and {len(groups) - _MAX_LISTED} more kinds")
+        lines += [f"  warning: {warning}" for warning in self.warnings]
         total = max(int(self.class_pixels.sum()) + self.ignored_pixels, 1)
         lines.append("  class histogram (pixels, share):")
         for class_id, count in enumerate(self.class_pixels):
@@ -62,7 +78,7 @@ class ValidationReport:
         return "\n".join(lines)
 
 
-def _mask_problems(mask, *, num_classes):
+def _mask_problem(mask, *, num_classes):
     bad = np.unique(mask[(mask >= num_classes) & (mask != IGNORE_INDEX)])
     if bad.size:
         return (
@@ -72,68 +88,68 @@ def _mask_problems(mask, *, num_classes):
     return None
 
 
-def _check(image, mask, *, num_classes, max_size):
-    """Problems of one decoded pair (None when it is fine)."""
+def _pair_problem(image, mask, *, num_classes):
+    """The file at fault ("image"/"mask") and its problem, or None."""
     if image.shape[:2] != mask.shape:
-        return (
-            f"image is {image.shape[0]}x{image.shape[1]} but its mask is "
-            f"{mask.shape[0]}x{mask.shape[1]}; expected equal sizes."
+        return "mask", (
+            f"is {mask.shape[0]}x{mask.shape[1]} but its image is "
+            f"{image.shape[0]}x{image.shape[1]}; expected equal sizes."
         )
-    if max_size and max(image.shape[:2]) > max_size:
-        return (
-            f"image is {image.shape[0]}x{image.shape[1]}, larger than the "
-            f"evaluation crop_size={max_size}; raise crop_size."
-        )
-    return _mask_problems(mask, num_classes=num_classes)
+    problem = _mask_problem(mask, num_classes=num_classes)
+    return ("mask", problem) if problem else None
 
 
-def _scan_files(examples, *, num_classes, max_size):
+def _without_name(err, path):
+    """A reader's message with the file's own name taken out (the report
+    names the file once, and identical problems group)."""
+    message = str(err)
+    for form in (repr(str(path)), str(path)):
+        message = message.replace(f" {form}", "", 1)
+    return message
+
+
+def _scan_files(examples, *, num_classes):
     def scan(example):
+        files = {"image": example.image, "mask": example.mask}
         try:
             image = read_image(example.image)
+        except DataError as err:
+            return str(example.image), _without_name(err, example.image), None
+        try:
             mask = read_mask(example.mask, example.label_table)
         except DataError as err:
-            return str(example.image), str(err), None
-        return (
-            str(example.image),
-            _check(image, mask, num_classes=num_classes, max_size=max_size),
-            mask,
-        )
+            return str(example.mask), _without_name(err, example.mask), None
+        fault = _pair_problem(image, mask, num_classes=num_classes)
+        if fault is None:
+            return str(example.mask), None, mask
+        kind, message = fault
+        return str(files[kind]), message, mask
 
     with ThreadPoolExecutor(_READ_THREADS) as pool:
         yield from pool.map(scan, examples)
 
 
-def _scan_dataset(dataset, *, num_classes, max_size):
+def _scan_dataset(dataset, *, num_classes):
     for image, mask, name in dataset.as_numpy_iterator():
-        yield (
-            name.decode(),
-            _check(image, mask, num_classes=num_classes, max_size=max_size),
-            mask,
-        )
+        fault = _pair_problem(image, mask, num_classes=num_classes)
+        yield name.decode(), fault[1] if fault else None, mask
 
 
-def validate_split(config, split, *, evaluation: bool) -> ValidationReport:
+def validate_split(splits, split) -> ValidationReport:
     """Reads every example of `split` and collects problems and a histogram.
 
     Args:
-        config: DeepLabConfig.
+        splits: DataSplits of the config.
         split: str. Split name.
-        evaluation: bool. Also check that images fit `crop_size`, which the
-            evaluation pipeline pads to.
     """
-    max_size = config.crop_size if evaluation else None
-    if config.dataset in ("synthetic", "tfds"):
-        results = _scan_dataset(
-            split_source(config, split),
-            num_classes=config.num_classes,
-            max_size=max_size,
+    config = splits.config
+    if config.dataset in FILE_DATASETS:
+        results = _scan_files(
+            splits.examples(split), num_classes=config.num_classes
         )
     else:
-        results = _scan_files(
-            split_examples(config, split),
-            num_classes=config.num_classes,
-            max_size=max_size,
+        results = _scan_dataset(
+            splits.source(split), num_classes=config.num_classes
         )
     problems, scanned = [], 0
     histogram = np.zeros(256, dtype=np.int64)
@@ -160,17 +176,47 @@ def validate_split(config, split, *, evaluation: bool) -> ValidationReport:
     )
 
 
-def validate_data(config):
-    """Reports for the training and the validation split."""
-    return [
-        validate_split(config, config.train_split, evaluation=False),
-        validate_split(config, config.val_split, evaluation=True),
+def split_overlap(splits) -> list:
+    """Image files that the training and the validation split both list."""
+    config = splits.config
+    if config.dataset not in FILE_DATASETS:
+        return []
+    train = {str(e.image) for e in splits.examples(config.train_split)}
+    val = {str(e.image) for e in splits.examples(config.val_split)}
+    return sorted(train & val)
+
+
+def validate_data(config, splits=None):
+    """Reports for the training and the validation split; the training
+    report warns about files that are in both.
+
+    Args:
+        config: DeepLabConfig.
+        splits: DataSplits of `config` to reuse, or None.
+    """
+    splits = splits or DataSplits(config)
+    reports = [
+        validate_split(splits, config.train_split),
+        validate_split(splits, config.val_split),
     ]
+    shared = split_overlap(splits)
+    if shared:
+        shown = ", ".join(shared[:_FILES_PER_GROUP])
+        reports[0].warnings.append(
+            f"{len(shared)} images are in both {config.train_split!r} and "
+            f"{config.val_split!r} (e.g. {shown}): validation scores them "
+            "after training on them; fix the split lists."
+        )
+    return reports
 
 
-def require_valid(config):
-    """Raises DataError summarising the problems of both splits, if any."""
-    reports = validate_data(config)
+def require_valid(config, splits=None):
+    """Raises DataError summarising the problems of both splits, if any;
+    prints the warnings."""
+    reports = validate_data(config, splits)
+    for report in reports:
+        for warning in report.warnings:
+            print(f"warning: {warning}", flush=True)
     problems = [(r.split, p) for r in reports for p in r.problems]
     if problems:
         split, (name, message) = problems[0]

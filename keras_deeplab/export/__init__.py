@@ -8,13 +8,8 @@ ai-edge-litert) only when used. Names load lazily so that
 used on a machine, or in a process, without TensorFlow.
 """
 
-import importlib
+from keras_deeplab.lazy import lazy_attributes
 
+_ARTEFACTS = "keras_deeplab.export.artefacts"
 __all__ = ["artefact_paths", "export", "export_all"]
-
-
-def __getattr__(name):
-    if name in __all__:
-        module = importlib.import_module("keras_deeplab.export.artefacts")
-        return getattr(module, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, dict.fromkeys(__all__, _ARTEFACTS))

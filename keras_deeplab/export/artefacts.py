@@ -1,43 +1,35 @@
-"""The one export writer and the one artefact layout.
-
-    <dir>/serving/<model_name>/<version>/      SavedModel (TF Serving)
-    <dir>/tflite/deeplab_<quantize>_<size|dynamic>[_<io_type>][_argmax].tflite
-    <dir>/onnx/deeplab.onnx, deeplab_int8.onnx (QDQ, for onnxruntime)
+"""The one export writer, in the layout of `export.layout`.
 
 `export` writes one artefact (atomically, refusing to replace one unless
 `overwrite`), `export_all` every format, and `artefact_paths` finds them
-again for verification, serving and benchmarks.
+again for verification, serving and benchmarks. Every format carries the
+model's class names: `assets/labels.txt` in the SavedModel, `labels.txt`
+beside the TFLite files, `class_names` in the ONNX metadata.
 """
 
 import tempfile
+import time
 from pathlib import Path
 
-from keras_deeplab.atomic import atomic_file
+from keras_deeplab.atomic import atomic_write_bytes, atomic_write_text
 from keras_deeplab.errors import UserInputError
+from keras_deeplab.export.layout import (
+    FORMATS,
+    LABELS_FILE,
+    LEGACY_QUANTIZE,
+    ONNX_FILE,
+    ONNX_INT8_FILE,
+    ONNX_PRECISIONS,
+    SERVING_DIR,
+    TFLITE_DIR,
+    TFLITE_PRECISIONS,
+    tflite_name,
+)
 from keras_deeplab.export.onnx import export_onnx, quantize_onnx_int8
 from keras_deeplab.export.saved_model import export_saved_model
-from keras_deeplab.export.tflite import QUANTIZATIONS, convert_tflite_variants
+from keras_deeplab.export.tflite import convert_tflite_variants
+from keras_deeplab.models import class_names
 from keras_deeplab.names import check_model_name
-
-FORMATS = ("saved_model", "tflite", "onnx")
-SERVING_DIR = "serving"
-TFLITE_DIR = "tflite"
-ONNX_FILE = Path("onnx") / "deeplab.onnx"
-ONNX_INT8_FILE = ONNX_FILE.with_name("deeplab_int8.onnx")
-ONNX_QUANTIZATIONS = ("none", "int8")
-_TFLITE_PREFIX = "deeplab"
-
-
-def tflite_name(
-    *, quantize="none", size=None, io_type="float32", argmax=False
-) -> str:
-    """File name of a TFLite variant, e.g. deeplab_int8_513_uint8.tflite."""
-    parts = [_TFLITE_PREFIX, quantize, str(size) if size else "dynamic"]
-    if io_type != "float32":
-        parts.append(io_type)
-    if argmax:
-        parts.append("argmax")
-    return "_".join(parts) + ".tflite"
 
 
 def _refuse_existing(path, overwrite):
@@ -48,9 +40,14 @@ def _refuse_existing(path, overwrite):
         )
 
 
-def _fresh(path, overwrite):
-    _refuse_existing(path, overwrite)
-    return path
+def labels_text(model) -> str:
+    """The model's class names, one a line (line i is class id i)."""
+    return "".join(f"{name}\n" for name in class_names(model))
+
+
+def _precision(quantize):
+    """A TFLite/ONNX precision name; the names of releases <= 0.2 too."""
+    return LEGACY_QUANTIZE.get(quantize, quantize)
 
 
 def export(
@@ -59,7 +56,7 @@ def export(
     out_dir,
     *,
     size=None,
-    quantize="none",
+    quantize="fp32",
     representative_images=None,
     io_type="float32",
     argmax=False,
@@ -70,12 +67,14 @@ def export(
     """Writes one artefact of `model` under `out_dir`; returns its path.
 
     Args:
-        model: DeepLabV3 keras.Model (with or without aux head).
+        model: segmentation keras.Model (with or without aux head).
         fmt: str. "saved_model", "tflite" or "onnx".
         out_dir: str or Path. Export folder (the layout above).
-        size: int or None. TFLite: fixed square input side; None: dynamic.
-        quantize: str. TFLite: "none", "fp16", "dynamic" or "int8".
-        representative_images: TFLite int8: float32 (h, w, 3) RGB images.
+        size: int or None. TFLite: fixed square input side; None: any size.
+        quantize: str. TFLite: "fp32", "fp16", "drq_int8" or "int8"; ONNX:
+            "fp32" or "int8" ("none" and "dynamic" are the old names of
+            fp32 and drq_int8).
+        representative_images: int8: float32 (h, w, 3) RGB images.
         io_type: str. TFLite int8 input type.
         argmax: bool. TFLite returns uint8 class ids.
         model_name: str. SavedModel: TF Serving model name (one folder).
@@ -87,6 +86,7 @@ def export(
         FileExistsError: if the artefact exists and `overwrite` is False.
     """
     out_dir = Path(out_dir)
+    quantize = _precision(quantize)
     if fmt == "saved_model":
         return export_saved_model(
             model,
@@ -94,6 +94,7 @@ def export(
             model_name=check_model_name(model_name),
             version=version,
             overwrite=overwrite,
+            labels=labels_text(model),
         )
     if fmt == "tflite":
         (path,) = _write_tflite(
@@ -108,28 +109,47 @@ def export(
         )
         return path
     if fmt == "onnx":
-        if quantize not in ONNX_QUANTIZATIONS:
+        if io_type != "float32" or argmax:
             raise UserInputError(
-                f"quantize={quantize!r} is not supported for ONNX; expected "
-                f"one of {ONNX_QUANTIZATIONS}."
+                "--io-type and --argmax apply to TFLite only; an ONNX model "
+                "takes float32 images and returns logits (take the argmax on "
+                "the client)."
             )
-        path = out_dir / (ONNX_FILE if quantize == "none" else ONNX_INT8_FILE)
-        _refuse_existing(path, overwrite)
-        if quantize == "none":
-            return export_onnx(model, path)
-        if representative_images is None:
-            raise UserInputError(
-                "ONNX int8 calibrates activations on training images; pass "
-                "--config CONFIG."
-            )
-        with tempfile.TemporaryDirectory() as directory:
-            source = export_onnx(model, Path(directory) / "fp32.onnx")
-            return quantize_onnx_int8(
-                source, path, representative_images=representative_images
-            )
+        return _write_onnx(
+            model,
+            out_dir,
+            quantize=quantize,
+            representative_images=representative_images,
+            overwrite=overwrite,
+        )
     raise UserInputError(
         f"format={fmt!r} is not supported; expected one of {FORMATS}."
     )
+
+
+def _write_onnx(model, out_dir, *, quantize, representative_images, overwrite):
+    if quantize not in ONNX_PRECISIONS:
+        raise UserInputError(
+            f"quantize={quantize!r} is not supported for ONNX; expected "
+            f"one of {ONNX_PRECISIONS}."
+        )
+    path = out_dir / (ONNX_FILE if quantize == "fp32" else ONNX_INT8_FILE)
+    _refuse_existing(path, overwrite)
+    metadata = {"class_names": class_names(model)}
+    if quantize == "fp32":
+        return export_onnx(model, path, metadata=metadata)
+    if representative_images is None:
+        raise UserInputError(
+            "ONNX int8 calibrates activations on training images; pass "
+            "--config CONFIG."
+        )
+    with tempfile.TemporaryDirectory() as directory:
+        source = export_onnx(
+            model, Path(directory) / "fp32.onnx", metadata=metadata
+        )
+        return quantize_onnx_int8(
+            source, path, representative_images=representative_images
+        )
 
 
 def _write_tflite(
@@ -143,12 +163,13 @@ def _write_tflite(
     argmax=False,
     overwrite=False,
 ):
-    """TFLite files of one input size, one per quantization; their paths."""
+    """TFLite files of one input size, one per precision, and the labels
+    file beside them; returns their paths."""
     paths = {
         quantize: Path(out_dir)
         / TFLITE_DIR
         / tflite_name(
-            quantize=quantize,
+            precision=quantize,
             size=size,
             io_type=io_type if quantize == "int8" else "float32",
             argmax=argmax,
@@ -165,9 +186,11 @@ def _write_tflite(
         io_type=io_type,
         argmax=argmax,
     )
+    atomic_write_text(
+        Path(out_dir) / TFLITE_DIR / LABELS_FILE, labels_text(model)
+    )
     for quantize, path in paths.items():
-        with atomic_file(path) as temporary:
-            temporary.write_bytes(flatbuffers[quantize])
+        atomic_write_bytes(path, flatbuffers[quantize])
     return list(paths.values())
 
 
@@ -180,55 +203,107 @@ def export_all(
     model_name="deeplab",
     version=1,
     overwrite=False,
+    log=None,
 ) -> dict:
-    """SavedModel, TFLite (every quantization at `size`, plus fp32 with a
-    dynamic size) and ONNX (fp32 and QDQ int8); returns {name: path}, named
-    as `artefact_paths` names them."""
-    common = {"overwrite": overwrite}
-    paths = {
-        f"saved_model v{version}": export(
-            model,
-            "saved_model",
-            out_dir,
-            model_name=model_name,
-            version=version,
-            **common,
-        )
-    }
-    for variant_size, quantizations in (
-        (size, QUANTIZATIONS),
-        (None, ("none",)),
-    ):
-        for path in _write_tflite(
-            model,
-            out_dir,
-            size=variant_size,  # None: dynamic height/width
-            quantizations=quantizations,
-            representative_images=representative_images,
-            **common,
-        ):
-            paths[path.stem] = path
-    int8_path = _fresh(Path(out_dir) / ONNX_INT8_FILE, overwrite)
-    paths[ONNX_FILE.name] = export(model, "onnx", out_dir, **common)
-    paths[ONNX_INT8_FILE.name] = quantize_onnx_int8(
-        paths[ONNX_FILE.name],
-        int8_path,
-        representative_images=representative_images,
-    )
-    return paths
+    """SavedModel, TFLite (every precision at `size`, plus fp32 at any
+    size) and ONNX (fp32 and QDQ int8); returns {name: path}, named as
+    `artefact_paths` names them.
+
+    Args:
+        log: callable or None. Called with one line per artefact written,
+            with its time (the CLI prints them).
+    """
+    steps = [
+        (
+            f"saved_model v{version}",
+            lambda: [
+                export(
+                    model,
+                    "saved_model",
+                    out_dir,
+                    model_name=model_name,
+                    version=version,
+                    overwrite=overwrite,
+                )
+            ],
+        ),
+        (
+            f"tflite {', '.join(TFLITE_PRECISIONS)} at {size}",
+            lambda: _write_tflite(
+                model,
+                out_dir,
+                size=size,
+                quantizations=TFLITE_PRECISIONS,
+                representative_images=representative_images,
+                overwrite=overwrite,
+            ),
+        ),
+        (
+            "tflite fp32 at any size",
+            lambda: _write_tflite(
+                model,
+                out_dir,
+                size=None,
+                quantizations=("fp32",),
+                representative_images=None,
+                overwrite=overwrite,
+            ),
+        ),
+        (
+            "onnx fp32",
+            lambda: [export(model, "onnx", out_dir, overwrite=overwrite)],
+        ),
+        (
+            "onnx int8",
+            lambda: [
+                export(
+                    model,
+                    "onnx",
+                    out_dir,
+                    quantize="int8",
+                    representative_images=representative_images,
+                    overwrite=overwrite,
+                )
+            ],
+        ),
+    ]
+    written = []
+    for description, write in steps:
+        start = time.perf_counter()
+        if log:
+            log(f"writing {description} ...")
+        paths = write()
+        written.extend(paths)
+        if log:
+            log(
+                f"  {', '.join(str(p) for p in paths)} "
+                f"({time.perf_counter() - start:.1f} s)"
+            )
+    return {_artefact_name(path): path for path in written}
+
+
+def _artefact_name(path) -> str:
+    path = Path(path)
+    if path.suffix == ".tflite":
+        return path.stem
+    if path.suffix == ".onnx":
+        return path.name
+    return f"saved_model v{path.name}"
 
 
 def artefact_paths(out_dir) -> dict:
     """{name: path} of every SavedModel, TFLite and ONNX file in a folder.
 
-    Names: "saved_model v<version>", the TFLite file stem, "deeplab.onnx".
+    Names: "saved_model v<version>", the TFLite file stem (files of
+    releases <= 0.2, e.g. deeplab_none_dynamic, are found too),
+    "deeplab.onnx".
 
     Raises:
         UserInputError: if there is none.
     """
     out_dir = Path(out_dir)
     paths = {
-        f"saved_model v{p.parent.name}": p.parent
+        _artefact_name(p.parent): p.parent
         for p in sorted(out_dir.glob(f"{SERVING_DIR}/*/*/saved_model.pb"))
     }
     paths.update(

@@ -4,6 +4,7 @@
 into a `tf.function` and converted with `tf2onnx.convert.from_function`.
 """
 
+import json
 import tempfile
 from pathlib import Path
 
@@ -12,17 +13,19 @@ import tensorflow as tf
 
 from keras_deeplab.atomic import atomic_file
 from keras_deeplab.export.runtimes import onnx_session
-from keras_deeplab.models import inference_model
+from keras_deeplab.models import export_model
 
 ONNX_OPSET = 17
 INPUT_NAME = "images"
 OUTPUT_NAME = "logits"
 
 
-def export_onnx(model, path, *, opset=ONNX_OPSET):
+def export_onnx(model, path, *, opset=ONNX_OPSET, metadata=None):
     """Writes float32 RGB images (B, H, W, 3) -> logits as ONNX, atomically.
 
     The graph is checked with `onnx.checker` before it is moved into place.
+    `metadata` ({key: JSON-able value}) goes into the model's
+    `metadata_props` as JSON (e.g. "class_names").
 
     Returns:
         The path written.
@@ -31,7 +34,7 @@ def export_onnx(model, path, *, opset=ONNX_OPSET):
     import tf2onnx
 
     spec = [tf.TensorSpec([None, None, None, 3], tf.float32, name=INPUT_NAME)]
-    model = inference_model(model)
+    model = export_model(model)
 
     @tf.function(input_signature=spec)
     def serve(images):
@@ -40,6 +43,8 @@ def export_onnx(model, path, *, opset=ONNX_OPSET):
     proto, _ = tf2onnx.convert.from_function(
         serve, input_signature=spec, opset=opset
     )
+    for key, value in (metadata or {}).items():
+        proto.metadata_props.add(key=key, value=json.dumps(value))
     onnx.checker.check_model(proto)
     with atomic_file(path) as temporary:
         onnx.save(proto, str(temporary))

@@ -11,7 +11,8 @@ import tensorflow as tf
 
 from keras_deeplab.atomic import atomic_directory
 from keras_deeplab.errors import UserInputError
-from keras_deeplab.models import inference_model
+from keras_deeplab.export.layout import LABELS_FILE
+from keras_deeplab.models import export_model
 
 # 4096 x 4096: larger images (or decompression bombs claiming to be) are
 # refused before decoding.
@@ -107,7 +108,7 @@ def build_archive(model, *, max_pixels=DEFAULT_MAX_PIXELS, probabilities=True):
       stacked); send one image per request for mixed sizes.
     - `logits`: float32 RGB images in [0, 255] -> float32 logits.
     """
-    model = inference_model(model)
+    model = export_model(model)
     archive = keras.export.ExportArchive()
     archive.track(model)
 
@@ -171,8 +172,13 @@ def export_saved_model(
     overwrite=False,
     max_pixels=DEFAULT_MAX_PIXELS,
     probabilities=True,
+    labels=None,
 ) -> Path:
     """Writes `out_dir/model_name/version/` for TF Serving, atomically.
+
+    Args:
+        labels: str or None. Class names, one a line, written as
+            `assets/labels.txt` of the version folder.
 
     Raises:
         UserInputError: if `version` is not a positive int.
@@ -189,4 +195,8 @@ def export_saved_model(
     )
     with atomic_directory(target, overwrite=overwrite) as temporary:
         archive.write_out(str(temporary), verbose=False)
+        if labels is not None:
+            assets = temporary / "assets"
+            assets.mkdir(exist_ok=True)
+            (assets / LABELS_FILE).write_text(labels)
     return target

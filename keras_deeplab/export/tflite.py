@@ -12,11 +12,10 @@ import numpy as np
 import tensorflow as tf
 
 from keras_deeplab.errors import UserInputError
+from keras_deeplab.export.layout import IO_TYPES, TFLITE_PRECISIONS
 from keras_deeplab.export.runtimes import tflite_session
-from keras_deeplab.models import inference_model
+from keras_deeplab.models import export_model
 
-QUANTIZATIONS = ("none", "fp16", "dynamic", "int8")
-IO_TYPES = ("float32", "uint8", "int8")
 _SIGNATURE = "serve"
 
 
@@ -28,7 +27,7 @@ def _write_serving_saved_model(model, directory, *, size, argmax):
     written by ExportArchive is frozen correctly by the converter.
     """
     shape = [1, size, size, 3] if size else [1, None, None, 3]
-    model = inference_model(model)
+    model = export_model(model)
 
     def serve(images):
         logits = model(images, training=False)
@@ -50,7 +49,7 @@ def convert_tflite(
     model,
     *,
     size=None,
-    quantize="none",
+    quantize="fp32",
     representative_images=None,
     io_type="float32",
     argmax=False,
@@ -62,8 +61,8 @@ def convert_tflite(
         size: int or None. Fixed square input side (e.g. 513 or 257); None
             keeps height and width dynamic (call `resize_tensor_input` before
             `allocate_tensors`).
-        quantize: "none", "fp16" (fp16 weights), "dynamic" (int8 weights,
-            float activations) or "int8" (full integer; needs
+        quantize: "fp32", "fp16" (fp16 weights), "drq_int8" (dynamic range:
+            int8 weights, float activations) or "int8" (full integer; needs
             `representative_images`).
         representative_images: iterable of float32 (h, w, 3) RGB images from
             the training pipeline, used to calibrate int8 activations.
@@ -88,10 +87,10 @@ def convert_tflite(
 
 def _check_options(quantizations, *, io_type, representative_images):
     for quantize in quantizations:
-        if quantize not in QUANTIZATIONS:
+        if quantize not in TFLITE_PRECISIONS:
             raise UserInputError(
                 f"quantize={quantize!r} is not supported; expected one of "
-                f"{QUANTIZATIONS}."
+                f"{TFLITE_PRECISIONS}."
             )
     if io_type not in IO_TYPES or (
         io_type != "float32" and "int8" not in quantizations
@@ -112,7 +111,7 @@ def convert_tflite_variants(
     model,
     *,
     size=None,
-    quantizations=QUANTIZATIONS,
+    quantizations=TFLITE_PRECISIONS,
     representative_images=None,
     io_type="float32",
     argmax=False,
@@ -148,7 +147,7 @@ def convert_tflite_variants(
 
 
 def _configure(converter, *, quantize, io_type, representative_images):
-    if quantize != "none":
+    if quantize != "fp32":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantize == "fp16":
         converter.target_spec.supported_types = [tf.float16]

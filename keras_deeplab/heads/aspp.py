@@ -6,14 +6,15 @@ Channels-last only. ASPP runs parallel branches on the backbone output: one
 average pool -> 1x1 conv -> BN -> ReLU -> upsample); their concatenation is
 projected by a 1x1 conv (Chen et al., 2017, section 3.3). Every conv is
 bias-free and followed by BatchNormalization and ReLU.
+
+The unit names below (a unit is a conv and its BN, see `layers.conv_name`)
+are the ones `keras_deeplab.convert` maps checkpoints onto.
 """
 
 from keras import layers
 
-from keras_deeplab.layers import ResizeToMatch, conv_class
+from keras_deeplab.layers import ResizeToMatch, bn_name, conv_class, conv_name
 
-# The head on top of the backbone: DeepLabV3's, or V3+'s with its decoder.
-ARCHITECTURES = ("deeplabv3", "deeplabv3plus")
 ASPP_FILTERS = 256
 # Rates of the paper at output stride 16; they scale with 16 / output_stride.
 OS16_ATROUS_RATES = (6, 12, 18)
@@ -25,9 +26,28 @@ HEAD_DROPOUT_RATE = 0.1
 # DeepLabV3+ (Chen et al., 2018, section 4.1): the stride-4 features are
 # reduced to 48 channels before they meet the 256-channel ASPP output.
 DECODER_LOW_LEVEL_FILTERS = 48
+
+ASPP_1X1 = "aspp_1x1"
+ASPP_POOL = "aspp_pool"
+ASPP_PROJECT = "aspp_project"
+HEAD_CONV = "head_conv"  # torchvision's 3x3 conv before the classifier
+DECODER_LOW_LEVEL = "decoder_low_level"
+AUX_HEAD = "aux_head"
 # The 1x1 classifiers, built float32 whatever the dtype policy.
 HEAD_CLASSIFIER = "head_classifier"
 AUX_CLASSIFIER = "aux_classifier"
+# Layers a DeepLabV3+ has and a DeepLabV3 lacks start with this.
+DECODER_PREFIX = "decoder_"
+
+
+def aspp_atrous_unit(index: int) -> str:
+    """The unit of the `index`-th atrous branch (from 1)."""
+    return f"aspp_atrous{index}"
+
+
+def decoder_conv_unit(index: int) -> str:
+    """The unit of the `index`-th 3x3 refinement conv of V3+ (from 1)."""
+    return f"{DECODER_PREFIX}conv{index}"
 
 
 def default_atrous_rates(output_stride):
@@ -45,27 +65,28 @@ def default_atrous_rates(output_stride):
     )
 
 
-def _conv_bn_relu(x, filters, kernel_size, *, name, bn_momentum, rate=1):
+def conv_bn_relu(x, filters, kernel_size, *, unit, bn_momentum, rate=1):
+    """Bias-free conv (atrous when `rate` > 1), BN and ReLU, named `unit`."""
     x = conv_class(rate)(
         filters,
         kernel_size,
         dilation_rate=rate,
         padding="same",
         use_bias=False,
-        name=f"{name}_conv",
+        name=conv_name(unit),
     )(x)
     x = layers.BatchNormalization(
-        epsilon=HEAD_BN_EPSILON, momentum=bn_momentum, name=f"{name}_bn"
+        epsilon=HEAD_BN_EPSILON, momentum=bn_momentum, name=bn_name(unit)
     )(x)
-    return layers.Activation("relu", name=f"{name}_relu")(x)
+    return layers.Activation("relu", name=f"{unit}_relu")(x)
 
 
 def _image_pooling(features, *, filters, bn_momentum):
     pooled = layers.GlobalAveragePooling2D(keepdims=True, name="aspp_pool_gap")(
         features
     )  # (batch, 1, 1, channels)
-    pooled = _conv_bn_relu(
-        pooled, filters, 1, name="aspp_pool", bn_momentum=bn_momentum
+    pooled = conv_bn_relu(
+        pooled, filters, 1, unit=ASPP_POOL, bn_momentum=bn_momentum
     )
     # From 1x1, bilinear upsampling is an exact broadcast.
     return ResizeToMatch(name="aspp_pool_resize")([pooled, features])
@@ -85,18 +106,18 @@ def aspp(features, *, atrous_rates, filters, image_pooling, bn_momentum):
         KerasTensor (batch, h/os, w/os, filters).
     """
     branches = [
-        _conv_bn_relu(
-            features, filters, 1, name="aspp_1x1", bn_momentum=bn_momentum
+        conv_bn_relu(
+            features, filters, 1, unit=ASPP_1X1, bn_momentum=bn_momentum
         )
     ]
     for index, rate in enumerate(atrous_rates, start=1):
         branches.append(
-            _conv_bn_relu(
+            conv_bn_relu(
                 features,
                 filters,
                 3,
                 rate=rate,
-                name=f"aspp_atrous{index}",
+                unit=aspp_atrous_unit(index),
                 bn_momentum=bn_momentum,
             )
         )
@@ -105,8 +126,8 @@ def aspp(features, *, atrous_rates, filters, image_pooling, bn_momentum):
             _image_pooling(features, filters=filters, bn_momentum=bn_momentum)
         )
     x = layers.Concatenate(name="aspp_concat")(branches)
-    return _conv_bn_relu(
-        x, filters, 1, name="aspp_project", bn_momentum=bn_momentum
+    return conv_bn_relu(
+        x, filters, 1, unit=ASPP_PROJECT, bn_momentum=bn_momentum
     )
 
 
@@ -116,8 +137,9 @@ def _dropped_aspp(features, *, dropout_rate, **aspp_options):
     return layers.Dropout(dropout_rate, name="head_dropout")(x)
 
 
-def _classifier(x, num_classes, *, name):
-    # float32 so mixed precision never hands back half-precision logits.
+def classifier(x, num_classes, *, name):
+    """The 1x1 conv to class logits, float32 so that mixed precision never
+    hands back half-precision logits."""
     return layers.Conv2D(num_classes, 1, name=name, dtype="float32")(x)
 
 
@@ -151,10 +173,8 @@ def deeplab_head(
         bn_momentum=bn_momentum,
     )
     if extra_conv:
-        x = _conv_bn_relu(
-            x, filters, 3, name="head_conv", bn_momentum=bn_momentum
-        )
-    return _classifier(x, num_classes, name=HEAD_CLASSIFIER)
+        x = conv_bn_relu(x, filters, 3, unit=HEAD_CONV, bn_momentum=bn_momentum)
+    return classifier(x, num_classes, name=HEAD_CLASSIFIER)
 
 
 def deeplabv3plus_head(
@@ -179,7 +199,7 @@ def deeplabv3plus_head(
 
     Args:
         features: KerasTensor of the last backbone stage (stride 8 or 16).
-        low_level: KerasTensor of the end of conv2 (stride 4).
+        low_level: KerasTensor of the stride-4 features (ResNet's conv2).
         decoder_convs: int. 3x3 refinement convs: 2 in the paper's best
             decoder (Table 3), 1 in VainF's DeepLabV3Plus-Pytorch.
 
@@ -194,22 +214,26 @@ def deeplabv3plus_head(
         dropout_rate=dropout_rate,
         bn_momentum=bn_momentum,
     )
-    low_level = _conv_bn_relu(
+    low_level = conv_bn_relu(
         low_level,
         DECODER_LOW_LEVEL_FILTERS,
         1,
-        name="decoder_low_level",
+        unit=DECODER_LOW_LEVEL,
         bn_momentum=bn_momentum,
     )
-    x = ResizeToMatch(name="decoder_upsample")([x, low_level])
+    x = ResizeToMatch(name=f"{DECODER_PREFIX}upsample")([x, low_level])
     # Low-level channels first, as VainF's checkpoints expect (the order is
     # a convention for a fresh model: research/deeplab puts ASPP first).
-    x = layers.Concatenate(name="decoder_concat")([low_level, x])
+    x = layers.Concatenate(name=f"{DECODER_PREFIX}concat")([low_level, x])
     for index in range(1, decoder_convs + 1):
-        x = _conv_bn_relu(
-            x, filters, 3, name=f"decoder_conv{index}", bn_momentum=bn_momentum
+        x = conv_bn_relu(
+            x,
+            filters,
+            3,
+            unit=decoder_conv_unit(index),
+            bn_momentum=bn_momentum,
         )
-    return _classifier(x, num_classes, name=HEAD_CLASSIFIER)
+    return classifier(x, num_classes, name=HEAD_CLASSIFIER)
 
 
 def fcn_aux_head(features, *, num_classes, filters, bn_momentum):
@@ -218,8 +242,8 @@ def fcn_aux_head(features, *, num_classes, filters, bn_momentum):
     Returns:
         float32 KerasTensor (batch, h/os, w/os, num_classes) of logits.
     """
-    x = _conv_bn_relu(
-        features, filters, 3, name="aux_head", bn_momentum=bn_momentum
+    x = conv_bn_relu(
+        features, filters, 3, unit=AUX_HEAD, bn_momentum=bn_momentum
     )
     x = layers.Dropout(HEAD_DROPOUT_RATE, name="aux_dropout")(x)
-    return _classifier(x, num_classes, name=AUX_CLASSIFIER)
+    return classifier(x, num_classes, name=AUX_CLASSIFIER)

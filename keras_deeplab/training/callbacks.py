@@ -7,11 +7,17 @@ a temporary sibling and rename it into place.
 
 import json
 import math
+import time
 from pathlib import Path
 
 import keras
+import numpy as np
 
-from keras_deeplab.atomic import atomic_file, atomic_write_text
+from keras_deeplab.atomic import (
+    atomic_file,
+    atomic_write_text,
+    require_free_space,
+)
 from keras_deeplab.errors import UserInputError
 from keras_deeplab.models import load_weights
 from keras_deeplab.training.strategies import process_local
@@ -24,6 +30,17 @@ BACKUP_STATE = "state.json"
 def _finite_loss(logs) -> bool:
     """False once the loss is NaN/inf: such weights are never written."""
     return math.isfinite((logs or {}).get("loss", 0.0))
+
+
+def weights_bytes(model) -> int:
+    """Bytes of the model's and its optimizer's variables: the size of a
+    weights file, give or take its headers."""
+    variables = list(model.weights)
+    if model.optimizer is not None:
+        variables += list(model.optimizer.variables)
+    return sum(
+        int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in variables
+    )
 
 
 def _as_int(variable):
@@ -63,6 +80,7 @@ class BestCheckpoint(keras.callbacks.Callback):
             return
         if not math.isfinite(value) or value <= self.best():
             return
+        require_free_space(self.path, weights_bytes(self.model))
         with atomic_file(self.path) as temporary, process_local():
             self.model.save(temporary)
         atomic_write_text(
@@ -128,6 +146,11 @@ class TrainingBackup(keras.callbacks.Callback):
     def restore(self, model, *, epochs: int) -> int:
         """Loads the backup into `model` (compiled); returns the next epoch.
 
+        A backup taken mid-epoch restarts that epoch from its first step,
+        so the optimizer's step counter goes back to the epoch's start too:
+        the poly schedule then ends exactly at the run's last step (counting
+        the replayed steps twice overran it).
+
         Args:
             model: the compiled model of the run being resumed.
             epochs: int. The run's total epochs; a backup past it belongs to
@@ -153,11 +176,16 @@ class TrainingBackup(keras.callbacks.Callback):
                 f"the backup in {str(self.directory)!r} cannot be resumed: "
                 f"{err} Start a new run with --overwrite."
             ) from err
+        state = self.state()
+        if model.optimizer is not None and "iterations" in state:
+            epoch_start = max(state["iterations"] - state["step"], 0)
+            model.optimizer.iterations.assign(epoch_start)
         return epoch
 
     def _save(self, *, epoch, step, logs):
         if not self.is_writer or not _finite_loss(logs):
             return
+        require_free_space(self.directory, weights_bytes(self.model))
         with (
             atomic_file(self.directory / BACKUP_WEIGHTS) as temporary,
             process_local(),
@@ -185,3 +213,40 @@ class TrainingBackup(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self._save(epoch=epoch + 1, step=0, logs=logs)
+
+
+class HistoryLog(keras.callbacks.CSVLogger):
+    """`CSVLogger` counting epochs from 1, as `best.json` and the progress
+    lines do."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch + 1, logs)
+
+
+class EpochLines(keras.callbacks.Callback):
+    """One line per epoch (no progress bar), for logs that are not a
+    terminal: a piped or redirected run stays readable.
+
+    Args:
+        epochs: int. The run's epoch count.
+        print_fn: callable. Where lines go. Defaults to print.
+    """
+
+    def __init__(self, epochs, print_fn=print):
+        super().__init__()
+        self.epochs = epochs
+        self.print_fn = print_fn
+        self._start = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        values = ", ".join(
+            f"{name} {value:.4g}" for name, value in (logs or {}).items()
+        )
+        seconds = time.perf_counter() - self._start
+        self.print_fn(
+            f"epoch {epoch + 1}/{self.epochs}: {values} ({seconds:.0f} s)",
+            flush=True,
+        )

@@ -1,164 +1,52 @@
-"""Build, compile and `model.fit` DeepLabV3; `train` runs it from a config."""
+"""`train`: a config's model, data and recipe through `model.fit`, with
+checkpoints, backups and logs in a work dir (`training.workdir`)."""
 
 import contextlib
-import csv
 import math
 import shutil
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 import keras
 
-from keras_deeplab.atomic import atomic_file
+from keras_deeplab.atomic import atomic_file, require_free_space
 from keras_deeplab.config import save_config
-from keras_deeplab.data.configured import split_dataset, split_size
+from keras_deeplab.data.configured import DataSplits
 from keras_deeplab.data.validate import require_valid
 from keras_deeplab.errors import UserInputError
 from keras_deeplab.loading import model_from_config
 from keras_deeplab.training.callbacks import (
     BACKUP_DIR,
     BestCheckpoint,
+    EpochLines,
+    HistoryLog,
     TrainingBackup,
+    weights_bytes,
 )
-from keras_deeplab.training.losses import segmentation_objective
-from keras_deeplab.training.schedules import PolyDecay
+from keras_deeplab.training.recipe import (
+    compile_from_config,
+    objective_from_config,
+)
 from keras_deeplab.training.strategies import (
     cluster_process_id,
-    failures_reported,
-    is_chief,
-    is_keras_distribution,
-    make_strategy,
+    make_run,
     process_local,
-    run_scope,
+)
+from keras_deeplab.training.workdir import (
+    BEST_MODEL,
+    CONFIG_FILE,
+    FINAL_MODEL,
+    HISTORY_FILE,
+    LOGS_DIR,
+    prepare_work_dir,
+    run_summary,
 )
 
-BEST_MODEL = "best.keras"
-FINAL_MODEL = "final.keras"
-CONFIG_FILE = "config.json"
-HISTORY_FILE = "history.csv"
-# What a finished or started run leaves in its work dir.
-_RUN_FILES = (BEST_MODEL, "best.json", FINAL_MODEL, HISTORY_FILE, CONFIG_FILE)
-# Weight decay applies to conv kernels only (paper recipe), not to biases or
-# BatchNormalization scale/offset.
-NO_DECAY_VARIABLES = ["bias", "gamma", "beta"]
 
-
-def make_optimizer(
-    *,
-    learning_rate: float,
-    total_steps: int,
-    name: str = "sgd",
-    momentum: float = 0.9,
-    weight_decay: float = 1e-4,
-    poly_power: float = 0.9,
-    warmup_steps: int = 0,
-):
-    """SGD+momentum or AdamW on a poly schedule; decay on kernels only.
-
-    Args:
-        learning_rate: float. Base rate (paper: 0.007 at batch 16).
-        total_steps: int. Steps at which the poly schedule reaches 0.
-        name: str. "sgd" or "adamw".
-        momentum: float. SGD momentum.
-        weight_decay: float. Decoupled decay of conv kernels.
-        poly_power: float. Exponent of the poly schedule.
-        warmup_steps: int. Linear warm-up steps.
-    """
-    schedule = PolyDecay(
-        learning_rate,
-        decay_steps=total_steps,
-        power=poly_power,
-        warmup_steps=warmup_steps,
-    )
-    if name == "sgd":
-        optimizer = keras.optimizers.SGD(
-            schedule, momentum=momentum, weight_decay=weight_decay
-        )
-    else:
-        optimizer = keras.optimizers.AdamW(schedule, weight_decay=weight_decay)
-    optimizer.exclude_from_weight_decay(var_names=NO_DECAY_VARIABLES)
-    return optimizer
-
-
-def compile_model(model, *, objective, optimizer, jit_compile=False):
-    """Compiles with an `Objective` (ignore-255 loss, mIoU, pixel accuracy).
-
-    `jit_compile` chooses XLA on TensorFlow; JAX always compiles the step
-    (uncompiled, it runs op by op and cannot place multi-process arrays).
-    """
-    if keras.backend.backend() == "jax":
-        jit_compile = True
-    model.compile(
-        optimizer=optimizer,
-        loss=objective.loss,
-        loss_weights=objective.loss_weights,
-        metrics=objective.metrics,
-        jit_compile=jit_compile,
-    )
-    return model
-
-
-def objective_from_config(config):
-    """The config's `Objective`: aux loss weighted in when `aux_head`."""
-    return segmentation_objective(
-        config.num_classes,
-        aux_loss_weight=config.aux_loss_weight if config.aux_head else None,
-    )
-
-
-def compile_from_config(model, config, total_steps: int):
-    """`compile_model` with the config's objective and optimizer."""
-    return compile_model(
-        model,
-        objective=objective_from_config(config),
-        optimizer=make_optimizer(
-            learning_rate=config.learning_rate,
-            total_steps=total_steps,
-            name=config.optimizer,
-            momentum=config.momentum,
-            weight_decay=config.weight_decay,
-            poly_power=config.poly_power,
-            warmup_steps=config.warmup_steps,
-        ),
-        jit_compile=config.jit_compile,
-    )
-
-
-def steps_per_epoch(config) -> int:
-    if config.steps_per_epoch:
-        return config.steps_per_epoch
-    return max(split_size(config, config.train_split) // config.batch_size, 1)
-
-
-def fit_dataset(config, split, *, training, first_epoch=0, full_batches=False):
-    """A split's batches with targets shaped like the model's outputs.
-
-    `full_batches` pads a short last evaluation batch with examples whose
-    every pixel is ignored, so it splits evenly across replicas.
-    """
-    dataset = split_dataset(
-        config,
-        split,
-        training=training,
-        first_epoch=first_epoch,
-        full_batches=full_batches,
-    )
-    return dataset.map(objective_from_config(config).targets)
-
-
-def read_history(history_csv) -> dict:
-    """The CSVLogger file of a run as {metric: [value per epoch]}."""
-    with open(history_csv, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    return {key: [float(row[key]) for row in rows] for key in rows[0]}
-
-
-def _replica_count(strategy) -> int:
-    """Replicas a keras.distribution splits each global batch across (1 for
-    tf.distribute, which accepts uneven splits)."""
-    if is_keras_distribution(strategy):
-        return strategy.num_model_replicas
-    return 1
+class TrainingDivergedError(UserInputError):
+    """The loss became NaN or infinite; nothing was published."""
 
 
 def check_batch_splits(config, replicas):
@@ -170,8 +58,19 @@ def check_batch_splits(config, replicas):
         )
 
 
-class TrainingDivergedError(UserInputError):
-    """The loss became NaN or infinite; nothing was published."""
+def fit_dataset(splits, split, *, objective, training, **kwargs):
+    """A split's batches with targets shaped like the model's outputs.
+
+    Args:
+        splits: DataSplits of the run's config.
+        split: str. Split name.
+        objective: the run's `Objective` (its targets follow the outputs).
+        training: bool. Shuffle and augment.
+        **kwargs: passed to `DataSplits.dataset` (first_epoch,
+            full_batches, ...).
+    """
+    dataset = splits.dataset(split, training=training, **kwargs)
+    return dataset.map(objective.targets)
 
 
 def train(
@@ -185,14 +84,16 @@ def train(
     """Trains with `model.fit`; checkpoints and logs go to `work_dir`.
 
     Writes config.json, best.keras (best val mIoU), final.keras,
-    history.csv, TensorBoard logs and a backup folder used by `resume`.
+    history.csv, TensorBoard logs and a backup folder used by `resume`, and
+    prints a summary at the end.
 
     Args:
         config: DeepLabConfig.
         work_dir: str or Path. Output folder.
         resume: bool. Continue an interrupted run from its last backup.
         overwrite: bool. Delete a previous run's files in `work_dir` first.
-        verbose: passed to `model.fit`.
+        verbose: "auto" (a progress bar on a terminal, one line per epoch
+            otherwise), 0, 1 or 2 as in `model.fit`.
 
     Returns:
         The `keras.callbacks.History` of this call.
@@ -204,13 +105,14 @@ def train(
         TrainingDivergedError: if the loss became NaN; the last backup is kept
             and no model is written.
     """
+    start = time.perf_counter()
     work_dir = Path(work_dir)
     backup = TrainingBackup(
         work_dir / BACKUP_DIR, every_steps=config.backup_every_steps
     )
     # In a multi-process run every process checks the (shared) work dir,
     # before any of them writes to it; only process 0 changes it.
-    _prepare_work_dir(
+    prepare_work_dir(
         work_dir,
         backup=backup,
         resume=resume,
@@ -219,22 +121,28 @@ def train(
     )
     # First: MultiWorkerMirroredStrategy must exist before any TF op runs,
     # and JAX processes must join before any JAX computation.
-    strategy = make_strategy(config.strategy)
-    chief = is_chief(strategy)
-    replicas = _replica_count(strategy)
-    check_batch_splits(config, replicas)
+    engine = make_run(config.strategy)
+    check_batch_splits(config, engine.replicas)
+    splits = DataSplits(config)
     if config.validate_data:
-        require_valid(config)
-    steps = steps_per_epoch(config)
+        require_valid(config, splits)
+    steps = config.steps_per_epoch or max(
+        splits.size(config.train_split) // config.batch_size, 1
+    )
     with (
         _dtype_policy(config.precision),
-        run_scope(strategy),
-        failures_reported(strategy),
+        engine.run_scope(),
+        engine.failures_reported(),
     ):
         keras.utils.set_random_seed(config.seed)
-        with strategy.scope():
+        with engine.build_scope():
+            # The metrics' variables too must be the engine's (replicated).
+            objective = objective_from_config(config)
             model = compile_from_config(
-                model_from_config(config), config, steps * config.epochs
+                model_from_config(config),
+                config,
+                steps * config.epochs,
+                objective=objective,
             )
         initial_epoch = 0
         if resume:
@@ -244,14 +152,14 @@ def train(
                 f"step {backup.state()['step']}",
                 flush=True,
             )
-        if chief:
+        if engine.is_chief:
             save_config(config, work_dir / CONFIG_FILE)
-        backup.is_writer = chief
-        divergence = keras.callbacks.TerminateOnNaN()
+        backup.is_writer = engine.is_chief
         history = model.fit(
             fit_dataset(
-                config,
+                splits,
                 config.train_split,
+                objective=objective,
                 training=True,
                 first_epoch=initial_epoch,
             ).repeat(),
@@ -261,22 +169,30 @@ def train(
             # Every replica needs an equal share of every batch, the last
             # one too: pad it with fully ignored examples when replicated.
             validation_data=fit_dataset(
-                config,
+                splits,
                 config.val_split,
+                objective=objective,
                 training=False,
-                full_batches=replicas > 1,
+                full_batches=engine.replicas > 1,
             ),
             callbacks=[
-                divergence,
+                keras.callbacks.TerminateOnNaN(),
                 *_callbacks(
-                    config, work_dir, backup=backup, chief=chief, resume=resume
+                    config,
+                    work_dir,
+                    backup=backup,
+                    chief=engine.is_chief,
+                    resume=resume,
+                    monitor=objective.monitor,
+                    verbose=verbose,
                 ),
             ],
             shuffle=False,  # the tf.data pipeline shuffles, seeded
-            verbose=verbose,
+            verbose=_fit_verbosity(verbose),
         )
         _check_finite(history, backup=backup)
-        if chief:
+        if engine.is_chief:
+            require_free_space(work_dir, weights_bytes(model))
             with (
                 atomic_file(work_dir / FINAL_MODEL) as temporary,
                 process_local(),
@@ -284,7 +200,23 @@ def train(
                 model.save(temporary)
             # The run is complete: a later `train` here starts afresh.
             shutil.rmtree(backup.directory, ignore_errors=True)
+            print(
+                run_summary(
+                    work_dir,
+                    monitor=objective.monitor,
+                    seconds=time.perf_counter() - start,
+                ),
+                flush=True,
+            )
     return history
+
+
+def _fit_verbosity(verbose):
+    """A progress bar on a terminal; elsewhere `EpochLines` logs instead
+    (Keras's bar writes hundreds of escape-coded lines into a file)."""
+    if verbose == "auto":
+        return 1 if sys.stdout.isatty() else 0
+    return verbose
 
 
 def _check_finite(history, *, backup):
@@ -304,41 +236,6 @@ def _check_finite(history, *, backup):
     )
 
 
-def _prepare_work_dir(work_dir, *, backup, resume, overwrite, owner=True):
-    """Refuses to mix runs in one work dir; `overwrite` clears the old one
-    (when this process is its `owner`)."""
-    if resume:
-        if not backup.exists():
-            raise UserInputError(
-                f"--resume given but {str(backup.directory)!r} has no backup "
-                "to resume from; drop --resume to start a new run."
-            )
-        return
-    previous = [name for name in _RUN_FILES if (work_dir / name).exists()]
-    if backup.exists():
-        previous.append(BACKUP_DIR)
-    if previous and not overwrite:
-        unfinished = BACKUP_DIR in previous
-        raise UserInputError(
-            f"work dir {str(work_dir)!r} holds "
-            + (
-                "an interrupted run; pass --resume to continue it"
-                if unfinished
-                else f"a previous run ({', '.join(previous)})"
-            )
-            + ", pass --overwrite to replace it, or choose another --work-dir."
-        )
-    if not owner:
-        return
-    for name in previous:
-        path = work_dir / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
-    shutil.rmtree(work_dir / "logs", ignore_errors=True)
-
-
 @contextlib.contextmanager
 def _dtype_policy(name):
     """Sets the global dtype policy for one run, then restores the old one."""
@@ -350,16 +247,15 @@ def _dtype_policy(name):
         keras.config.set_dtype_policy(previous)
 
 
-def _callbacks(config, work_dir, *, backup, chief, resume):
+def _callbacks(config, work_dir, *, backup, chief, resume, monitor, verbose):
     # Non-chief workers log to a private folder: only the chief owns work_dir.
     log_dir = work_dir if chief else Path(tempfile.mkdtemp(prefix="worker-"))
-    return [
+    callbacks = [
         backup,
-        BestCheckpoint(
-            work_dir / BEST_MODEL,
-            monitor=objective_from_config(config).monitor,
-            is_writer=chief,
-        ),
-        keras.callbacks.CSVLogger(log_dir / HISTORY_FILE, append=resume),
-        keras.callbacks.TensorBoard(log_dir / "logs"),
+        BestCheckpoint(work_dir / BEST_MODEL, monitor=monitor, is_writer=chief),
+        HistoryLog(log_dir / HISTORY_FILE, append=resume),
+        keras.callbacks.TensorBoard(log_dir / LOGS_DIR),
     ]
+    if verbose == "auto" and not sys.stdout.isatty() and chief:
+        callbacks.append(EpochLines(config.epochs))
+    return callbacks

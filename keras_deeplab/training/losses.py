@@ -6,7 +6,7 @@ import dataclasses
 import keras
 
 from keras_deeplab.labels import IGNORE_INDEX
-from keras_deeplab.models import AUX_OUTPUT, MAIN_OUTPUT
+from keras_deeplab.spec import AUX_OUTPUT, MAIN_OUTPUT
 from keras_deeplab.training.metrics import segmentation_metrics
 
 

@@ -36,7 +36,11 @@ class PolyDecay(keras.optimizers.schedules.LearningRateSchedule):
     def __call__(self, step):
         step = ops.cast(step, "float32")
         progress = ops.minimum(step, self.decay_steps) / self.decay_steps
-        rate = self.initial_learning_rate * (1.0 - progress) ** self.power
+        # XLA (JAX, or TF with jit_compile) divides by multiplying with the
+        # reciprocal: at the last step `progress` is a hair above 1, and a
+        # negative base to the power 0.9 is NaN, which NaNs every weight.
+        remaining = ops.maximum(1.0 - progress, 0.0)
+        rate = self.initial_learning_rate * remaining**self.power
         if self.warmup_steps:
             rate *= ops.minimum(1.0, (step + 1.0) / self.warmup_steps)
         return rate

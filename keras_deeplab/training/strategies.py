@@ -9,6 +9,7 @@ standard KERAS_DISTRIBUTION_* variables and JAX's coordination service.
 
 import contextlib
 import os
+import socket
 
 import keras
 
@@ -22,6 +23,7 @@ _CLUSTER_VARIABLES = (JOB_ADDRESSES, NUM_PROCESSES, PROCESS_ID)
 # would wait that long before JAX stops them. Heartbeats come from a
 # background thread, so long compiles do not delay them.
 HEARTBEAT_TIMEOUT_S = 20
+_MAX_PORT = 65535
 
 
 class DistributedRunError(UserInputError):
@@ -29,8 +31,82 @@ class DistributedRunError(UserInputError):
     `--resume`. A UserInputError so the CLI reports it in one line."""
 
 
-def make_strategy(name: str):
-    """The engine for strategy `name`.
+class TensorFlowRun:
+    """A run under a tf.distribute strategy: the model and optimizer are
+    created in its scope; it splits uneven batches across replicas itself;
+    the chief (or worker 0, or a lone process) writes."""
+
+    replicas = 1  # equal shares per replica are tf.distribute's business
+
+    def __init__(self, strategy):
+        self.strategy = strategy
+
+    @property
+    def is_chief(self) -> bool:
+        resolver = getattr(self.strategy, "cluster_resolver", None)
+        if resolver is None or not resolver.task_type:
+            return True
+        return resolver.task_type == "chief" or (
+            resolver.task_type == "worker" and resolver.task_id == 0
+        )
+
+    def build_scope(self):
+        return self.strategy.scope()
+
+    def run_scope(self):
+        return contextlib.nullcontext()
+
+    def failures_reported(self):
+        return contextlib.nullcontext()
+
+
+class KerasDistributionRun:
+    """A run under `keras.distribution.DataParallel` (JAX), in one process
+    or many: the distribution is active for the whole run (it places every
+    batch), every replica needs an equal share of each batch, and process 0
+    writes."""
+
+    def __init__(self, distribution):
+        self.distribution = distribution
+
+    @property
+    def replicas(self) -> int:
+        return self.distribution.num_model_replicas
+
+    @property
+    def is_chief(self) -> bool:
+        # One data shard per process, numbered by rank.
+        return self.distribution.data_shard_id == 0
+
+    def build_scope(self):
+        return contextlib.nullcontext()  # run_scope already covers it
+
+    def run_scope(self):
+        return self.distribution.scope()
+
+    @contextlib.contextmanager
+    def failures_reported(self):
+        """Turns a collective that failed because a peer process died into
+        a DistributedRunError that says how to continue."""
+        if self.distribution.num_processes == 1:
+            yield
+            return
+        import jax
+
+        try:
+            yield
+        except jax.errors.JaxRuntimeError as err:
+            raise DistributedRunError(
+                f"process {self.distribution.data_shard_id} of "
+                f"{self.distribution.num_processes} stopped: a collective "
+                f"with the other processes failed ({first_line(err)}). "
+                "Another process probably died; start every process again "
+                "with --resume."
+            ) from err
+
+
+def make_run(name: str):
+    """The engine of strategy `name`.
 
     default: one device (tf.distribute's default strategy).
     mirrored: tf.distribute.MirroredStrategy over every local device.
@@ -41,16 +117,19 @@ def make_strategy(name: str):
         every process (JAX backend); processes join through the
         KERAS_DISTRIBUTION_* variables when those are set.
 
+    Returns:
+        TensorFlowRun or KerasDistributionRun.
+
     Raises:
         UserInputError: the strategy needs another backend, TF_CONFIG, or
             the cluster variables are incomplete or invalid.
     """
     if name == "data_parallel":
-        return _data_parallel()
+        return KerasDistributionRun(_data_parallel())
     import tensorflow as tf
 
     if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
+        return TensorFlowRun(tf.distribute.MirroredStrategy())
     if name == "multi_worker":
         if "TF_CONFIG" not in os.environ:
             raise UserInputError(
@@ -58,26 +137,8 @@ def make_strategy(name: str):
                 "variable describing the cluster; see docs/training.md, "
                 "Distribution."
             )
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    return tf.distribute.get_strategy()
-
-
-def is_keras_distribution(strategy) -> bool:
-    return isinstance(strategy, keras.distribution.DataParallel)
-
-
-def is_chief(strategy) -> bool:
-    """True where checkpoints and logs may be written: process 0, the TF
-    chief or worker 0, or a single process."""
-    if is_keras_distribution(strategy):
-        # DataParallel: one data shard per process, numbered by rank.
-        return strategy.data_shard_id == 0
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not resolver.task_type:
-        return True
-    return resolver.task_type == "chief" or (
-        resolver.task_type == "worker" and resolver.task_id == 0
-    )
+        return TensorFlowRun(tf.distribute.MultiWorkerMirroredStrategy())
+    return TensorFlowRun(tf.distribute.get_strategy())
 
 
 def cluster_process_id() -> int:
@@ -86,18 +147,6 @@ def cluster_process_id() -> int:
     if not os.environ.get(PROCESS_ID):
         return 0
     return _int_variable(PROCESS_ID, minimum=0)
-
-
-def run_scope(strategy):
-    """The scope a whole run (build, fit, save) executes in.
-
-    A keras.distribution must be active while `fit` runs (it places each
-    batch); tf.distribute strategies only need the model built in their
-    scope, which `train` does itself.
-    """
-    if is_keras_distribution(strategy):
-        return strategy.scope()
-    return contextlib.nullcontext()
 
 
 @contextlib.contextmanager
@@ -117,26 +166,6 @@ def process_local():
         yield
     finally:
         keras.distribution.set_distribution(active)
-
-
-@contextlib.contextmanager
-def failures_reported(strategy):
-    """Turns a collective that failed because a peer process died into a
-    DistributedRunError that says how to continue."""
-    if not is_keras_distribution(strategy) or strategy.num_processes == 1:
-        yield
-        return
-    import jax
-
-    try:
-        yield
-    except jax.errors.JaxRuntimeError as err:
-        raise DistributedRunError(
-            f"process {strategy.data_shard_id} of {strategy.num_processes} "
-            "stopped: a collective with the other processes failed "
-            f"({first_line(err)}). Another process probably died; start every "
-            "process again with --resume."
-        ) from err
 
 
 def _data_parallel():
@@ -178,13 +207,31 @@ def cluster_from_environment():
     # Keras accepts every job's address and uses the first (process 0's).
     coordinator = os.environ[JOB_ADDRESSES].split(",")[0].strip()
     host, _, port = coordinator.rpartition(":")
-    if not host or not port.isdigit():
+    if not host or not port.isdigit() or not 0 < int(port) <= _MAX_PORT:
         raise UserInputError(
             f"{JOB_ADDRESSES}={os.environ[JOB_ADDRESSES]!r} does not start "
-            "with host:port; expected process 0's address, e.g. "
-            "10.0.0.1:1234."
+            "with host:port (a port from 1 to 65535, the same on every "
+            "process); expected process 0's address, e.g. 10.0.0.1:1234."
         )
     return coordinator, count, rank
+
+
+def _check_port_free(coordinator):
+    """Process 0 serves the coordinator on `coordinator`'s port: a port
+    another program holds makes JAX crash without a word, so try it first."""
+    port = int(coordinator.rpartition(":")[2])
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # Past connections lingering in TIME_WAIT do not block a server.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("", port))
+        except OSError as err:
+            raise UserInputError(
+                f"{JOB_ADDRESSES}={coordinator}: process 0 cannot serve the "
+                f"coordinator on port {port} ({err.strerror}); another "
+                "program, or a run still going, holds it. Choose a free port "
+                "and set it on every process."
+            ) from err
 
 
 def _int_variable(name, *, minimum):
@@ -216,6 +263,8 @@ def _join(coordinator, count, rank):
 
     if jax.distributed.is_initialized():
         return
+    if rank == 0:
+        _check_port_free(coordinator)
     jax.distributed.initialize(
         coordinator_address=coordinator,
         num_processes=count,

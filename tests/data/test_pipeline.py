@@ -8,6 +8,7 @@ from keras_deeplab.config import load_config
 from keras_deeplab.data.configured import split_dataset, split_size
 from keras_deeplab.data.sources import DataError
 from keras_deeplab.data.validate import require_valid, validate_data
+from keras_deeplab.layers import IMAGENET_MEAN_RGB
 from tests.data.fixtures import make_folder_dataset, write_image, write_mask
 
 
@@ -34,8 +35,24 @@ def test_folder_dataset_batches_for_fit(tmp_path):
     assert masks.shape == (2, 32, 32) and masks.dtype == tf.int32
     assert set(np.unique(masks.numpy())) <= {0, 1, 2, 255}
     images, masks = next(iter(split_dataset(config, "val", training=False)))
-    assert images.shape == (1, 32, 32, 3)
-    assert (masks.numpy()[:, 24:, :] == 255).all()  # padded rows ignored
+    assert images.shape == (1, 24, 32, 3)  # at its own size, not crop_size
+
+
+def test_evaluation_batches_pad_to_their_largest_image(tmp_path):
+    """An image larger than crop_size is evaluated whole; a smaller one in
+    the same batch is padded with the mean pixel and the ignore label."""
+    make_folder_dataset(tmp_path, stems_val=("d", "e"))
+    write_image(tmp_path / "images" / "e.png", height=45, width=20)
+    write_mask(tmp_path / "masks" / "e.png", np.ones((45, 20)))
+    config = _folder_config(tmp_path, "crop_size=32")
+    images, masks = next(iter(split_dataset(config, "val", training=False)))
+    assert images.shape == (2, 45, 32, 3)
+    masks, images = masks.numpy(), images.numpy()
+    assert (masks[0, 24:] == 255).all() and (masks[1, :, 20:] == 255).all()
+    assert (masks[1, :, :20] == 1).all()
+    np.testing.assert_allclose(
+        images[0, 30], np.tile(IMAGENET_MEAN_RGB, (32, 1)), atol=1e-4
+    )
 
 
 def test_seeded_pipeline_is_reproducible(tmp_path):
@@ -73,17 +90,19 @@ def test_validate_data_reports_every_problem(tmp_path):
         (name.rsplit("/", 1)[-1], message)
         for name, message in train_report.problems
     )
+    # Each problem is reported under the file at fault.
     assert "labels [7] are >= num_classes=3" in problems["a.png"]
-    assert "but its mask is 10x10" in problems["b.jpg"]
-    assert "is empty (0 bytes)" in problems["c.png"]
-    assert "does not exist" in problems["e.jpg"]
+    assert "is 10x10 but its image is 24x32" in problems["b.png"]
+    assert problems["c.png"] == "image is empty (0 bytes)."
+    assert problems["e.png"] == "mask does not exist."
     assert "f.png" not in problems
     assert train_report.scanned == 5
     assert train_report.class_pixels.sum() > 0
-    ((name, message),) = val_report.problems
-    assert "larger than the evaluation crop_size=32" in message
+    # A 40 px image in a split with crop_size=32 is fine: evaluation runs
+    # every image at its own size.
+    assert val_report.ok
     assert "split 'train'" in train_report.format()
-    with pytest.raises(DataError, match="refusing to train: 5 problem"):
+    with pytest.raises(DataError, match="refusing to train: 4 problem"):
         require_valid(config)
 
 
@@ -119,8 +138,8 @@ def test_tfds_adapter_with_mock_data():
         images, masks = next(
             iter(split_dataset(config, "test", training=False))
         )
-    assert images.shape == (2, 48, 48, 3)
-    # trimap 1..3 -> class ids 0..2; padding -> 255
+    assert images.shape == (2, 40, 40, 3)  # their own size
+    # trimap 1..3 -> class ids 0..2
     np.testing.assert_array_equal(
-        masks.numpy()[0, ::20, ::20], [[0, 1, 255], [2, 0, 255], [255] * 3]
+        masks.numpy()[0, ::20, ::20], [[0, 1], [2, 0]]
     )

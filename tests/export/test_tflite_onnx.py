@@ -1,5 +1,7 @@
 """TFLite (every quantization, fixed and dynamic size) and ONNX parity."""
 
+import json
+
 import keras
 import numpy as np
 import pytest
@@ -13,13 +15,15 @@ from keras_deeplab.export.verify import (
     verify_exports,
 )
 from keras_deeplab.layers import ImagePreprocessing
-from keras_deeplab.models import BUILDERS
+from keras_deeplab.models import build_model
+from keras_deeplab.spec import ModelSpec
 from tests.helpers import TINY, random_images
 
 pytest.importorskip("tf2onnx")
 pytest.importorskip("ai_edge_litert")
 
 SIZE = 65
+CLASS_NAMES = ("background", "road sign", "tree")
 
 
 @pytest.fixture(
@@ -34,7 +38,14 @@ SIZE = 65
 def model(request):
     architecture, variant = request.param
     keras.utils.set_random_seed(0)
-    return BUILDERS[architecture](3, variant=variant, **TINY)
+    spec = ModelSpec(
+        architecture=architecture,
+        num_classes=3,
+        variant=variant,
+        class_names=CLASS_NAMES,
+        **TINY,
+    )
+    return build_model(spec)
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +56,24 @@ def exported(model, tmp_path_factory):
     return out, paths
 
 
+@pytest.mark.slow
+def test_class_names_travel_with_every_artefact(exported):
+    """labels.txt in the SavedModel's assets and beside the TFLite files,
+    `class_names` in every ONNX file's metadata."""
+    import onnx
+
+    out, _ = exported
+    expected = "".join(f"{name}\n" for name in CLASS_NAMES)
+    assert (out / "serving/deeplab/1/assets/labels.txt").read_text() == (
+        expected
+    )
+    assert (out / "tflite/labels.txt").read_text() == expected
+    for name in ("deeplab.onnx", "deeplab_int8.onnx"):
+        metadata = onnx.load(str(out / "onnx" / name)).metadata_props
+        stored = {entry.key: entry.value for entry in metadata}
+        assert json.loads(stored["class_names"]) == list(CLASS_NAMES), name
+
+
 def _reference(model, images):
     return np.asarray(model(images))
 
@@ -53,11 +82,12 @@ def _reference(model, images):
 def test_parity_targets_on_a_fixed_weight_model(model, exported):
     out, paths = exported
     assert {p.name for p in (out / "tflite").iterdir()} == {
-        "deeplab_none_65.tflite",
+        "deeplab_fp32_65.tflite",
         "deeplab_fp16_65.tflite",
-        "deeplab_dynamic_65.tflite",
+        "deeplab_drq_int8_65.tflite",
         "deeplab_int8_65.tflite",
-        "deeplab_none_dynamic.tflite",
+        "deeplab_fp32_anysize.tflite",
+        "labels.txt",
     }
     images = random_images(4, SIZE, SIZE, seed=2)
     masks = _reference(model, images).argmax(-1)
@@ -70,8 +100,8 @@ def test_parity_targets_on_a_fixed_weight_model(model, exported):
     }
     for name in (
         "saved_model v1",
-        "deeplab_none_65",
-        "deeplab_none_dynamic",
+        "deeplab_fp32_65",
+        "deeplab_fp32_anysize",
         "deeplab.onnx",
     ):
         assert rows[name]["max_abs_logit_diff"] <= 1e-4, name
@@ -89,7 +119,7 @@ def test_parity_targets_on_a_fixed_weight_model(model, exported):
     for row in rows.values():
         assert row["latency_ms"] > 0
     assert (
-        rows["deeplab_fp16_65"]["size_mb"] < rows["deeplab_none_65"]["size_mb"]
+        rows["deeplab_fp16_65"]["size_mb"] < rows["deeplab_fp32_65"]["size_mb"]
     )
     assert set(paths) == set(rows) - {"keras", "keras bfloat16"}
 
@@ -101,7 +131,7 @@ def test_dynamic_size_exports_at_odd_sizes(model, exported, shape):
     runners = artefact_runners(out)
     images = random_images(*shape, seed=3)
     reference = _reference(model, images)
-    for name in ("deeplab.onnx", "deeplab_none_dynamic", "saved_model v1"):
+    for name in ("deeplab.onnx", "deeplab_fp32_anysize", "saved_model v1"):
         logits = runners[name](images)
         np.testing.assert_allclose(logits, reference, atol=1e-4, err_msg=name)
 
@@ -198,7 +228,7 @@ def test_tflite_has_no_space_to_batch(exported):
     from ai_edge_litert.interpreter import Interpreter
 
     out, _ = exported
-    for name in ("deeplab_none_65", "deeplab_none_dynamic", "deeplab_int8_65"):
+    for name in ("deeplab_fp32_65", "deeplab_fp32_anysize", "deeplab_int8_65"):
         interpreter = Interpreter(
             model_path=str(out / "tflite" / f"{name}.tflite")
         )

@@ -244,9 +244,11 @@ def test_a_failed_collective_becomes_a_one_line_error():
         num_processes = 2
         data_shard_id = 1
 
-    strategy = TwoProcesses(devices=keras.distribution.list_devices())
+    run = strategies.KerasDistributionRun(
+        TwoProcesses(devices=keras.distribution.list_devices())
+    )
     with pytest.raises(strategies.DistributedRunError) as info:
-        with strategies.failures_reported(strategy):
+        with run.failures_reported():
             raise jax.errors.JaxRuntimeError("Gloo all-reduce failed")
     assert "process 1 of 2 stopped" in str(info.value)
     assert "Gloo all-reduce failed" in str(info.value)
@@ -255,7 +257,7 @@ def test_a_failed_collective_becomes_a_one_line_error():
 
 def test_data_parallel_needs_the_jax_backend():
     with pytest.raises(UserInputError, match="KERAS_BACKEND=jax"):
-        strategies.make_strategy("data_parallel")
+        strategies.make_run("data_parallel")
 
 
 @pytest.mark.parametrize(

@@ -38,9 +38,10 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(
     cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from keras_deeplab.training.fit import make_strategy, train
+from keras_deeplab.training.fit import train
+from keras_deeplab.training.strategies import make_run
 from tests.training.tiny import tiny_config
-results = {"replicas": make_strategy("mirrored").num_replicas_in_sync}
+results = {"replicas": make_run("mirrored").strategy.num_replicas_in_sync}
 for strategy in ("default", "mirrored"):
     config = tiny_config(f"strategy={strategy}", *sys.argv[2:])
     history = train(config, f"{sys.argv[1]}/{strategy}", verbose=0)

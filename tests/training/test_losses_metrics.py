@@ -64,6 +64,22 @@ def test_poly_schedule_values():
     assert float(schedule(150)) == pytest.approx(0.0)
 
 
+@pytest.mark.parametrize("decay_steps", [120, 100, 7])
+def test_poly_schedule_ends_at_zero_under_xla(decay_steps):
+    """XLA multiplies by the reciprocal: step / 120 came out a hair above 1,
+    and (1 - that) ** 0.9 was NaN, which turned every weight into NaN (a
+    JAX run resumed past its end)."""
+    import tensorflow as tf
+
+    schedule = PolyDecay(1e-3, decay_steps=decay_steps, power=0.9)
+    compiled = tf.function(schedule, jit_compile=True)
+    for step in (decay_steps - 1, decay_steps, decay_steps + 1):
+        rate = float(compiled(tf.constant(step, tf.int64)))
+        assert np.isfinite(rate) and rate >= 0.0, (step, rate)
+    # Zero up to the reciprocal's rounding (1e-10 at 100 steps).
+    assert float(compiled(tf.constant(decay_steps, tf.int64))) < 1e-9
+
+
 def test_poly_schedule_warmup_and_config():
     schedule = PolyDecay(0.01, decay_steps=100, power=0.9, warmup_steps=10)
     assert float(schedule(0)) == pytest.approx(0.01 * 0.1)

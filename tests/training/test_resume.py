@@ -98,7 +98,7 @@ def test_sigkill_mid_epoch_then_resume(tmp_path):
     reference.wait(timeout=_KILL_TIMEOUT_S)
     assert reference.returncode == 0, reference_log.read_text()[-2000:]
     rows, resumed_miou = _last_val_miou(work_dir)
-    assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3]
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]  # from 1
     _, reference_miou = _last_val_miou(tmp_path / "reference")
     assert abs(resumed_miou - reference_miou) <= 0.02, (
         resumed_miou,

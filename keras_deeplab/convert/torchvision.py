@@ -1,44 +1,62 @@
 """torchvision and VainF DeepLabV3 / DeepLabV3+ checkpoints -> Keras models.
 
-Reads a PyTorch state dict with `torch.load(..., weights_only=True)` (tensors
-and plain containers only; nothing is unpickled that could run code), maps
-every tensor by name onto `DeepLabV3(variant="torchvision")` (or
-`DeepLabV3Plus(variant="torchvision")`) and refuses,
-listing them, any missing, unexpected or shape-mismatched keys. torch is
-needed for reading the file only (the `torch` extra); torchvision is not.
+Reads a checkpoint with `convert.torch_file` (no PyTorch needed; nothing is
+unpickled that could run code), maps every tensor by name onto a
+`variant="torchvision"` model and refuses, listing them, any missing,
+unexpected or shape-mismatched keys.
 
 Accepted files: the state dict of torchvision's `deeplabv3_resnet50/101`
 (`torch.save(model.state_dict(), path)`, as torchvision publishes them,
 aux head included when present) and VainF/DeepLabV3Plus-Pytorch checkpoints
 (`{"model_state": ..., "optimizer_state": ..., ...}`; a DeepLabV3 head under
 `classifier.classifier.`, a DeepLabV3+ head as `classifier.project`,
-`classifier.aspp` and `classifier.classifier`).
+`classifier.aspp` and `classifier.classifier`). The Keras layer names come
+from the builders' own unit names (`heads.aspp`, `backbones.resnet`).
 """
 
 import dataclasses
-import pickle
 from pathlib import Path
 
 import keras
 import numpy as np
 
-from keras_deeplab.backbones.resnet import STAGE_BLOCKS, STAGE_NAMES, block_name
+from keras_deeplab.backbones.resnet import (
+    STAGE_BLOCKS,
+    STAGE_NAMES,
+    STEM_UNIT,
+    block_unit,
+)
+from keras_deeplab.convert.archs import ARCHS
+from keras_deeplab.convert.torch_file import read_torch_file
 from keras_deeplab.errors import UserInputError
-from keras_deeplab.heads.aspp import OS16_ATROUS_RATES
-from keras_deeplab.models import BACKBONES, BUILDERS
+from keras_deeplab.heads.aspp import (
+    ASPP_1X1,
+    ASPP_POOL,
+    ASPP_PROJECT,
+    AUX_CLASSIFIER,
+    AUX_HEAD,
+    DECODER_LOW_LEVEL,
+    HEAD_CLASSIFIER,
+    HEAD_CONV,
+    OS16_ATROUS_RATES,
+    aspp_atrous_unit,
+    decoder_conv_unit,
+)
+from keras_deeplab.layers import bn_name, conv_name
+from keras_deeplab.models import build_model
+from keras_deeplab.spec import ModelSpec
 
-# --arch -> (architecture, backbone); V3+ names are VainF's.
-ARCHS = {
-    "deeplabv3_resnet50": ("deeplabv3", "resnet50"),
-    "deeplabv3_resnet101": ("deeplabv3", "resnet101"),
-    "deeplabv3plus_resnet50": ("deeplabv3plus", "resnet50"),
-    "deeplabv3plus_resnet101": ("deeplabv3plus", "resnet101"),
-}
-# Tensors of each kind of layer, in the order Keras keeps its weights.
+# Tensors of each kind of layer, in the order Keras keeps its weights, and
+# the rank of each.
 _TORCH_TENSORS = {
-    "conv": ("weight",),
-    "conv_bias": ("weight", "bias"),
-    "bn": ("weight", "bias", "running_mean", "running_var"),
+    "conv": (("weight", 4),),
+    "conv_bias": (("weight", 4), ("bias", 1)),
+    "bn": (
+        ("weight", 1),
+        ("bias", 1),
+        ("running_mean", 1),
+        ("running_var", 1),
+    ),
 }
 _BN_COUNTER = "num_batches_tracked"  # PyTorch bookkeeping, no Keras weight
 _VAINF_STATE = "model_state"
@@ -46,12 +64,12 @@ _DATA_PARALLEL_PREFIX = "module."
 _TORCHVISION_HEAD = "classifier."
 _VAINF_HEAD = "classifier.classifier."
 _VAINF_PLUS_HEAD = "classifier."
-_AUX_HEAD = "aux_classifier."
+_AUX = "aux_classifier."
 _MAX_LISTED = 6
 
 
 @dataclasses.dataclass(frozen=True)
-class _Checkpoint:
+class Checkpoint:
     """The tensors of a checkpoint file and where its head lives."""
 
     path: Path
@@ -60,150 +78,125 @@ class _Checkpoint:
 
     @property
     def has_aux(self) -> bool:
-        return any(key.startswith(_AUX_HEAD) for key in self.tensors)
+        return any(key.startswith(_AUX) for key in self.tensors)
 
 
-def _numpy_scalar_globals():
-    """Globals a checkpoint needs to hold numpy scalars (VainF's best_score).
-
-    They only rebuild numpy numbers and dtypes from bytes.
-    """
-    core = getattr(np, "_core", None) or np.core
-    scalar = core.multiarray.scalar
-    dtypes = [type(np.dtype(kind)) for kind in ("float64", "float32", "int64")]
-    # Files written under numpy 1.x name the function numpy.core...
-    return [scalar, (scalar, "numpy.core.multiarray.scalar"), np.dtype, *dtypes]
-
-
-def _load(path):
-    import torch  # the `torch` extra
-
-    try:
-        with torch.serialization.safe_globals(_numpy_scalar_globals()):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    # What torch.load raises for a truncated zip (RuntimeError), an empty
-    # file (EOFError), other bytes (KeyError, UnpicklingError) and objects
-    # that weights_only refuses (UnpicklingError).
-    except (
-        RuntimeError,
-        EOFError,
-        KeyError,
-        ValueError,
-        pickle.UnpicklingError,
-    ) as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
+def _state_dict(loaded, path):
+    """The {name: array} of a torchvision state dict or a VainF wrapper."""
+    head_prefix = _TORCHVISION_HEAD
+    if isinstance(loaded, dict) and _VAINF_STATE in loaded:
+        loaded, head_prefix = loaded[_VAINF_STATE], _VAINF_HEAD
+    if not isinstance(loaded, dict) or not loaded:
         raise UserInputError(
-            f"checkpoint {str(path)!r} is not a readable PyTorch state dict "
-            f"({type(err).__name__}{': ' + reason[:200] if reason else ''}); "
-            "expected a file written by torch.save(model.state_dict(), path)."
-        ) from err
+            f"checkpoint {str(path)!r} holds a {type(loaded).__name__} that "
+            "is not a state dict of tensors; expected torch.save(model."
+            "state_dict(), path) or a VainF checkpoint with 'model_state'."
+        )
+    for key, value in loaded.items():
+        if not isinstance(key, str) or not isinstance(value, np.ndarray):
+            raise UserInputError(
+                f"checkpoint {str(path)!r} is not a state dict of tensors: "
+                f"entry {key!r} holds a {type(value).__name__}; expected "
+                "parameter names mapped to tensors."
+            )
+    if all(key.startswith(_DATA_PARALLEL_PREFIX) for key in loaded):
+        loaded = {
+            key.removeprefix(_DATA_PARALLEL_PREFIX): value
+            for key, value in loaded.items()
+        }
+    return loaded, head_prefix
 
 
-def read_checkpoint(path) -> _Checkpoint:
+def read_checkpoint(path) -> Checkpoint:
     """Loads a torchvision state dict or a VainF checkpoint as numpy arrays.
 
     Raises:
         FileNotFoundError: if `path` does not exist.
         UserInputError: if it is not a PyTorch file of tensors.
     """
-    import torch
-
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"checkpoint {str(path)!r} does not exist; expected a .pth file of "
-            "torchvision's deeplabv3_resnet50/101 or a VainF checkpoint."
-        )
-    loaded = _load(path)
-    head_prefix = _TORCHVISION_HEAD
-    if isinstance(loaded, dict) and _VAINF_STATE in loaded:
-        loaded, head_prefix = loaded[_VAINF_STATE], _VAINF_HEAD
-    if not isinstance(loaded, dict) or not all(
-        isinstance(value, torch.Tensor) for value in loaded.values()
-    ):
-        raise UserInputError(
-            f"checkpoint {str(path)!r} holds a {type(loaded).__name__} that "
-            "is not a state dict of tensors; expected torch.save(model."
-            "state_dict(), path) or a VainF checkpoint with 'model_state'."
-        )
-    if loaded and all(key.startswith(_DATA_PARALLEL_PREFIX) for key in loaded):
-        loaded = {
-            key.removeprefix(_DATA_PARALLEL_PREFIX): value
-            for key, value in loaded.items()
-        }
+    state, head_prefix = _state_dict(read_torch_file(path), path)
     tensors = {
-        key: value.detach().to(torch.float32).numpy()
-        for key, value in loaded.items()
+        key: value.astype(np.float32)
+        for key, value in state.items()
         if not key.endswith(_BN_COUNTER)
     }
-    return _Checkpoint(path, tensors, head_prefix)
+    return Checkpoint(path, tensors, head_prefix)
 
 
 def _backbone_layers(depth):
-    """(Keras layer, torch module, kind) of a torchvision ResNet backbone."""
-    yield "conv1_conv", "backbone.conv1", "conv"
-    yield "conv1_bn", "backbone.bn1", "bn"
+    """(Keras unit, torch module, kind) of a torchvision ResNet backbone."""
+    yield STEM_UNIT, "backbone.conv1", "conv"
+    yield STEM_UNIT, "backbone.bn1", "bn"
     stages = zip(STAGE_NAMES, STAGE_BLOCKS[depth], strict=True)
     for stage_index, (stage, blocks) in enumerate(stages, start=1):
         for index in range(blocks):
-            keras_block = block_name(stage, index)
             torch_block = f"backbone.layer{stage_index}.{index}"
             for unit in (1, 2, 3):
-                yield (
-                    f"{keras_block}_{unit}_conv",
-                    f"{torch_block}.conv{unit}",
-                    "conv",
-                )
-                yield (
-                    f"{keras_block}_{unit}_bn",
-                    f"{torch_block}.bn{unit}",
-                    "bn",
-                )
+                keras_unit = block_unit(stage, index, unit)
+                yield keras_unit, f"{torch_block}.conv{unit}", "conv"
+                yield keras_unit, f"{torch_block}.bn{unit}", "bn"
             if index == 0:
-                downsample = f"{torch_block}.downsample"
-                yield f"{keras_block}_0_conv", f"{downsample}.0", "conv"
-                yield f"{keras_block}_0_bn", f"{downsample}.1", "bn"
+                shortcut = block_unit(stage, index, 0)
+                yield shortcut, f"{torch_block}.downsample.0", "conv"
+                yield shortcut, f"{torch_block}.downsample.1", "bn"
+
+
+def _conv_bn(unit, conv_module, bn_module):
+    yield unit, conv_module, "conv"
+    yield unit, bn_module, "bn"
 
 
 def _aspp_layers(prefix):
     """torchvision's ASPP module (VainF's is the same) under `prefix`."""
     branches = f"{prefix}convs"
-    yield "aspp_1x1_conv", f"{branches}.0.0", "conv"
-    yield "aspp_1x1_bn", f"{branches}.0.1", "bn"
+    yield from _conv_bn(ASPP_1X1, f"{branches}.0.0", f"{branches}.0.1")
     for index in range(1, len(OS16_ATROUS_RATES) + 1):
-        yield f"aspp_atrous{index}_conv", f"{branches}.{index}.0", "conv"
-        yield f"aspp_atrous{index}_bn", f"{branches}.{index}.1", "bn"
-    pooling = f"{branches}.{len(OS16_ATROUS_RATES) + 1}"  # 0 is the pool
-    yield "aspp_pool_conv", f"{pooling}.1", "conv"
-    yield "aspp_pool_bn", f"{pooling}.2", "bn"
-    yield "aspp_project_conv", f"{prefix}project.0", "conv"
-    yield "aspp_project_bn", f"{prefix}project.1", "bn"
+        yield from _conv_bn(
+            aspp_atrous_unit(index),
+            f"{branches}.{index}.0",
+            f"{branches}.{index}.1",
+        )
+    pooling = f"{branches}.{len(OS16_ATROUS_RATES) + 1}"  # .0 is the pool
+    yield from _conv_bn(ASPP_POOL, f"{pooling}.1", f"{pooling}.2")
+    yield from _conv_bn(
+        ASPP_PROJECT, f"{prefix}project.0", f"{prefix}project.1"
+    )
 
 
 def _head_layers(prefix):
     """torchvision's DeepLabHead: ASPP, 3x3 conv + BN, 1x1 classifier."""
     yield from _aspp_layers(f"{prefix}0.")
-    yield "head_conv_conv", f"{prefix}1", "conv"
-    yield "head_conv_bn", f"{prefix}2", "bn"
-    yield "head_classifier", f"{prefix}4", "conv_bias"
+    yield from _conv_bn(HEAD_CONV, f"{prefix}1", f"{prefix}2")
+    yield HEAD_CLASSIFIER, f"{prefix}4", "conv_bias"
 
 
 def _plus_head_layers(prefix=_VAINF_PLUS_HEAD):
     """VainF's DeepLabHeadV3Plus: 1x1 48 projection of layer1, ASPP, one
     3x3 conv + BN on the concatenation, 1x1 classifier."""
     yield from _aspp_layers(f"{prefix}aspp.")
-    yield "decoder_low_level_conv", f"{prefix}project.0", "conv"
-    yield "decoder_low_level_bn", f"{prefix}project.1", "bn"
-    yield "decoder_conv1_conv", f"{prefix}classifier.0", "conv"
-    yield "decoder_conv1_bn", f"{prefix}classifier.1", "bn"
-    yield "head_classifier", f"{prefix}classifier.3", "conv_bias"
+    yield from _conv_bn(
+        DECODER_LOW_LEVEL, f"{prefix}project.0", f"{prefix}project.1"
+    )
+    yield from _conv_bn(
+        decoder_conv_unit(1),
+        f"{prefix}classifier.0",
+        f"{prefix}classifier.1",
+    )
+    yield HEAD_CLASSIFIER, f"{prefix}classifier.3", "conv_bias"
 
 
 def _aux_layers():
     """torchvision's FCNHead on layer3: 3x3 conv + BN, 1x1 classifier."""
-    yield "aux_head_conv", f"{_AUX_HEAD}0", "conv"
-    yield "aux_head_bn", f"{_AUX_HEAD}1", "bn"
-    yield "aux_classifier", f"{_AUX_HEAD}4", "conv_bias"
+    yield from _conv_bn(AUX_HEAD, f"{_AUX}0", f"{_AUX}1")
+    yield AUX_CLASSIFIER, f"{_AUX}4", "conv_bias"
+
+
+def _keras_layer(unit, kind):
+    """A unit's conv or BN layer; classifiers are named as they are."""
+    if kind == "conv_bias":
+        return unit
+    return bn_name(unit) if kind == "bn" else conv_name(unit)
 
 
 def layer_map(
@@ -219,14 +212,17 @@ def layer_map(
         if architecture == "deeplabv3plus"
         else _head_layers(head_prefix)
     )
-    layers = [*_backbone_layers(depth), *head]
-    return layers + (list(_aux_layers()) if aux_head else [])
+    units = [*_backbone_layers(depth), *head]
+    units += list(_aux_layers()) if aux_head else []
+    return [
+        (_keras_layer(unit, kind), module, kind) for unit, module, kind in units
+    ]
 
 
 def _arch_layers(arch, checkpoint):
     architecture, backbone = ARCHS[arch]
     return layer_map(
-        depth=BACKBONES[backbone],
+        depth=int(backbone.removeprefix("resnet")),
         head_prefix=checkpoint.head_prefix,
         aux_head=checkpoint.has_aux,
         architecture=architecture,
@@ -237,15 +233,8 @@ def _expected_keys(layers):
     return {
         f"{module}.{tensor}"
         for _, module, kind in layers
-        for tensor in _TORCH_TENSORS[kind]
+        for tensor, _ in _TORCH_TENSORS[kind]
     }
-
-
-def _as_keras(array, kind, tensor):
-    # PyTorch convolutions are (out, in, kh, kw); Keras wants (kh, kw, in, out).
-    if kind != "bn" and tensor == "weight":
-        return np.transpose(array, (2, 3, 1, 0))
-    return array
 
 
 def _listed(names):
@@ -289,14 +278,32 @@ def _check_keys(checkpoint, layers, arch):
     )
 
 
+def _as_keras(array, kind, tensor):
+    # PyTorch convolutions are (out, in, kh, kw); Keras wants (kh, kw, in, out).
+    if kind != "bn" and tensor == "weight":
+        return np.transpose(array, (2, 3, 1, 0))
+    return array
+
+
 def _keras_weights(model, checkpoint, layers):
     """{layer: [arrays]} in Keras order, or a list of shape mismatches."""
     weights, mismatched = {}, []
     for layer_name, module, kind in layers:
         layer = model.get_layer(layer_name)
         arrays = [
-            _as_keras(checkpoint.tensors[f"{module}.{tensor}"], kind, tensor)
-            for tensor in _TORCH_TENSORS[kind]
+            checkpoint.tensors[f"{module}.{tensor}"]
+            for tensor, _ in _TORCH_TENSORS[kind]
+        ]
+        ranks = [rank for _, rank in _TORCH_TENSORS[kind]]
+        if [array.ndim for array in arrays] != ranks:
+            got = [array.shape for array in arrays]
+            mismatched.append(f"{module}: {got}, expected ranks {ranks}")
+            continue
+        arrays = [
+            _as_keras(array, kind, tensor)
+            for array, (tensor, _) in zip(
+                arrays, _TORCH_TENSORS[kind], strict=True
+            )
         ]
         wanted = [tuple(w.shape) for w in layer.weights]
         got = [array.shape for array in arrays]
@@ -312,9 +319,9 @@ def convert_torchvision(
     arch: str = "deeplabv3_resnet50",
     output_stride: int = 8,
     num_classes: int | None = None,
+    class_names: tuple | None = None,
 ) -> keras.Model:
-    """Builds `DeepLabV3(variant="torchvision")`, or `DeepLabV3Plus` for the
-    `deeplabv3plus_*` archs, holding a checkpoint's weights.
+    """A `variant="torchvision"` model holding a checkpoint's weights.
 
     The weights do not depend on the output stride: torchvision's models run
     at 8, VainF's were trained at 16 (pass `output_stride=16` for them); the
@@ -324,14 +331,15 @@ def convert_torchvision(
 
     Args:
         checkpoint: str or Path. A `.pth` state dict or VainF checkpoint.
-        arch: str. "deeplabv3_resnet50|101" (torchvision or VainF) or
-            "deeplabv3plus_resnet50|101" (VainF).
+        arch: str. One of ARCHS.
         output_stride: int. 8 or 16 (32 also works). Defaults to 8.
         num_classes: int or None. Checked against the file; None takes it
             from the classifier.
+        class_names: tuple of str or None. Stored in the model; None gives
+            class_0, class_1, ...
 
     Returns:
-        The Keras model, with every weight and BN statistic of the file.
+        The `DeepLab` model, with every weight and BN statistic of the file.
 
     Raises:
         FileNotFoundError: if the checkpoint does not exist.
@@ -348,21 +356,29 @@ def convert_torchvision(
     layers = _arch_layers(arch, source)
     _check_keys(source, layers, arch)
     torch_module = {layer: module for layer, module, _ in layers}
-    classifier_bias = f"{torch_module['head_classifier']}.bias"
-    file_classes = source.tensors[classifier_bias].shape[0]
+    bias = source.tensors[f"{torch_module[HEAD_CLASSIFIER]}.bias"]
+    file_classes = bias.shape[0] if bias.ndim == 1 else -1
     if num_classes is not None and num_classes != file_classes:
         raise UserInputError(
             f"num_classes={num_classes} does not match checkpoint "
             f"{str(source.path)!r}, whose classifier has {file_classes} "
             "classes; omit --num-classes or pass the right number."
         )
-    model = BUILDERS[architecture](
-        file_classes,
+    if file_classes < 1:
+        raise UserInputError(
+            f"checkpoint {str(source.path)!r} has a classifier bias of shape "
+            f"{bias.shape}; expected one value per class."
+        )
+    spec = ModelSpec(
+        architecture=architecture,
+        num_classes=file_classes,
         backbone=backbone,
         output_stride=output_stride,
         variant="torchvision",
         aux_head=source.has_aux,
+        class_names=None if class_names is None else tuple(class_names),
     )
+    model = build_model(spec)
     weights, mismatched = _keras_weights(model, source, layers)
     if mismatched:
         raise UserInputError(

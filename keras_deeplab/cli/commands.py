@@ -1,0 +1,281 @@
+"""What each `keras-deeplab` command does, given its parsed arguments.
+
+Each command imports what it needs when it runs, so building the parser
+(and `--help`) never loads TensorFlow.
+"""
+
+import os
+from pathlib import Path
+
+from keras_deeplab.errors import UserInputError
+
+DATA_PROBLEM_EXIT = 1  # validate-data found problems (and listed them)
+
+
+def _config(args, *, required=True):
+    from keras_deeplab.cli.parser import PRESETS_HELP
+    from keras_deeplab.config import load_config
+
+    source = args.config or getattr(args, "config_positional", None)
+    if source is None and required:
+        raise UserInputError(
+            f"keras-deeplab {args.command} needs --config CONFIG "
+            f"({PRESETS_HELP})."
+        )
+    if source is None and not args.set:
+        return None
+    config = load_config(source, args.set)
+    shown = config.shown_differences()
+    print(
+        "settings: "
+        + (", ".join(f"{k}={v!r}" for k, v in shown.items()) or "defaults"),
+        flush=True,
+    )
+    return config
+
+
+def output_dir(path, flag="--out") -> Path:
+    """`path` as a folder that exists and is writable, or one clear line."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserInputError(
+            f"{flag} {str(path)!r} is a file; expected a folder (it is "
+            "created if missing)."
+        )
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserInputError(
+            f"{flag} {str(path)!r} cannot be created ({err.strerror}); "
+            "choose a writable folder."
+        ) from err
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UserInputError(
+            f"{flag} {str(path)!r} is not writable; choose another folder."
+        )
+    return path
+
+
+def _model_source(args):
+    source = args.model or getattr(args, "model_positional", None)
+    if source is None:
+        from keras_deeplab.cli.parser import MODEL_HELP
+
+        raise UserInputError(
+            f"keras-deeplab {args.command} needs --model MODEL ({MODEL_HELP})."
+        )
+    return source
+
+
+def _model(args, config, *, precision="float32"):
+    from keras_deeplab.loading import load_trained_model
+    from keras_deeplab.models import with_precision
+
+    model = load_trained_model(_model_source(args), config)
+    return with_precision(model, precision)
+
+
+def _inference_options(args, config):
+    """(scales, flip): the flags, else the config's eval settings."""
+    scales = args.scales or (config.eval_scales if config else (1.0,))
+    flip = args.flip
+    if flip is None:
+        flip = bool(config and config.eval_flip)
+    return scales, flip
+
+
+def train(args):
+    from keras_deeplab.training.fit import train as train_model
+
+    train_model(
+        _config(args),
+        output_dir(args.work_dir, "--work-dir"),
+        resume=args.resume,
+        overwrite=args.overwrite,
+    )
+
+
+def evaluate(args):
+    from keras_deeplab.data.configured import split_dataset, split_size
+    from keras_deeplab.training.evaluate import evaluate_model, format_results
+
+    config = _config(args)
+    model = _model(args, config, precision=args.precision)
+    scales, flip = _inference_options(args, config)
+    results = evaluate_model(
+        model,
+        split_dataset(config, config.val_split, training=False),
+        num_classes=config.num_classes,
+        scales=scales,
+        flip=flip,
+        steps=-(-split_size(config, config.val_split) // config.batch_size),
+    )
+    print(format_results(results))
+
+
+def predict(args):
+    from keras_deeplab.predict import segment_files
+
+    config = _config(args, required=False)
+    out = output_dir(args.out)
+    model = _model(args, config, precision=args.precision)
+    scales, flip = _inference_options(args, config)
+    written = segment_files(
+        model,
+        args.images,
+        out,
+        probabilities=args.probabilities,
+        scales=scales,
+        flip=flip,
+        overwrite=args.overwrite,
+    )
+    print(f"wrote {len(written)} masks and overlays to {args.out}")
+
+
+def validate_data(args):
+    from keras_deeplab.data.validate import validate_data as validate
+
+    reports = validate(_config(args))
+    for report in reports:
+        print(report.format())
+    return 0 if all(report.ok for report in reports) else DATA_PROBLEM_EXIT
+
+
+def export(args):
+    from keras_deeplab.data.configured import calibration_images
+    from keras_deeplab.export.artefacts import (
+        disk_size_mb,
+        export_all,
+    )
+    from keras_deeplab.export.artefacts import export as export_one
+
+    config = _config(args, required=False)
+    out = output_dir(args.out)
+    size = args.size or (config.export_size if config else None)
+    calibrates = args.format == "all" or args.quantize == "int8"
+    if calibrates and config is None:
+        raise UserInputError(
+            f"--format {args.format} --quantize {args.quantize} calibrates "
+            "int8 on training images; pass --config CONFIG."
+        )
+    model = _model(args, config)
+    images = calibration_images(config, size=size) if calibrates else None
+    naming = {
+        "model_name": config.model_name if config else "deeplab",
+        "version": args.version,
+        "overwrite": args.overwrite,
+    }
+    if args.format == "all":
+        paths = export_all(
+            model,
+            out,
+            size=size,
+            representative_images=images,
+            log=print,
+            **naming,
+        )
+    else:
+        path = export_one(
+            model,
+            args.format,
+            out,
+            size=size,
+            quantize=args.quantize,
+            representative_images=images,
+            io_type=args.io_type,
+            argmax=args.argmax,
+            **naming,
+        )
+        paths = {args.format: path}
+    for name, path in paths.items():
+        print(f"{name}: {path} ({disk_size_mb(path):.1f} MiB)")
+
+
+def verify_export(args):
+    from keras_deeplab.data.configured import validation_batch
+    from keras_deeplab.export.verify import (
+        format_table,
+        save_report,
+        verify_exports,
+    )
+
+    config = _config(args)
+    model = _model(args, config)
+    images, masks = validation_batch(
+        config, size=config.export_size, count=args.count
+    )
+    rows = verify_exports(
+        model,
+        args.export_dir,
+        images,
+        masks,
+        num_classes=config.num_classes,
+        precisions=() if args.precision == "float32" else (args.precision,),
+    )
+    print(format_table(rows))
+    print(f"wrote {save_report(rows, args.export_dir)}")
+
+
+def convert_torchvision(args):
+    from keras_deeplab.atomic import atomic_file
+    from keras_deeplab.convert.torchvision import (
+        convert_torchvision as convert,
+    )
+
+    out = Path(args.out)
+    if out.suffix != ".keras" or out.is_dir():
+        raise UserInputError(
+            f"--out {str(out)!r} must be a .keras file path (not a folder), "
+            "e.g. --out deeplabv3_resnet50.keras."
+        )
+    output_dir(out.parent)
+    model = convert(
+        args.checkpoint,
+        arch=args.arch,
+        output_stride=args.output_stride,
+        num_classes=args.num_classes,
+    )
+    with atomic_file(out) as temporary:
+        model.save(temporary)
+    print(
+        f"wrote {out}: {model.name}, {model.count_params():,} parameters"
+        + (" (with aux head)" if isinstance(model.output, dict) else "")
+    )
+
+
+def presets(args):
+    from keras_deeplab.pretrained import cache_dir, preset_rows
+
+    del args
+    rows = preset_rows()
+    width = max(len(row["name"]) for row in rows)
+    print(
+        f"{'name':<{width}}  {'arch':<24} {'classes':>7} {'MB':>6} cached  "
+        "published result"
+    )
+    for row in rows:
+        size = "?" if row["size_mb"] is None else f"{row['size_mb']:.0f}"
+        print(
+            f"{row['name']:<{width}}  {row['arch']:<24} {row['classes']:>7} "
+            f"{size:>6} {'yes' if row['cached'] else 'no':<7} {row['metric']}"
+        )
+    print(f"cache: {cache_dir()}")
+
+
+def demo(args):
+    from keras_deeplab.demo import run_demo
+
+    run_demo(output_dir(args.out), overrides=args.set, resume=args.resume)
+
+
+COMMANDS = {
+    "train": train,
+    "evaluate": evaluate,
+    "predict": predict,
+    "validate-data": validate_data,
+    "export": export,
+    "verify-export": verify_export,
+    "convert-torchvision": convert_torchvision,
+    "presets": presets,
+    "demo": demo,
+}

@@ -1,0 +1,274 @@
+"""The command line's argument parser; Keras-free, so `--help` is instant.
+
+One convention everywhere: `--config CONFIG` (a preset name or a YAML/JSON
+file) and `--model MODEL` (a .keras file, a preset name, or .weights.h5 with
+--config); `--set key=value` overrides one config value. The spellings of
+releases <= 0.2 are still accepted (a positional CONFIG, `--weights`,
+`--data`, export's positional MODEL, `--quantize none|dynamic`) but no
+longer documented.
+"""
+
+import argparse
+
+from keras_deeplab.config import PRESETS
+from keras_deeplab.convert.archs import ARCHS
+from keras_deeplab.export.layout import (
+    FORMATS,
+    IO_TYPES,
+    LEGACY_QUANTIZE,
+    TFLITE_PRECISIONS,
+)
+from keras_deeplab.spec import INFERENCE_PRECISIONS, OUTPUT_STRIDES
+
+PRESETS_HELP = f"config preset ({', '.join(PRESETS)}) or YAML/JSON file"
+MODEL_HELP = (
+    ".keras file, preset name (keras-deeplab presets) or .weights.h5 with "
+    "--config"
+)
+_BF16_HELP = "bfloat16: faster on CPUs with AVX512_BF16/AMX; float32 logits"
+# TF Serving reads version folders as int64.
+MAX_VERSION = 2**63 - 1
+
+
+def positive_int(text, *, limit=None, what="pixels"):
+    """argparse type: an int >= 1 (and <= `limit`)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1 or (limit is not None and value > limit):
+        bound = f" up to {limit}" if limit is not None else ""
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a positive int{bound} ({what})"
+        )
+    return value
+
+
+def _version(text):
+    return positive_int(text, limit=MAX_VERSION, what="TF Serving version")
+
+
+def _scales(text):
+    try:
+        return tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of scales, e.g. "
+            "0.75,1,1.25"
+        ) from None
+
+
+def _add_config(parser, *, positional=False):
+    """--config (alias --data) [+ the old positional CONFIG] and --set."""
+    if positional:
+        parser.add_argument(
+            "config_positional", nargs="?", help=argparse.SUPPRESS
+        )
+    parser.add_argument(
+        "--config", "--data", dest="config", default=None, help=PRESETS_HELP
+    )
+    _add_set(parser, help="override one config value; repeatable")
+
+
+def _add_set(parser, *, help):
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help=help
+    )
+
+
+def _add_model(parser, *, positional=False):
+    """--model (alias --weights) [+ export's old positional MODEL]."""
+    if positional:
+        parser.add_argument(
+            "model_positional", nargs="?", help=argparse.SUPPRESS
+        )
+    parser.add_argument(
+        "--model", "--weights", dest="model", default=None, help=MODEL_HELP
+    )
+
+
+def _add_precision(parser, *, help):
+    parser.add_argument(
+        "--precision",
+        default="float32",
+        choices=INFERENCE_PRECISIONS,
+        help=help,
+    )
+
+
+def _add_inference(parser):
+    """Multi-scale and flipped inference (overrides the config's)."""
+    parser.add_argument(
+        "--scales",
+        type=_scales,
+        default=None,
+        help="input scales to average, e.g. 0.75,1,1.25 (default: config's "
+        "eval_scales, or 1)",
+    )
+    parser.add_argument(
+        "--flip",
+        action="store_true",
+        default=None,
+        help="also average left-right flipped inference",
+    )
+
+
+def _add_train(commands):
+    train = commands.add_parser("train", help="train with model.fit")
+    _add_config(train, positional=True)
+    train.add_argument(
+        "--work-dir",
+        required=True,
+        help="checkpoints, logs and config.json go here",
+    )
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run from its backup",
+    )
+    train.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a previous run in --work-dir",
+    )
+
+
+def _add_evaluate_predict_validate(commands):
+    evaluate = commands.add_parser("evaluate", help="mIoU on the val split")
+    _add_config(evaluate, positional=True)
+    _add_model(evaluate)
+    _add_precision(evaluate, help=_BF16_HELP)
+    _add_inference(evaluate)
+
+    predict = commands.add_parser("predict", help="segment image files")
+    predict.add_argument("images", nargs="+", help="JPEG/PNG files")
+    _add_model(predict)
+    _add_config(predict)
+    predict.add_argument("--out", required=True, help="output folder")
+    predict.add_argument(
+        "--probabilities",
+        action="store_true",
+        help="also save float32 probabilities as .npy",
+    )
+    predict.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace outputs of an earlier run in --out",
+    )
+    _add_precision(predict, help=_BF16_HELP)
+    _add_inference(predict)
+
+    validate = commands.add_parser(
+        "validate-data", help="report problems in a dataset"
+    )
+    _add_config(validate, positional=True)
+
+
+def _add_export(commands):
+    export = commands.add_parser("export", help="SavedModel, TFLite, ONNX")
+    _add_model(export, positional=True)
+    _add_config(export)
+    export.add_argument("--format", required=True, choices=(*FORMATS, "all"))
+    export.add_argument("--out", required=True, help="export folder")
+    export.add_argument(
+        "--version",
+        type=_version,
+        default=1,
+        help="TF Serving version folder (a positive int)",
+    )
+    export.add_argument(
+        "--overwrite", action="store_true", help="replace existing artefacts"
+    )
+    export.add_argument(
+        "--quantize",
+        default="fp32",
+        choices=(*TFLITE_PRECISIONS, *LEGACY_QUANTIZE),
+        help="TFLite: fp32, fp16, drq_int8 (int8 weights) or int8 (full "
+        "integer); ONNX: fp32 or int8",
+    )
+    export.add_argument(
+        "--io-type",
+        default="float32",
+        choices=IO_TYPES,
+        help="input type of an int8 TFLite model",
+    )
+    export.add_argument(
+        "--size",
+        type=positive_int,
+        default=None,
+        help="fixed TFLite input side; default: the config's export_size "
+        "with --config, any size without",
+    )
+    export.add_argument(
+        "--argmax", action="store_true", help="TFLite returns uint8 class ids"
+    )
+
+    verify = commands.add_parser(
+        "verify-export", help="parity table: Keras vs exports"
+    )
+    verify.add_argument("export_dir", help="folder written by export")
+    _add_config(verify)
+    _add_model(verify)
+    verify.add_argument(
+        "--count",
+        type=positive_int,
+        default=16,
+        help="validation images to compare on",
+    )
+    _add_precision(verify, help="bfloat16: add a Keras bf16 row to the table")
+
+
+def _add_convert_presets_demo(commands):
+    convert = commands.add_parser(
+        "convert-torchvision",
+        help="torchvision/VainF checkpoint -> .keras model (no PyTorch)",
+    )
+    convert.add_argument(
+        "checkpoint", help=".pth state dict (torchvision) or VainF checkpoint"
+    )
+    convert.add_argument("--arch", required=True, choices=tuple(ARCHS))
+    convert.add_argument(
+        "--output-stride",
+        type=int,
+        default=8,
+        choices=OUTPUT_STRIDES,
+        help="8 (torchvision's) or 16 (VainF's training stride); default 8",
+    )
+    convert.add_argument(
+        "--num-classes",
+        type=positive_int,
+        default=None,
+        help="check the classifier has this many classes",
+    )
+    convert.add_argument("--out", required=True, help="MODEL.keras to write")
+
+    commands.add_parser(
+        "presets", help="list the pretrained models from_preset downloads"
+    )
+
+    demo = commands.add_parser(
+        "demo", help="train on synthetic data, evaluate, export, verify"
+    )
+    demo.add_argument("--out", default="demo_out", help="output folder")
+    demo.add_argument(
+        "--resume", action="store_true", help="continue an interrupted demo run"
+    )
+    _add_set(demo, help="override one value of the demo preset; repeatable")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="keras-deeplab",
+        description="DeepLabV3 semantic segmentation for Keras 3.",
+    )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show TensorFlow's C++ INFO and WARNING logs",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    _add_train(commands)
+    _add_evaluate_predict_validate(commands)
+    _add_export(commands)
+    _add_convert_presets_demo(commands)
+    return parser

@@ -1,0 +1,214 @@
+"""Pretrained models: the preset registry, verified downloads, converted once.
+
+A preset name (`registry.MODEL_PRESETS`) or a checkpoint URL becomes a
+cached `.keras` file: the checkpoint is downloaded once into `cache_dir()`
+(checked against the publisher's SHA-256 where one is published), converted
+once without PyTorch (`keras_deeplab.convert`), and the converted model is
+kept, so the next use needs no network and no conversion. Public entry
+point: `keras_deeplab.from_preset` (in `loading`). Keras-free until a
+conversion is due, so `keras-deeplab presets` answers at once.
+"""
+
+import difflib
+import hashlib
+import urllib.parse
+from pathlib import Path
+
+from keras_deeplab.atomic import atomic_file
+from keras_deeplab.convert import ARCHS
+from keras_deeplab.errors import UserInputError
+from keras_deeplab.pretrained.download import (
+    DOWNLOADS,
+    cache_dir,
+    check_sha256,
+    download,
+    file_sha256,
+    mirrored,
+)
+from keras_deeplab.pretrained.registry import MODEL_PRESETS, Preset
+
+# Bumped whenever conversion changes what it writes: older converted files
+# in the cache are then converted again from their downloads.
+CONVERTED_FORMAT = 1
+CONVERTED = "models"
+CHECKPOINT_SUFFIXES = (".pth", ".pt")
+_URL_SCHEMES = ("http", "https")
+
+__all__ = [
+    "MODEL_PRESETS",
+    "Preset",
+    "cache_dir",
+    "checkpoint_model_file",
+    "get_preset",
+    "is_preset",
+    "is_url",
+    "preset_model_file",
+    "preset_rows",
+]
+
+
+def is_preset(source) -> bool:
+    """True for a registered preset name that is not also a local path."""
+    text = str(source)
+    return text in MODEL_PRESETS and not Path(text).exists()
+
+
+def is_url(source) -> bool:
+    return urllib.parse.urlparse(str(source)).scheme in _URL_SCHEMES
+
+
+def looks_like_a_name(source) -> bool:
+    """No folder, no suffix: meant as a preset name rather than a file."""
+    path = Path(str(source))
+    return path.name == str(source) and not path.suffix
+
+
+def get_preset(name: str) -> Preset:
+    """The registry entry, or an error that suggests the closest names."""
+    if name in MODEL_PRESETS:
+        return MODEL_PRESETS[name]
+    close = difflib.get_close_matches(name, MODEL_PRESETS, n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    raise UserInputError(
+        f"unknown preset {name!r}.{hint} `keras-deeplab presets` lists them "
+        "all."
+    )
+
+
+def url_download_path(url: str) -> Path:
+    """Where a (non-preset) URL's file is kept: a folder per URL."""
+    name = Path(urllib.parse.urlparse(url).path).name
+    folder = hashlib.sha256(url.encode()).hexdigest()[:16]
+    return cache_dir() / DOWNLOADS / folder / name
+
+
+def _downloaded(preset: Preset) -> Path:
+    return cache_dir() / DOWNLOADS / preset.file_name
+
+
+def _converted_path(stem: str) -> Path:
+    return cache_dir() / CONVERTED / f"{stem}.v{CONVERTED_FORMAT}.keras"
+
+
+def _convert_once(checkpoint, target, *, arch, output_stride, class_names):
+    """Converts `checkpoint` into `target` (atomically) unless it is there."""
+    if target.is_file():
+        return target
+    # Keras loads only when a conversion is due (`presets` lists without it).
+    from keras_deeplab.convert.torchvision import convert_torchvision
+
+    print(f"converting {checkpoint} ({arch}) -> {target}", flush=True)
+    model = convert_torchvision(
+        checkpoint,
+        arch=arch,
+        output_stride=output_stride,
+        class_names=class_names,
+    )
+    with atomic_file(target) as temporary:
+        model.save(temporary)
+    return target
+
+
+def preset_model_file(name: str) -> Path:
+    """The cached `.keras` file of a preset: downloaded and converted once.
+
+    Registry downloads come from `$KERAS_DEEPLAB_MIRROR/<file name>` when
+    that variable is set.
+
+    Raises:
+        UserInputError: for an unknown name; DownloadError (one) when the
+            file cannot be fetched whole and verified.
+    """
+    preset = get_preset(name)
+    target = _converted_path(preset.name)
+    if target.is_file():
+        return target
+    checkpoint = download(
+        mirrored(preset.url, preset.file_name),
+        _downloaded(preset),
+        sha256=preset.sha256,
+    )
+    return _convert_once(
+        checkpoint,
+        target,
+        arch=preset.arch,
+        output_stride=preset.output_stride,
+        class_names=preset.class_names,
+    )
+
+
+def _check_arch(arch, source):
+    if arch not in ARCHS:
+        raise UserInputError(
+            f"arch={arch!r} is not supported for {source}; a checkpoint "
+            f"needs its architecture, one of {tuple(ARCHS)}."
+        )
+
+
+def checkpoint_model_file(
+    source, *, arch, sha256=None, output_stride=8, class_names=None
+) -> Path:
+    """The cached `.keras` conversion of a `.pth`/`.pt` file or URL.
+
+    A URL is downloaded once into the cache (in a folder of its own, so two
+    servers' `model.pth` never mix); the conversion is cached under the
+    file's SHA-256, so a changed file is converted again and an unchanged
+    one never is.
+
+    Args:
+        source: str or Path. A local checkpoint or an http(s) URL of one.
+        arch: str. One of `convert.ARCHS`.
+        sha256: str or None. Expected SHA-256 (or a prefix of >= 8 digits).
+        output_stride: int. Stride of the converted model.
+        class_names: tuple of str or None.
+    """
+    _check_arch(arch, source)
+    sha256 = check_sha256(sha256)
+    if is_url(source):
+        name = Path(urllib.parse.urlparse(str(source)).path).name
+        if not name:
+            raise UserInputError(
+                f"URL {source!r} names no file; expected a URL ending in the "
+                "checkpoint's file name, e.g. .../model.pth."
+            )
+        path = download(source, url_download_path(source), sha256=sha256)
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"checkpoint {str(path)!r} does not exist; expected a .pth "
+                "file written by torch.save, a URL or a preset name."
+            )
+    digest = file_sha256(path)
+    if sha256 is not None and not digest.startswith(sha256):
+        raise UserInputError(
+            f"checkpoint {str(path)!r} has SHA-256 {digest}, but {sha256} "
+            "was expected; check the file and the hash."
+        )
+    target = _converted_path(
+        f"{path.stem}-{arch}-os{output_stride}-{digest[:12]}"
+    )
+    return _convert_once(
+        path,
+        target,
+        arch=arch,
+        output_stride=output_stride,
+        class_names=class_names,
+    )
+
+
+def preset_rows() -> list:
+    """One dict per preset for `keras-deeplab presets`."""
+    return [
+        {
+            "name": preset.name,
+            "arch": preset.arch,
+            "classes": len(preset.class_names),
+            "dataset": preset.dataset,
+            "metric": f"{preset.metric} ({preset.evaluation})",
+            "size_mb": preset.size_mb,
+            "cached": _converted_path(preset.name).is_file()
+            or _downloaded(preset).is_file(),
+        }
+        for preset in MODEL_PRESETS.values()
+    ]

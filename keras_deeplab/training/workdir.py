@@ -1,0 +1,109 @@
+"""A training run's work dir: what it holds, when it is another run's, and
+the summary of a finished run.
+
+    <work_dir>/config.json   the resolved config
+    <work_dir>/best.keras    best validation mIoU (best.json: value, epoch)
+    <work_dir>/final.keras   the last epoch's model
+    <work_dir>/history.csv   one row per epoch, epochs counted from 1
+    <work_dir>/logs/         TensorBoard
+    <work_dir>/backup/       while the run is unfinished (--resume)
+"""
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+from keras_deeplab.errors import UserInputError
+from keras_deeplab.training.callbacks import BACKUP_DIR
+
+BEST_MODEL = "best.keras"
+BEST_RECORD = "best.json"
+FINAL_MODEL = "final.keras"
+CONFIG_FILE = "config.json"
+HISTORY_FILE = "history.csv"
+LOGS_DIR = "logs"
+# What a finished or started run leaves in its work dir.
+_RUN_FILES = (BEST_MODEL, BEST_RECORD, FINAL_MODEL, HISTORY_FILE, CONFIG_FILE)
+
+
+def read_history(history_csv) -> dict:
+    """The history file of a run as {metric: [value per epoch]}."""
+    with open(history_csv, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        return {}
+    return {key: [float(row[key]) for row in rows] for key in rows[0]}
+
+
+def _finished_a_step(work_dir, backup) -> bool:
+    """A run counts once it finished a step: a backup, a model or an epoch
+    in its history. One stopped before (bad data, a typo found late)
+    leaves only config.json and an empty history."""
+    if backup.exists() or any(
+        (work_dir / name).exists() for name in (BEST_MODEL, FINAL_MODEL)
+    ):
+        return True
+    history = work_dir / HISTORY_FILE
+    return history.is_file() and bool(read_history(history))
+
+
+def _remove(work_dir, names):
+    for name in names:
+        path = work_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+    shutil.rmtree(work_dir / LOGS_DIR, ignore_errors=True)
+
+
+def prepare_work_dir(work_dir, *, backup, resume, overwrite, owner=True):
+    """Refuses to mix runs in one work dir; `overwrite` clears the old one,
+    and a run that never finished a step is cleared as if it were not
+    there (when this process is the work dir's `owner`)."""
+    work_dir = Path(work_dir)
+    if resume:
+        if not backup.exists():
+            raise UserInputError(
+                f"--resume given but {str(backup.directory)!r} has no backup "
+                "to resume from; drop --resume to start a new run."
+            )
+        return
+    previous = [name for name in _RUN_FILES if (work_dir / name).exists()]
+    if backup.exists():
+        previous.append(BACKUP_DIR)
+    started = _finished_a_step(work_dir, backup)
+    if previous and started and not overwrite:
+        unfinished = BACKUP_DIR in previous
+        raise UserInputError(
+            f"work dir {str(work_dir)!r} holds "
+            + (
+                "an interrupted run; pass --resume to continue it"
+                if unfinished
+                else f"a previous run ({', '.join(previous)})"
+            )
+            + ", pass --overwrite to replace it, or choose another --work-dir."
+        )
+    if owner:
+        _remove(work_dir, previous)
+
+
+def run_summary(work_dir, *, monitor, seconds) -> str:
+    """What a finished run left and how well it did, in a few lines."""
+    work_dir = Path(work_dir)
+    lines = [f"training finished in {seconds / 60:.1f} min"]
+    record = work_dir / BEST_RECORD
+    if record.is_file():
+        best = json.loads(record.read_text())
+        lines.append(
+            f"best {monitor} {best['value']:.4f} at epoch {best['epoch']}: "
+            f"{work_dir / BEST_MODEL}"
+        )
+    written = [
+        str(work_dir / name)
+        for name in (FINAL_MODEL, HISTORY_FILE, CONFIG_FILE)
+        if (work_dir / name).exists()
+    ]
+    lines.append(f"wrote {', '.join(written)}, TensorBoard {LOGS_DIR}/")
+    return "\n".join(lines)

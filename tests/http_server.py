@@ -1,0 +1,68 @@
+"""A real HTTP server on 127.0.0.1 for download tests: it serves a folder,
+can cut one file short, and can be stopped to prove a cache needs no
+network."""
+
+import contextlib
+import functools
+import http.server
+import threading
+from pathlib import Path
+
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    """Serves `directory`; files named in `truncated` are sent half, with
+    their full Content-Length, then the connection closes."""
+
+    truncated = frozenset()
+    requests = None  # list shared with the test: paths asked for
+
+    def log_message(self, *args):  # keep the test output clean
+        pass
+
+    def do_GET(self):  # noqa: N802 - http.server's name
+        self.requests.append(self.path)
+        name = self.path.lstrip("/").split("?")[0]
+        path = Path(self.directory) / name
+        if name not in self.truncated or not path.is_file():
+            return super().do_GET()
+        data = path.read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data[: len(data) // 2])
+        self.close_connection = True
+        return None
+
+
+@contextlib.contextmanager
+def serving(directory, *, truncated=()):
+    """Yields (base URL, list of requested paths) while serving `directory`
+    on a free port of 127.0.0.1; the server stops when the block ends."""
+    requests = []
+    handler = functools.partial(
+        type(
+            "Handler",
+            (_Handler,),
+            {"truncated": frozenset(truncated), "requests": requests},
+        ),
+        directory=str(directory),
+    )
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", requests
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def closed_port_url(name="model.pth") -> str:
+    """A URL nothing listens on: what a machine without network gets."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}/{name}"

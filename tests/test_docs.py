@@ -1,0 +1,201 @@
+"""The docs cannot drift from the code.
+
+Every `keras-deeplab ...` and `python -m ...` command in a fenced block of
+README.md, docs/, export/*.md and the notebooks' markdown parses with the
+real parser, in today's spellings; every `keras_deeplab.*` (or `kd.*`) name
+they mention resolves; the paths they say commands write are the paths the
+code writes; and statements found wrong once stay out.
+"""
+
+import importlib
+import json
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from keras_deeplab.cli.parser import build_parser
+from keras_deeplab.export.layout import (
+    LEGACY_QUANTIZE,
+    saved_model_dir,
+    serving_model_base,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = [
+    ROOT / "README.md",
+    *sorted((ROOT / "docs").glob("*.md")),
+    *sorted((ROOT / "export").glob("*.md")),
+]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+_FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", re.M | re.S)
+_ENV_PREFIX = re.compile(r"^(?:[A-Z_]+=\S+\s+)+")
+_PROGRAMS = {
+    "keras-deeplab": "cli",
+    ".venv/bin/keras-deeplab": "cli",
+    "python -m keras_deeplab": "cli",
+    "python -m benchmarks.run": "benchmarks",
+}
+# Spellings of releases <= 0.2 that still parse but are no longer taught.
+_RETIRED_FLAGS = ("--weights", "--data")
+# Statements that were wrong once (issue 23); each is either false or a
+# number that belongs to a benchmark run, not to prose.
+_RETIRED_CLAIMS = {
+    "models/deeplab/1": "the SavedModel lives under <out>/serving/",
+    "$PWD/models/deeplab:": "mount <out>/serving/<model_name>",
+    "keras_deeplab.benchmark": "the harness is the repository's benchmarks/",
+    "halves latency": "bf16 speed is in the benchmark's results",
+    "about 4x": "int8 speed is in the benchmark's results",
+    "0.7x PyTorch": "no such row in the benchmark",
+    "XLA does not help": "no run measured it for training",
+    "trains ~2x faster": "mixed_bfloat16 CPU training is in the results",
+    "~6 in mixed_bfloat16": "mixed_bfloat16 CPU training is in the results",
+    "~2e-6 of the logit range": "CI asserts 1e-4; measured values in docs",
+    "12 minutes": "the demo's time is stated once, in docs/training.md",
+    "15 minutes on 2": "the demo's time is stated once, in docs/training.md",
+    "target is >= 25%": "an internal target, not a user fact",
+    "No GPU was lent": "a development note",
+}
+
+
+def _markdown(path):
+    if path.suffix == ".ipynb":
+        cells = json.loads(path.read_text())["cells"]
+        return "\n".join(
+            "".join(cell["source"])
+            for cell in cells
+            if cell["cell_type"] == "markdown"
+        )
+    return path.read_text()
+
+
+def _command_lines():
+    """(file, program, argv) of every documented command line."""
+    for path in [*DOCS, *NOTEBOOKS]:
+        for block in _FENCE.findall(_markdown(path)):
+            block = block.replace("\\\n", " ")
+            for line in block.splitlines():
+                line = _ENV_PREFIX.sub("", line.split(" # ")[0].strip())
+                line = line.replace("python3 -m", "python -m")
+                for program, kind in _PROGRAMS.items():
+                    if line.startswith(program + " "):
+                        argv = shlex.split(line[len(program) :], comments=True)
+                        yield path.name, kind, argv
+
+
+def _benchmarks_parser():
+    from benchmarks.run import _parser
+
+    return _parser()
+
+
+def test_the_docs_show_commands():
+    kinds = {kind for _, kind, _ in _command_lines()}
+    assert kinds == {"cli", "benchmarks"}
+
+
+@pytest.mark.parametrize(
+    ("where", "kind", "argv"),
+    list(_command_lines()),
+    ids=lambda value: " ".join(value) if isinstance(value, list) else value,
+)
+def test_every_documented_command_parses_in_todays_spelling(where, kind, argv):
+    parser = build_parser() if kind == "cli" else _benchmarks_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as err:
+        pytest.fail(f"{where}: {' '.join(argv)} does not parse ({err})")
+    if kind == "cli":
+        retired = [flag for flag in _RETIRED_FLAGS if flag in argv]
+        retired += [
+            name
+            for name in ("config_positional", "model_positional")
+            if getattr(args, name, None) is not None
+        ]
+        if getattr(args, "quantize", None) in LEGACY_QUANTIZE:
+            retired.append(f"--quantize {args.quantize}")
+        assert not retired, f"{where}: {' '.join(argv)} uses {retired}"
+
+
+_NAME = re.compile(r"\b(?:keras_deeplab|kd|benchmarks)(?:\.[A-Za-z_]\w*)+")
+# `models.with_precision`: a name relative to the package, in backticks.
+_SUBMODULES = sorted(
+    path.stem if path.is_file() else path.name
+    for path in (ROOT / "keras_deeplab").iterdir()
+    if path.suffix == ".py" or (path / "__init__.py").is_file()
+)
+_RELATIVE = re.compile(
+    rf"`((?:{'|'.join(_SUBMODULES)})(?:\.[A-Za-z_]\w*)+)[`(]"
+)
+
+
+def _resolves(dotted):
+    parts = dotted.replace("kd.", "keras_deeplab.", 1).split(".")
+    for split in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:split]))
+        except ImportError:
+            continue
+        try:
+            for attribute in parts[split:]:
+                obj = getattr(obj, attribute)
+        except AttributeError:
+            return False
+        return True
+    return False
+
+
+def _named(text):
+    names = set(_NAME.findall(text))
+    names |= {f"keras_deeplab.{name}" for name in _RELATIVE.findall(text)}
+    files = (".py", ".md", ".json", ".config", ".sh", ".yaml", ".txt")
+    return {n for n in names if not n.endswith(files)}
+
+
+def test_every_named_module_and_attribute_exists():
+    named = {
+        name: path.name
+        for path in [*DOCS, *NOTEBOOKS]
+        for name in _named(_markdown(path))
+    }
+    assert len(named) >= 30  # the docs do name the API
+    missing = sorted(
+        f"{where}: {name}"
+        for name, where in named.items()
+        if not _resolves(name)
+    )
+    assert not missing, "\n".join(missing)
+
+
+def test_documented_export_paths_are_the_written_ones():
+    guide = (ROOT / "export" / "README.md").read_text()
+    assert f"-> {saved_model_dir('models')}/" in guide
+    assert f'-v "$PWD/{serving_model_base("models")}:/models/deeplab"' in guide
+    export_doc = (ROOT / "docs" / "export.md").read_text()
+    assert "<out>/serving/<model_name>/<version>/" in export_doc
+
+
+def test_documented_demo_outputs_are_the_written_ones():
+    from keras_deeplab import demo
+    from keras_deeplab.training import workdir
+
+    readme = (ROOT / "README.md").read_text()
+    training = (ROOT / "docs" / "training.md").read_text()
+    for name in (demo.OVERLAYS, demo.CURVES):
+        assert f"`{name}`" in readme and f"`{name}`" in training
+    assert f"`{demo.EXPORT_DIR}/`" in training
+    assert f"`{demo.METRICS}`" in training
+    assert f"`{demo.TRAIN_DIR}/`" in training
+    for name in (workdir.BEST_MODEL, workdir.HISTORY_FILE, workdir.BEST_RECORD):
+        assert f"`{name}`" in training
+
+
+def test_no_retired_statement_comes_back():
+    found = [
+        f"{path.name}: {claim!r} ({reason})"
+        for path in [*DOCS, *NOTEBOOKS]
+        for claim, reason in _RETIRED_CLAIMS.items()
+        if claim in _markdown(path)
+    ]
+    assert not found, "\n".join(found)
