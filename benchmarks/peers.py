@@ -53,14 +53,23 @@ def torchvision_deeplabv3(
     aux_loss=False,
     output_stride=8,
 ):
-    """torchvision's DeepLabV3 (random weights) in eval mode.
+    """torchvision's DeepLabV3 or LR-ASPP (random weights) in eval mode.
 
-    Output stride 8 is torchvision's own builder; 16 assembles the same
-    parts with `replace_stride_with_dilation=[False, False, True]` and ASPP
-    rates (6, 12, 18), as VainF's OS16 models are built.
+    ResNet at output stride 8 and every MobileNetV3 model are torchvision's
+    own builders (the MobileNets are always at 16); ResNet at 16 assembles
+    the same parts with `replace_stride_with_dilation=[False, False, True]`
+    and ASPP rates (6, 12, 18), as VainF's OS16 models are built.
     """
     torchvision = import_torchvision()
     segmentation = torchvision.models.segmentation
+    if "mobilenet" in arch:  # torchvision builds these at output stride 16
+        options = {} if arch.startswith("lraspp") else {"aux_loss": aux_loss}
+        return getattr(segmentation, arch)(
+            weights=None,
+            weights_backbone=None,
+            num_classes=num_classes,
+            **options,
+        ).eval()
     if output_stride == 8:
         return getattr(segmentation, arch)(
             weights=None,

@@ -19,7 +19,9 @@ _RGB_TO_BGR = (2, 1, 0)
 TORCH_MEAN_RGB = (0.485, 0.456, 0.406)
 TORCH_STD_RGB = (0.229, 0.224, 0.225)
 _MAX_PIXEL = 255.0
-PREPROCESSING_MODES = ("caffe", "torch")
+# keras.applications MobileNetV3 weights expect RGB scaled to [-1, 1].
+_TF_SCALE = 2.0 / _MAX_PIXEL
+PREPROCESSING_MODES = ("caffe", "torch", "tf")
 
 
 def preprocess_images(images, mode: str = "caffe"):
@@ -27,14 +29,16 @@ def preprocess_images(images, mode: str = "caffe"):
 
     "caffe" equals `keras.applications.resnet.preprocess_input` (BGR, ImageNet
     mean pixel removed, no scaling); "torch" equals torchvision's
-    `Normalize(mean, std)` after `ToTensor` (RGB / 255, then mean and std).
+    `Normalize(mean, std)` after `ToTensor` (RGB / 255, then mean and std);
+    "tf" is keras.applications MobileNetV3's `Rescaling(1 / 127.5, -1)`.
     Written with `keras.ops` so it runs on every backend and inside exported
     graphs.
 
     Args:
         images: tensor (..., height, width, 3). RGB values in [0, 255], any
             numeric dtype.
-        mode: str. "caffe" (keras.applications) or "torch" (torchvision).
+        mode: str. "caffe" (keras.applications ResNet), "torch"
+            (torchvision) or "tf" (keras.applications MobileNetV3).
             Defaults to "caffe".
 
     Returns:
@@ -42,6 +46,8 @@ def preprocess_images(images, mode: str = "caffe"):
     """
     _check_mode(mode)
     images = ops.cast(images, "float32")
+    if mode == "tf":
+        return images * _TF_SCALE - 1.0
     if mode == "torch":
         # One multiply-add per channel: x / (255 std) - mean / std.
         scale = [1.0 / (_MAX_PIXEL * s) for s in TORCH_STD_RGB]
@@ -150,11 +156,24 @@ class ResizeToMatch(keras.layers.Layer):
     Used to bring logits back to the input size and to spread the 1x1 image
     pooling features over the feature map (from 1x1 the result is an exact
     broadcast). The reference tensor only contributes its dynamic shape.
+
+    On TensorFlow it is one `tf.image.resize` (half-pixel bilinear, which
+    takes a symbolic size where `keras.ops.image.resize` does not): one
+    RESIZE_BILINEAR in TFLite, one ONNX `Resize`, instead of a chain of
+    gathers. Elsewhere it is `resize_bilinear`, the same function in
+    `keras.ops`.
     """
 
     def call(self, inputs):
         images, reference = inputs
         reference_shape = ops.shape(reference)
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf  # the TensorFlow backend's fast path
+
+            resized = tf.image.resize(
+                images, reference_shape[1:3], method="bilinear"
+            )
+            return ops.cast(resized, images.dtype)
         return resize_bilinear(images, reference_shape[1], reference_shape[2])
 
     def compute_output_shape(self, input_shape):
@@ -177,60 +196,72 @@ def _same_paddings(kernel_size, rates):
     return paddings + [[0, 0]]
 
 
-def _tensorflow_atrous_conv(inputs, kernel, *, rates, paddings):
-    """One native dilated Conv2D op, differentiated through SpaceToBatch.
+def _tensorflow_atrous_conv(inputs, kernel, *, rates, paddings, depthwise):
+    """One native dilated convolution op, differentiated through SpaceToBatch.
 
-    `tf.nn.convolution` (what Keras calls) runs a dilated conv on CPU as
-    SpaceToBatchND + Conv2D + BatchToSpaceND: the padding makes the conv
-    larger and the weights are re-laid out on every call (rate 36 at output
-    stride 8 becomes 1,296 small images). `tf.nn.conv2d` with `dilations`
-    is one op that oneDNN runs directly and that the TFLite and ONNX
-    converters keep as one convolution. TF has no CPU gradient kernel for it
-    ("Current CPU implementations do not yet support dilation rates larger
-    than 1"), so the backward pass differentiates the SpaceToBatch form,
-    which computes the same function; inside a tf.function its unused
-    forward is pruned.
+    `tf.nn.convolution` (what Keras calls) and `tf.nn.depthwise_conv2d` run
+    a dilated conv on CPU as SpaceToBatchND + Conv2D + BatchToSpaceND: the
+    padding makes the conv larger and the weights are re-laid out on every
+    call (rate 36 at output stride 8 becomes 1,296 small images).
+    `tf.nn.conv2d` / `DepthwiseConv2dNative` with `dilations` is one op that
+    oneDNN runs directly and that the TFLite and ONNX converters keep as one
+    convolution. TF has no CPU gradient kernel for it ("Current CPU
+    implementations do not yet support dilation rates larger than 1"), so
+    the backward pass differentiates the SpaceToBatch form, which computes
+    the same function; inside a tf.function its unused forward is pruned.
     """
     import tensorflow as tf  # this path runs on the TensorFlow backend only
 
-    @tf.custom_gradient
-    def convolve(images, weights):
-        outputs = tf.nn.conv2d(
-            images, weights, strides=1, padding=paddings, dilations=rates
+    def native(images, weights):
+        if not depthwise:
+            return tf.nn.conv2d(
+                images, weights, strides=1, padding=paddings, dilations=rates
+            )
+        return tf.raw_ops.DepthwiseConv2dNative(
+            input=images,
+            filter=weights,
+            strides=[1, 1, 1, 1],
+            padding="EXPLICIT",
+            explicit_paddings=[side for axis in paddings for side in axis],
+            dilations=[1, *rates, 1],
         )
 
+    def space_to_batch(images, weights):
+        if not depthwise:
+            return tf.nn.convolution(
+                images, weights, padding="SAME", dilations=rates
+            )
+        return tf.nn.depthwise_conv2d(
+            images, weights, [1, 1, 1, 1], "SAME", dilations=rates
+        )
+
+    @tf.custom_gradient
+    def convolve(images, weights):
         def gradient(upstream):
             with tf.GradientTape() as tape:
                 tape.watch([images, weights])
-                reference = tf.nn.convolution(
-                    images, weights, padding="SAME", dilations=rates
-                )
+                reference = space_to_batch(images, weights)
             return tape.gradient(
                 reference, [images, weights], output_gradients=upstream
             )
 
-        return outputs, gradient
+        return native(images, weights), gradient
 
     return convolve(inputs, kernel)
 
 
-@keras.saving.register_keras_serializable(package=_PACKAGE)
-class AtrousConv2D(keras.layers.Conv2D):
-    """A `Conv2D` whose dilated convolution is one native op on TensorFlow.
+class _NativeDilation:
+    """What AtrousConv2D and AtrousDepthwiseConv2D add to their Keras base:
+    on TensorFlow a dilated "same" convolution is one native op with
+    explicit symmetric padding (see `_tensorflow_atrous_conv`); on other
+    backends, and without dilation, the Keras layer itself runs."""
 
-    Same arguments, weights and config as `keras.layers.Conv2D`, so weights
-    load by name and a model using it exports like any other. On the
-    TensorFlow backend a dilated "same" convolution runs as one native
-    Conv2D op with explicit symmetric padding (see
-    `_tensorflow_atrous_conv`); on other backends, and without dilation,
-    it is `keras.layers.Conv2D` itself.
-    """
+    _DEPTHWISE = False
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def _check_padding(self):
         if max(self.dilation_rate) > 1 and self.padding != "same":
             raise UserInputError(
-                f"AtrousConv2D {self.name!r} with dilation_rate="
+                f"{type(self).__name__} {self.name!r} with dilation_rate="
                 f"{self.dilation_rate} needs padding='same'; got "
                 f"{self.padding!r}."
             )
@@ -246,15 +277,47 @@ class AtrousConv2D(keras.layers.Conv2D):
             ops.cast(self.kernel, self.compute_dtype),
             rates=list(self.dilation_rate),
             paddings=_same_paddings(self.kernel_size, self.dilation_rate),
+            depthwise=self._DEPTHWISE,
         )
         if self.use_bias:
             outputs = outputs + ops.cast(self.bias, self.compute_dtype)
         return outputs if self.activation is None else self.activation(outputs)
 
 
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class AtrousConv2D(_NativeDilation, keras.layers.Conv2D):
+    """A `Conv2D` whose dilated convolution is one native op on TensorFlow.
+
+    Same arguments, weights and config as `keras.layers.Conv2D`, so weights
+    load by name and a model using it exports like any other.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._check_padding()
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class AtrousDepthwiseConv2D(_NativeDilation, keras.layers.DepthwiseConv2D):
+    """A `DepthwiseConv2D` whose dilated convolution is one native op on
+    TensorFlow (MobileNetV3's dilated stages); same arguments and weights as
+    the Keras layer."""
+
+    _DEPTHWISE = True
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._check_padding()
+
+
 def conv_class(rate: int):
     """AtrousConv2D for a dilated conv, plain keras Conv2D otherwise."""
     return AtrousConv2D if rate > 1 else keras.layers.Conv2D
+
+
+def depthwise_class(rate: int):
+    """AtrousDepthwiseConv2D when dilated, keras DepthwiseConv2D otherwise."""
+    return AtrousDepthwiseConv2D if rate > 1 else keras.layers.DepthwiseConv2D
 
 
 # A "unit" is a convolution and the BatchNormalization after it; every

@@ -19,6 +19,7 @@ from keras_deeplab.heads.aspp import (
     DECODER_PREFIX,
     HEAD_CLASSIFIER,
 )
+from keras_deeplab.heads.lraspp import LOW_CLASSIFIER
 from keras_deeplab.layers import bn_name, conv_name
 from keras_deeplab.models import (
     build_model,
@@ -61,7 +62,7 @@ def _model_file(source, *, arch, sha256, output_stride) -> Path:
                 "which model it holds."
             )
         return checkpoint_model_file(
-            text, arch=arch, sha256=sha256, output_stride=output_stride or 8
+            text, arch=arch, sha256=sha256, output_stride=output_stride
         )
     if looks_like_a_name(text) and not Path(text).exists():
         get_preset(text)  # raises with the closest names
@@ -145,7 +146,7 @@ def model_from_config(config, *, input_shape=(None, None, 3)) -> keras.Model:
 # Layers that may start from scratch when initialising from another model: the
 # classifiers when num_classes differs, the aux head when the source had none,
 # a DeepLabV3+ decoder when the source is a DeepLabV3.
-_NEW_WHEN_RESHAPED = (HEAD_CLASSIFIER, AUX_CLASSIFIER)
+_NEW_WHEN_RESHAPED = (HEAD_CLASSIFIER, AUX_CLASSIFIER, LOW_CLASSIFIER)
 _NEW_WHEN_ABSENT = (conv_name(AUX_HEAD), bn_name(AUX_HEAD), AUX_CLASSIFIER)
 
 

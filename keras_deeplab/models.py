@@ -15,6 +15,7 @@ from pathlib import Path
 import keras
 
 from keras_deeplab.backbones.imagenet import load_imagenet_weights
+from keras_deeplab.backbones.mobilenet_v3 import mobilenet_v3_features
 from keras_deeplab.backbones.resnet import STAGE_BLOCKS, resnet_features
 from keras_deeplab.errors import UserInputError, first_line
 from keras_deeplab.heads.aspp import (
@@ -27,12 +28,19 @@ from keras_deeplab.heads.aspp import (
     default_atrous_rates,
     fcn_aux_head,
 )
+from keras_deeplab.heads.lraspp import (
+    LOW_CLASSIFIER,
+    LRASPP_FILTERS,
+    LRASPP_LOGITS,
+    lraspp_head,
+)
 from keras_deeplab.labels import default_class_names
 from keras_deeplab.layers import ImagePreprocessing, ResizeToMatch
 from keras_deeplab.spec import (
     AUX_OUTPUT,
     INFERENCE_PRECISIONS,
     MAIN_OUTPUT,
+    MOBILENETS,
     ModelSpec,
     check_imagenet_weights_fit,
 )
@@ -41,7 +49,7 @@ PREPROCESS = "preprocess"
 # Built float32 whatever the dtype policy: the input normalisation (exact
 # mean subtraction) and the logits (never half precision).
 FLOAT32_LAYERS = (PREPROCESS, HEAD_CLASSIFIER, AUX_CLASSIFIER, MAIN_OUTPUT)
-FLOAT32_LAYERS += (AUX_OUTPUT,)
+FLOAT32_LAYERS += (AUX_OUTPUT, LOW_CLASSIFIER, LRASPP_LOGITS)
 _RESNET_DEPTHS = {f"resnet{depth}": depth for depth in STAGE_BLOCKS}
 
 
@@ -49,7 +57,6 @@ _RESNET_DEPTHS = {f"resnet{depth}": depth for depth in STAGE_BLOCKS}
 class _VariantHead:
     """What a layout changes above the backbone, and its defaults."""
 
-    preprocessing: str  # ImagePreprocessing mode of the pretrained weights
     multi_grid: tuple  # conv5 rate multipliers when none are given
     dropout_rate: float  # after the ASPP projection
     extra_conv: bool  # torchvision's 3x3 conv before the classifier
@@ -58,14 +65,12 @@ class _VariantHead:
 
 _VARIANT_HEADS = {
     "keras_applications": _VariantHead(
-        preprocessing="caffe",
         multi_grid=(1, 2, 4),
         dropout_rate=HEAD_DROPOUT_RATE,
         extra_conv=False,
         decoder_convs=2,  # the paper's best decoder (Table 3)
     ),
     "torchvision": _VariantHead(
-        preprocessing="torch",
         multi_grid=(1, 1, 1),
         dropout_rate=0.5,  # torchvision's ASPP projection
         extra_conv=True,
@@ -75,8 +80,30 @@ _VARIANT_HEADS = {
 }
 
 
+def preprocessing_mode(spec) -> str:
+    """The ImagePreprocessing mode the spec's pretrained weights expect."""
+    if spec.variant == "torchvision":
+        return "torch"
+    return "tf" if spec.backbone in MOBILENETS else "caffe"
+
+
 def _backbone_features(x, spec, head):
-    """{"low_level": stride 4, "aux": the aux head's input, "out": last}."""
+    """{"low_level": stride 4, "stride8": LR-ASPP's low input, "aux": the
+    aux head's input, "out": the last stage}."""
+    if spec.backbone in MOBILENETS:
+        stages = mobilenet_v3_features(
+            x,
+            output_stride=spec.output_stride,
+            bn_momentum=spec.bn_momentum,
+            variant=spec.variant,
+        )
+        # torchvision's aux head reads C2, as LR-ASPP does.
+        return {
+            "low_level": stages["stride4"],
+            "stride8": stages["stride8"],
+            "aux": stages["stride8"],
+            "out": stages["out"],
+        }
     stages = resnet_features(
         x,
         depth=_RESNET_DEPTHS[spec.backbone],
@@ -88,13 +115,37 @@ def _backbone_features(x, spec, head):
     )
     return {
         "low_level": stages["conv2"],
+        "stride8": stages["conv3"],
         "aux": stages["conv4"],
         "out": stages["conv5"],
     }
 
 
+def atrous_rates(spec) -> tuple:
+    """The spec's ASPP rates, or the default of its output stride.
+
+    torchvision's DeepLabHead always uses (12, 24, 36), ResNet's rates at
+    output stride 8; on its OS16 MobileNetV3 that is twice the paper's, so
+    the torchvision MobileNet layout doubles the default.
+    """
+    if spec.atrous_rates:
+        return spec.atrous_rates
+    rates = default_atrous_rates(spec.output_stride)
+    if spec.variant == "torchvision" and spec.backbone in MOBILENETS:
+        return tuple(2 * rate for rate in rates)
+    return rates
+
+
 def _head_logits(features, spec, head):
     """The architecture's head on the backbone features."""
+    if spec.architecture == "lraspp":
+        return lraspp_head(
+            features["out"],
+            features["stride8"],
+            num_classes=spec.num_classes,
+            filters=spec.head_filters or LRASPP_FILTERS,
+            bn_momentum=spec.bn_momentum,
+        )
     plus = spec.architecture == "deeplabv3plus"
     dropout_rate = spec.dropout_rate
     if dropout_rate is None:
@@ -102,8 +153,7 @@ def _head_logits(features, spec, head):
         dropout_rate = HEAD_DROPOUT_RATE if plus else head.dropout_rate
     options = {
         "num_classes": spec.num_classes,
-        "atrous_rates": spec.atrous_rates
-        or default_atrous_rates(spec.output_stride),
+        "atrous_rates": atrous_rates(spec),
         "filters": spec.head_filters or ASPP_FILTERS,
         "image_pooling": spec.image_pooling,
         "dropout_rate": dropout_rate,
@@ -124,7 +174,7 @@ def _outputs(images, spec):
     head = _VARIANT_HEADS[spec.variant]
     x = images
     if spec.include_preprocessing:
-        x = ImagePreprocessing(head.preprocessing, name=PREPROCESS)(x)
+        x = ImagePreprocessing(preprocessing_mode(spec), name=PREPROCESS)(x)
     features = _backbone_features(x, spec, head)
     logits = _upsample(_head_logits(features, spec, head), images, MAIN_OUTPUT)
     if not spec.aux_head:
@@ -253,7 +303,7 @@ def build_model(
     if backbone_weights is not None:
         load_imagenet_weights(
             model,
-            depth=_RESNET_DEPTHS[spec.backbone],
+            backbone=spec.backbone,
             weights=backbone_weights,
             variant=spec.variant,
         )
@@ -314,6 +364,19 @@ def DeepLabV3(num_classes: int = 21, **options) -> DeepLab:  # noqa: N802
         UserInputError (a ValueError): naming an invalid argument.
     """
     return _build("deeplabv3", num_classes, options)
+
+
+def LRASPP(num_classes: int = 21, **options) -> DeepLab:  # noqa: N802
+    """Builds LR-ASPP (Howard et al., 2019) on a dilated MobileNetV3-Large.
+
+    The mobile segmenter: the stride-16 features gated and classified, plus
+    a classifier of the stride-8 features, upsampled to the input size.
+    Arguments and result as `DeepLabV3`; `backbone` defaults to
+    "mobilenet_v3_large" (the only backbone LR-ASPP takes) and
+    `head_filters` to 128.
+    """
+    options.setdefault("backbone", "mobilenet_v3_large")
+    return _build("lraspp", num_classes, options)
 
 
 def DeepLabV3Plus(num_classes: int = 21, **options) -> DeepLab:  # noqa: N802

@@ -377,3 +377,31 @@ def test_out_naming_a_folder_is_refused_before_converting(tmp_path, capsys):
     )
     # The --out mistake is found first, before the checkpoint is read.
     assert "must be a .keras file path (not a folder)" in line
+
+
+@pytest.fixture(
+    scope="module",
+    params=["deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large"],
+)
+def mobile(request, tmp_path_factory):
+    """torchvision's mobile segmenters (output stride 16) and conversions."""
+    arch = request.param
+    reference = deeplabv3(arch, aux_loss=arch.startswith("deeplabv3"))
+    path = tmp_path_factory.mktemp("mobile") / f"{arch}.pth"
+    torch.save(reference.state_dict(), path)
+    return arch, reference, convert_torchvision(path, arch=arch)
+
+
+@pytest.mark.parametrize("shape", [(1, 97, 129), (2, 96, 128)], ids=str)
+def test_mobile_segmenters_match_torchvision(mobile, shape):
+    arch, reference_model, converted = mobile
+    assert converted.spec.output_stride == 16  # torchvision's own
+    images = random_images(*shape, seed=sum(shape))
+    reference = torch_logits(reference_model, images)
+    outputs = converted.predict_on_batch(images)
+    if not isinstance(outputs, dict):
+        outputs = {"logits": outputs}
+    assert set(outputs) == {OUTPUTS[name] for name in reference}, arch
+    for torch_name, keras_name in OUTPUTS.items():
+        if torch_name in reference:
+            assert_parity(reference[torch_name], outputs[keras_name])

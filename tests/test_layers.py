@@ -73,8 +73,18 @@ def test_torch_preprocessing_matches_torchvision_normalize():
     layer = ImagePreprocessing("torch")
     np.testing.assert_allclose(np.asarray(layer(images)), expected, atol=1e-5)
     assert ImagePreprocessing.from_config(layer.get_config()).mode == "torch"
-    with pytest.raises(ValueError, match="mode='tf' is not supported"):
-        ImagePreprocessing("tf")
+    with pytest.raises(ValueError, match="mode='inception' is not supported"):
+        ImagePreprocessing("inception")
+
+
+def test_tf_preprocessing_matches_keras_mobilenet_v3_rescaling():
+    images = random_images(2, 8, 8)
+    rescaling = keras.layers.Rescaling(scale=1.0 / 127.5, offset=-1.0)
+    np.testing.assert_allclose(
+        np.asarray(ImagePreprocessing("tf")(images)),
+        np.asarray(rescaling(images)),
+        atol=1e-6,
+    )
 
 
 @pytest.mark.parametrize("layer_class", [ImagePreprocessing, ResizeToMatch])

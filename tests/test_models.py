@@ -243,17 +243,20 @@ def test_with_output_stride_keeps_weights_and_scales_rates():
 
 def test_cached_imagenet_weights_looks_in_keras_home(tmp_path, monkeypatch):
     from keras_deeplab.backbones.imagenet import (
-        IMAGENET_FILE,
         cached_imagenet_weights,
+        imagenet_file,
     )
 
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
-    assert cached_imagenet_weights(50) is None
-    path = tmp_path / "models" / IMAGENET_FILE.format(depth=50)
+    assert cached_imagenet_weights("resnet50") is None
+    path = tmp_path / "models" / imagenet_file("resnet50")
     path.parent.mkdir()
     path.write_bytes(b"h5")
-    assert cached_imagenet_weights(50) == path
-    assert cached_imagenet_weights(101) is None
+    assert cached_imagenet_weights("resnet50") == path
+    assert cached_imagenet_weights("resnet101") is None
+    assert imagenet_file("mobilenet_v3_large").startswith(
+        "weights_mobilenet_v3_large_224_1.0_float_no_top"
+    )
 
 
 def test_initialize_from_copies_all_but_new_classifiers(tmp_path):

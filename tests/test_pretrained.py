@@ -34,7 +34,8 @@ from tests.http_server import closed_port_url, serving
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RELATIVE_TOLERANCE = 1e-4  # of torchvision's logit range
 MIN_AGREEMENT = 0.9999
-TEST_PRESET = "test_deeplabv3_resnet50"
+TEST_PRESET = "test_lraspp_mobilenet_v3_large"
+TEST_ARCH = "lraspp_mobilenet_v3_large"
 
 # ---- the registry ----------------------------------------------------------
 
@@ -116,19 +117,20 @@ def test_404_cut_short_and_no_network_name_the_url(served):
 
 
 @pytest.fixture(scope="module")
-def torchvision_r50(tmp_path_factory):
-    """torchvision's deeplabv3_resnet50 (random weights and BN), saved in
-    the legacy format its 2019 files use, named like torch.hub files."""
+def torchvision_file(tmp_path_factory):
+    """torchvision's lraspp_mobilenet_v3_large (random weights and BN),
+    saved in the legacy format of its 2019 files (the reader's harder
+    case), named like torch.hub files."""
     from tests.torch_reference import deeplabv3, torch
 
-    reference = deeplabv3("deeplabv3_resnet50")
+    reference = deeplabv3(TEST_ARCH, aux_loss=False)
     site = tmp_path_factory.mktemp("site")
     raw = site / "raw.pth"
     torch.save(
         reference.state_dict(), raw, _use_new_zipfile_serialization=False
     )
     digest = file_sha256(raw)
-    path = raw.rename(site / f"deeplabv3_resnet50_coco-{digest[:8]}.pth")
+    path = raw.rename(site / f"{TEST_ARCH}-{digest[:8]}.pth")
     return reference, path, digest
 
 
@@ -181,8 +183,8 @@ def _preset(path, digest, url):
         url=url,
         file_name=path.name,
         sha256=digest[:8],
-        arch="deeplabv3_resnet50",
-        output_stride=8,
+        arch=TEST_ARCH,
+        output_stride=16,
         class_names=VOC_CLASSES,
         dataset="random weights",
         metric="none",
@@ -194,12 +196,12 @@ def _preset(path, digest, url):
 
 
 @pytest.fixture(scope="module")
-def preset_cache(torchvision_r50, tmp_path_factory):
+def preset_cache(torchvision_file, tmp_path_factory):
     """The preset downloaded from a mirror and converted, with PyTorch
     unimportable; then run again with the server stopped."""
     from tests.torch_reference import torch_logits
 
-    reference, path, digest = torchvision_r50
+    reference, path, digest = torchvision_file
     work = tmp_path_factory.mktemp("preset")
     images = np.random.default_rng(0).uniform(0, 255, (2, 97, 129, 3))
     images = images.astype(np.float32)
@@ -293,15 +295,16 @@ def test_fine_tuning_from_a_preset_keeps_all_but_the_classifier(
     import keras_deeplab as kd
 
     base = kd.from_preset(TEST_PRESET)
-    tuned = kd.from_preset(TEST_PRESET, num_classes=4, output_stride=16)
-    assert tuned.spec.num_classes == 4 and tuned.spec.output_stride == 16
+    tuned = kd.from_preset(TEST_PRESET, num_classes=4, output_stride=8)
+    assert tuned.spec.num_classes == 4 and tuned.spec.output_stride == 8
     assert tuned.spec.class_names is None
-    for name in ("conv1_conv", "conv4_block2_2_conv", "aspp_project_conv"):
+    for name in ("conv", "expanded_conv_12_depthwise", "lraspp_cbr_conv"):
         np.testing.assert_array_equal(
             tuned.get_layer(name).get_weights()[0],
             base.get_layer(name).get_weights()[0],
         )
-    assert tuned.get_layer("head_classifier").get_weights()[0].shape[-1] == 4
+    for classifier in ("head_classifier", "head_low_classifier"):
+        assert tuned.get_layer(classifier).get_weights()[0].shape[-1] == 4
 
 
 # ---- what goes wrong -------------------------------------------------------

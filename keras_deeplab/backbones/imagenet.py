@@ -1,9 +1,10 @@
-"""keras.applications ImageNet weights for the dilated ResNet, by layer name.
+"""keras.applications ImageNet weights for the dilated backbones, by name.
 
-The backbone's layer names and weight shapes equal those of
-`keras.applications.ResNet50/101(include_top=False)` in the default
-"keras_applications" layout, so its ImageNet weights transfer by name;
-dilation changes no weight shape, so one file serves every output stride.
+The backbones' layer names and weight shapes equal those of
+`keras.applications.ResNet50/101` and `MobileNetV3Large` (without top) in
+the default "keras_applications" layout, so their ImageNet weights transfer
+by name; dilation changes no weight shape, so one file serves every output
+stride.
 """
 
 import os
@@ -14,59 +15,79 @@ import keras
 from keras_deeplab.errors import UserInputError
 from keras_deeplab.spec import check_imagenet_weights_fit
 
-# The file name keras.applications downloads and caches the weights under.
-IMAGENET_FILE = "resnet{depth}_weights_tf_dim_ordering_tf_kernels_notop.h5"
-_REFERENCE_BUILDERS = {
-    50: keras.applications.ResNet50,
-    101: keras.applications.ResNet101,
+# backbone -> (keras.applications builder, the file Keras caches it as).
+_REFERENCES = {
+    "resnet50": (
+        keras.applications.ResNet50,
+        "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    ),
+    "resnet101": (
+        keras.applications.ResNet101,
+        "resnet101_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    ),
+    "mobilenet_v3_large": (
+        keras.applications.MobileNetV3Large,
+        "weights_mobilenet_v3_large_224_1.0_float_no_top_v2.h5",
+    ),
 }
+# keras.applications builds MobileNetV3 on 224x224 for its weights.
+_MOBILENET_SIZE = 224
 
 
-def _reference_builder(depth):
-    if depth not in _REFERENCE_BUILDERS:
+def _reference(backbone):
+    if backbone not in _REFERENCES:
         raise UserInputError(
-            f"depth={depth!r} is not supported; expected one of "
-            f"{tuple(_REFERENCE_BUILDERS)}."
+            f"backbone={backbone!r} has no keras.applications weights; "
+            f"expected one of {tuple(_REFERENCES)}."
         )
-    return _REFERENCE_BUILDERS[depth]
+    return _REFERENCES[backbone]
 
 
-def _reference_resnet(depth, weights):
-    """keras.applications ResNet without top, holding `weights`."""
-    builder = _reference_builder(depth)
+def imagenet_file(backbone) -> str:
+    """The file name keras.applications caches the backbone's weights as."""
+    return _reference(backbone)[1]
+
+
+def _reference_model(backbone, weights):
+    """The keras.applications backbone without top, holding `weights`."""
+    builder, file_name = _reference(backbone)
     if weights != "imagenet" and not Path(weights).is_file():
         raise FileNotFoundError(
             f"backbone weights file {weights!r} does not exist; expected "
-            f"'imagenet' or the path of a resnet{depth} notop .h5 file from "
-            "keras.applications."
+            f"'imagenet' or the path of keras.applications' {file_name}."
+        )
+    if backbone.startswith("mobilenet"):
+        return builder(
+            input_shape=(_MOBILENET_SIZE, _MOBILENET_SIZE, 3),
+            include_top=False,
+            weights=weights,
         )
     return builder(include_top=False, weights=weights)
 
 
-def cached_imagenet_weights(depth) -> Path | None:
-    """The keras.applications ImageNet *_notop.h5 file if already cached.
+def cached_imagenet_weights(backbone) -> Path | None:
+    """The keras.applications ImageNet weights file if already cached.
 
     Keras downloads it to $KERAS_HOME/models (default ~/.keras/models) on
     first use of `weights="imagenet"`; on an offline machine copy the file
     there, or pass its path as `backbone_weights`.
     """
-    _reference_builder(depth)
     home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
-    path = home / "models" / IMAGENET_FILE.format(depth=depth)
+    path = home / "models" / imagenet_file(backbone)
     return path if path.is_file() else None
 
 
 def load_imagenet_weights(
-    model, *, depth, weights="imagenet", variant="keras_applications"
+    model, *, backbone, weights="imagenet", variant="keras_applications"
 ):
-    """Copies keras.applications ResNet weights into `model` by layer name.
+    """Copies keras.applications weights into `model` by layer name.
 
     Args:
         model: keras.Model containing the backbone layers (a backbone or a
-            full DeepLabV3 model).
-        depth: int. 50 or 101.
+            whole segmentation model).
+        backbone: str. "resnet50", "resnet101" or "mobilenet_v3_large".
         weights: "imagenet" (Keras downloads and caches the file) or a path to
-            a local `..._notop.h5` / `.weights.h5` file for offline machines.
+            a local keras.applications weights file for offline machines.
         variant: str. The layout of `model`; only "keras_applications" fits
             these weights.
 
@@ -76,7 +97,7 @@ def load_imagenet_weights(
             `model` has the torchvision layout.
     """
     check_imagenet_weights_fit(weights, variant)
-    transfer_weights(_reference_resnet(depth, weights), model)
+    transfer_weights(_reference_model(backbone, weights), model)
 
 
 def transfer_weights(source, target):

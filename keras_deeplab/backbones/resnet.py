@@ -364,6 +364,6 @@ def dilated_resnet(
     model = keras.Model(images, outputs, name=f"resnet{depth}")
     if weights is not None:
         load_imagenet_weights(
-            model, depth=depth, weights=weights, variant=variant
+            model, backbone=f"resnet{depth}", weights=weights, variant=variant
         )
     return model

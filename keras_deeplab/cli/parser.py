@@ -230,9 +230,10 @@ def _add_convert_presets_demo(commands):
     convert.add_argument(
         "--output-stride",
         type=int,
-        default=8,
+        default=None,
         choices=OUTPUT_STRIDES,
-        help="8 (torchvision's) or 16 (VainF's training stride); default 8",
+        help="default: the checkpoint's own (8 for torchvision's ResNets, 16 "
+        "for its MobileNets and for VainF's)",
     )
     convert.add_argument(
         "--num-classes",

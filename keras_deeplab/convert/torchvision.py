@@ -20,6 +20,18 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from keras_deeplab.backbones.mobilenet_v3 import (
+    BLOCKS,
+    BN_SUFFIX,
+    DEPTHWISE,
+    EXPAND,
+    LAST,
+    PROJECT,
+    SE_EXPAND,
+    SE_REDUCE,
+    STEM,
+    block_prefix,
+)
 from keras_deeplab.backbones.resnet import (
     STAGE_BLOCKS,
     STAGE_NAMES,
@@ -42,15 +54,29 @@ from keras_deeplab.heads.aspp import (
     aspp_atrous_unit,
     decoder_conv_unit,
 )
+from keras_deeplab.heads.lraspp import (
+    LOW_CLASSIFIER,
+    LRASPP_CBR,
+    LRASPP_SCALE,
+)
 from keras_deeplab.layers import bn_name, conv_name
 from keras_deeplab.models import build_model
-from keras_deeplab.spec import ModelSpec
+from keras_deeplab.spec import MOBILENETS, ModelSpec
 
 # Tensors of each kind of layer, in the order Keras keeps its weights, and
 # the rank of each.
 _TORCH_TENSORS = {
     "conv": (("weight", 4),),
     "conv_bias": (("weight", 4), ("bias", 1)),
+    "depthwise": (("weight", 4),),
+    # Layers whose Keras name is given whole (no unit suffix added).
+    "named_conv": (("weight", 4),),
+    "named_bn": (
+        ("weight", 1),
+        ("bias", 1),
+        ("running_mean", 1),
+        ("running_var", 1),
+    ),
     "bn": (
         ("weight", 1),
         ("bias", 1),
@@ -124,6 +150,39 @@ def read_checkpoint(path) -> Checkpoint:
     return Checkpoint(path, tensors, head_prefix)
 
 
+def _mobilenet_layers():
+    """(Keras layer, torch module, kind) of torchvision's MobileNetV3-Large
+    `features` (its segmentation models keep them as "backbone")."""
+    yield STEM, "backbone.0.0", "named_conv"
+    yield STEM + BN_SUFFIX, "backbone.0.1", "named_bn"
+    for index, block in enumerate(BLOCKS):
+        torch_block = f"backbone.{index + 1}.block"
+        prefix, position = block_prefix(index), 0
+        units = [EXPAND] if index else []  # block 0 has no expansion
+        units += [DEPTHWISE, "se"] if block.squeeze_excite else [DEPTHWISE]
+        for unit in [*units, PROJECT]:
+            module = f"{torch_block}.{position}"
+            if unit == "se":
+                yield f"{prefix}{SE_REDUCE}", f"{module}.fc1", "conv_bias"
+                yield f"{prefix}{SE_EXPAND}", f"{module}.fc2", "conv_bias"
+            else:
+                kind = "depthwise" if unit == DEPTHWISE else "named_conv"
+                yield f"{prefix}{unit}", f"{module}.0", kind
+                yield f"{prefix}{unit}{BN_SUFFIX}", f"{module}.1", "named_bn"
+            position += 1
+    last = f"backbone.{len(BLOCKS) + 1}"
+    yield LAST, f"{last}.0", "named_conv"
+    yield LAST + BN_SUFFIX, f"{last}.1", "named_bn"
+
+
+def _lraspp_layers(prefix=_TORCHVISION_HEAD):
+    """torchvision's LRASPPHead."""
+    yield from _conv_bn(LRASPP_CBR, f"{prefix}cbr.0", f"{prefix}cbr.1")
+    yield LRASPP_SCALE, f"{prefix}scale.1", "conv"
+    yield LOW_CLASSIFIER, f"{prefix}low_classifier", "conv_bias"
+    yield HEAD_CLASSIFIER, f"{prefix}high_classifier", "conv_bias"
+
+
 def _backbone_layers(depth):
     """(Keras unit, torch module, kind) of a torchvision ResNet backbone."""
     yield STEM_UNIT, "backbone.conv1", "conv"
@@ -193,26 +252,33 @@ def _aux_layers():
 
 
 def _keras_layer(unit, kind):
-    """A unit's conv or BN layer; classifiers are named as they are."""
-    if kind == "conv_bias":
-        return unit
-    return bn_name(unit) if kind == "bn" else conv_name(unit)
+    """A unit's conv or BN layer; layers of the other kinds carry their own
+    name (classifiers, MobileNetV3's keras.applications names)."""
+    if kind == "bn":
+        return bn_name(unit)
+    if kind == "conv":
+        return conv_name(unit)
+    return unit
 
 
 def layer_map(
     *,
-    depth,
+    backbone="resnet50",
     head_prefix=_TORCHVISION_HEAD,
     aux_head=False,
     architecture="deeplabv3",
 ):
     """[(Keras layer name, torch module name, kind)] of one architecture."""
-    head = (
-        _plus_head_layers()
-        if architecture == "deeplabv3plus"
-        else _head_layers(head_prefix)
-    )
-    units = [*_backbone_layers(depth), *head]
+    if backbone in MOBILENETS:
+        units = list(_mobilenet_layers())
+    else:
+        units = list(_backbone_layers(int(backbone.removeprefix("resnet"))))
+    if architecture == "deeplabv3plus":
+        units += _plus_head_layers()
+    elif architecture == "lraspp":
+        units += _lraspp_layers()
+    else:
+        units += _head_layers(head_prefix)
     units += list(_aux_layers()) if aux_head else []
     return [
         (_keras_layer(unit, kind), module, kind) for unit, module, kind in units
@@ -222,7 +288,7 @@ def layer_map(
 def _arch_layers(arch, checkpoint):
     architecture, backbone = ARCHS[arch]
     return layer_map(
-        depth=int(backbone.removeprefix("resnet")),
+        backbone=backbone,
         head_prefix=checkpoint.head_prefix,
         aux_head=checkpoint.has_aux,
         architecture=architecture,
@@ -279,8 +345,11 @@ def _check_keys(checkpoint, layers, arch):
 
 
 def _as_keras(array, kind, tensor):
-    # PyTorch convolutions are (out, in, kh, kw); Keras wants (kh, kw, in, out).
-    if kind != "bn" and tensor == "weight":
+    # PyTorch convolutions are (out, in, kh, kw); Keras wants (kh, kw, in, out)
+    # and, depthwise, (kh, kw, channels, 1) from PyTorch's (channels, 1, ...).
+    if kind == "depthwise":
+        return np.transpose(array, (2, 3, 0, 1))
+    if kind not in ("bn", "named_bn") and tensor == "weight":
         return np.transpose(array, (2, 3, 1, 0))
     return array
 
@@ -313,26 +382,39 @@ def _keras_weights(model, checkpoint, layers):
     return weights, mismatched
 
 
+def native_output_stride(arch, checkpoint) -> int:
+    """The stride a checkpoint was trained at: VainF trained at 16, and
+    torchvision's MobileNetV3 models are dilated to 16, its ResNets to 8."""
+    vainf = checkpoint.head_prefix == _VAINF_HEAD or arch.startswith(
+        "deeplabv3plus"
+    )
+    if vainf or ARCHS[arch][1] in MOBILENETS:
+        return 16
+    return 8
+
+
 def convert_torchvision(
     checkpoint,
     *,
     arch: str = "deeplabv3_resnet50",
-    output_stride: int = 8,
+    output_stride: int | None = None,
     num_classes: int | None = None,
     class_names: tuple | None = None,
 ) -> keras.Model:
     """A `variant="torchvision"` model holding a checkpoint's weights.
 
-    The weights do not depend on the output stride: torchvision's models run
-    at 8, VainF's were trained at 16 (pass `output_stride=16` for them); the
-    ASPP rates follow the stride (12, 24, 36 at 8; 6, 12, 18 at 16) as in
-    both sources. The model takes RGB images in [0, 255] and normalises them
-    as torchvision does; it has the aux head when the checkpoint has one.
+    The weights do not depend on the output stride; by default the model
+    runs at the checkpoint's own: 8 for torchvision's ResNet models, 16 for
+    its MobileNetV3 ones and for VainF's. The ASPP rates follow the stride
+    (12, 24, 36 at 8; 6, 12, 18 at 16) as in both sources. The model takes
+    RGB images in [0, 255] and normalises them as torchvision does; it has
+    the aux head when the checkpoint has one.
 
     Args:
         checkpoint: str or Path. A `.pth` state dict or VainF checkpoint.
         arch: str. One of ARCHS.
-        output_stride: int. 8 or 16 (32 also works). Defaults to 8.
+        output_stride: int or None. 8, 16 or 32; None: the checkpoint's
+            own (`native_output_stride`).
         num_classes: int or None. Checked against the file; None takes it
             from the classifier.
         class_names: tuple of str or None. Stored in the model; None gives
@@ -373,7 +455,7 @@ def convert_torchvision(
         architecture=architecture,
         num_classes=file_classes,
         backbone=backbone,
-        output_stride=output_stride,
+        output_stride=output_stride or native_output_stride(arch, source),
         variant="torchvision",
         aux_head=source.has_aux,
         class_names=None if class_names is None else tuple(class_names),

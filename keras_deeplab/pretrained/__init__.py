@@ -146,7 +146,7 @@ def _check_arch(arch, source):
 
 
 def checkpoint_model_file(
-    source, *, arch, sha256=None, output_stride=8, class_names=None
+    source, *, arch, sha256=None, output_stride=None, class_names=None
 ) -> Path:
     """The cached `.keras` conversion of a `.pth`/`.pt` file or URL.
 
@@ -159,7 +159,8 @@ def checkpoint_model_file(
         source: str or Path. A local checkpoint or an http(s) URL of one.
         arch: str. One of `convert.ARCHS`.
         sha256: str or None. Expected SHA-256 (or a prefix of >= 8 digits).
-        output_stride: int. Stride of the converted model.
+        output_stride: int or None. Stride of the converted model; None:
+            the checkpoint's own (`convert.torchvision.native_output_stride`).
         class_names: tuple of str or None.
     """
     _check_arch(arch, source)
@@ -185,9 +186,8 @@ def checkpoint_model_file(
             f"checkpoint {str(path)!r} has SHA-256 {digest}, but {sha256} "
             "was expected; check the file and the hash."
         )
-    target = _converted_path(
-        f"{path.stem}-{arch}-os{output_stride}-{digest[:12]}"
-    )
+    stride = output_stride or "native"
+    target = _converted_path(f"{path.stem}-{arch}-os{stride}-{digest[:12]}")
     return _convert_once(
         path,
         target,

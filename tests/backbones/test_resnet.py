@@ -200,7 +200,7 @@ def test_imagenet_goes_through_keras_download_cache(tmp_path, monkeypatch):
     reference, path = saved_resnet50_reference(tmp_path)
     requested = []
 
-    def fake_applications_builder(*, include_top, weights):
+    def fake_applications_builder(*, include_top, weights, **options):
         # What keras.applications does for "imagenet": fetch through its
         # cached downloader, then load. The network is not reachable here.
         requested.append((include_top, weights))
@@ -209,10 +209,12 @@ def test_imagenet_goes_through_keras_download_cache(tmp_path, monkeypatch):
         return model
 
     monkeypatch.setitem(
-        imagenet._REFERENCE_BUILDERS, 50, fake_applications_builder
+        imagenet._REFERENCES,
+        "resnet50",
+        (fake_applications_builder, imagenet.imagenet_file("resnet50")),
     )
     model = dilated_resnet(50, width=64)
-    load_imagenet_weights(model, depth=50)
+    load_imagenet_weights(model, backbone="resnet50")
     assert requested == [(False, "imagenet")]
     np.testing.assert_array_equal(
         model.get_layer("conv1_conv").get_weights()[0],

@@ -26,24 +26,23 @@ SIZE = 65
 CLASS_NAMES = ("background", "road sign", "tree")
 
 
+# The torchvision layout is exported in tests/test_convert.py, converted.
 @pytest.fixture(
     scope="module",
-    params=[
-        ("deeplabv3", "keras_applications"),
-        ("deeplabv3", "torchvision"),
-        ("deeplabv3plus", "keras_applications"),
-    ],
-    ids=["keras_applications", "torchvision", "deeplabv3plus"],
+    params=["deeplabv3", "deeplabv3plus", "lraspp"],
 )
 def model(request):
-    architecture, variant = request.param
     keras.utils.set_random_seed(0)
+    # MobileNetV3 is small at full width; the ResNets are width-reduced.
+    size = {} if request.param == "lraspp" else TINY
     spec = ModelSpec(
-        architecture=architecture,
+        architecture=request.param,
         num_classes=3,
-        variant=variant,
+        backbone="mobilenet_v3_large"
+        if request.param == "lraspp"
+        else "resnet50",
         class_names=CLASS_NAMES,
-        **TINY,
+        **size,
     )
     return build_model(spec)
 
@@ -138,7 +137,7 @@ def test_dynamic_size_exports_at_odd_sizes(model, exported, shape):
 
 @pytest.mark.slow
 def test_argmax_and_uint8_input_variants(model):
-    if model.name.startswith("deeplabv3plus"):
+    if not model.name.startswith("deeplabv3_"):
         pytest.skip("argmax/uint8 wrap the model whatever its head")
     images = random_images(2, SIZE, SIZE, seed=4).round()
     reference = _reference(model, images).argmax(-1)
@@ -192,11 +191,11 @@ def test_int8_preprocessing_keeps_the_first_conv_accurate(mode):
 
 
 def _dilated_layers(model):
+    convolutions = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
     return [
         layer
         for layer in model.layers
-        if isinstance(layer, keras.layers.Conv2D)
-        and max(layer.dilation_rate) > 1
+        if isinstance(layer, convolutions) and max(layer.dilation_rate) > 1
     ]
 
 
@@ -218,9 +217,66 @@ def test_onnx_has_one_dilated_conv_per_atrous_layer(model, exported):
         if attribute.name == "dilations" and max(attribute.ints) > 1
     )
     expected = sorted(max(x.dilation_rate) for x in _dilated_layers(model))
-    assert dilations == expected and len(expected) >= 5  # conv5 + ASPP
+    # conv5 + ASPP, or MobileNetV3's dilated depthwise convs
+    assert dilations == expected and len(expected) >= 3
     dims = graph.input[0].type.tensor_type.shape.dim
     assert [bool(d.dim_param) for d in dims] == [True, True, True, False]
+
+
+def _resize_layers(model):
+    return [layer for layer in model.layers if "Resize" in type(layer).__name__]
+
+
+@pytest.mark.slow
+def test_every_upsampling_is_one_resize_op(model, exported):
+    """One ONNX Resize (half-pixel linear) and one TFLite RESIZE_BILINEAR
+    per resize layer; no Gather touches image data but the RGB->BGR
+    channel gather of the input (the others read tensor shapes)."""
+    import onnx
+    from ai_edge_litert.interpreter import Interpreter
+
+    out, _ = exported
+    expected = len(_resize_layers(model))
+    graph = onnx.load(str(out / "onnx" / "deeplab.onnx")).graph
+    producers = {output: node for node in graph.node for output in node.output}
+    resizes = [node for node in graph.node if node.op_type == "Resize"]
+    assert len(resizes) == expected
+    for node in resizes:
+        modes = {a.name: a.s for a in node.attribute if a.type == a.STRING}
+        assert modes["coordinate_transformation_mode"] == b"half_pixel"
+        assert modes["mode"] == b"linear"
+    for node in graph.node:
+        if node.op_type == "Gather":
+            source = producers.get(node.input[0])
+            assert source is None or source.op_type == "Shape", node.name
+    for name in ("deeplab_fp32_65", "deeplab_fp32_anysize"):
+        interpreter = Interpreter(
+            model_path=str(out / "tflite" / f"{name}.tflite")
+        )
+        ops = [op["op_name"] for op in interpreter._get_ops_details()]
+        assert ops.count("RESIZE_BILINEAR") == expected, name
+
+
+@pytest.mark.slow
+def test_fixed_size_tflite_files_are_gpu_delegate_compatible(exported):
+    import contextlib
+    import io
+
+    import tensorflow as tf
+
+    out, _ = exported
+    for precision in ("fp32", "fp16", "int8"):
+        report = io.StringIO()
+        with contextlib.redirect_stdout(report):
+            tf.lite.experimental.Analyzer.analyze(
+                model_path=str(
+                    out / "tflite" / f"deeplab_{precision}_65.tflite"
+                ),
+                gpu_compatibility=True,
+            )
+        assert "Your model looks compatible with GPU delegate" in (
+            report.getvalue()
+        ), report.getvalue()[-2000:]
 
 
 @pytest.mark.slow
