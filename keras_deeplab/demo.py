@@ -83,8 +83,9 @@ def _export_and_verify(model, config, export_dir):
     return rows
 
 
-def run_demo(out_dir, *, overrides=(), resume=False):
-    """Trains the `demo` preset, evaluates it, exports and verifies it.
+def run_demo(out_dir, *, preset="demo", overrides=(), resume=False):
+    """Trains a config preset ("demo", or "mobile" for LR-ASPP on
+    MobileNetV3), evaluates it, exports and verifies it.
 
     Writes to `out_dir`: train/ (checkpoints, logs), overlays.png,
     training_curves.png, export/ (SavedModel, TFLite, ONNX, parity.json)
@@ -96,7 +97,7 @@ def run_demo(out_dir, *, overrides=(), resume=False):
     """
     start = time.perf_counter()
     out_dir = Path(out_dir)
-    config = load_config("demo", overrides)
+    config = load_config(preset, overrides)
     size = (config.crop_size, config.crop_size, 3)
     print(describe(model_from_config(config, input_shape=size)), flush=True)
     work_dir = out_dir / TRAIN_DIR

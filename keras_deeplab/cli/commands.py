@@ -265,7 +265,12 @@ def presets(args):
 def demo(args):
     from keras_deeplab.demo import run_demo
 
-    run_demo(output_dir(args.out), overrides=args.set, resume=args.resume)
+    run_demo(
+        output_dir(args.out),
+        preset=args.config,
+        overrides=args.set,
+        resume=args.resume,
+    )
 
 
 COMMANDS = {

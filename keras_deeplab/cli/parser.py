@@ -252,6 +252,13 @@ def _add_convert_presets_demo(commands):
     )
     demo.add_argument("--out", default="demo_out", help="output folder")
     demo.add_argument(
+        "--config",
+        default="demo",
+        choices=("demo", "mobile"),
+        help="demo: DeepLabV3 on a quarter-width ResNet-50; mobile: LR-ASPP "
+        "on MobileNetV3-Large (default demo)",
+    )
+    demo.add_argument(
         "--resume", action="store_true", help="continue an interrupted demo run"
     )
     _add_set(demo, help="override one value of the demo preset; repeatable")
