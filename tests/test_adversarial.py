@@ -258,7 +258,7 @@ def test_an_empty_training_split_is_a_problem(folder, capsys):
         ("dropout_rate=1.5", "dropout_rate=1.5 is out of range"),
         ("head_filters=-1", "head_filters=-1 is out of range"),
         ("eval_scales=[]", "eval_scales=() is invalid"),
-        ("eval_scales=[-1]", "eval_scales=(-1,) is invalid"),
+        ("eval_scales=[-1]", "eval_scales=(-1.0,) is invalid"),
         ("batch_size=true", "batch_size=True has the wrong type"),
         ("num_classes=300", "num_classes=300 is out of range"),
         ("model_name=../../x", "model_name='../../x' is invalid"),

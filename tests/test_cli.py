@@ -173,7 +173,7 @@ def test_predict_weights_file_needs_a_config(trained_dir, tmp_path, capsys):
             ["train", "nope.yaml", "--work-dir", "w"],
             "keras-deeplab train: error: config file 'nope.yaml' does not "
             "exist; expected a YAML or JSON file or a preset name: demo, "
-            "voc_aug, cityscapes, ade20k, pets.",
+            "mobile, voc_aug, cityscapes, ade20k, pets.",
         ),
         (
             ["train", "demo", "--work-dir", "w", "--set", "epoks=2"],
