@@ -10,8 +10,12 @@ FLOPS_PER_MAC = 2  # a multiply and an add
 TRAINING_FLOPS_PER_MAC = 3 * FLOPS_PER_MAC
 
 
-def conv_macs(layer: keras.layers.Conv2D) -> int:
-    """Multiply-accumulates of one Conv2D call on its static output shape.
+_CONVOLUTIONS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
+
+
+def conv_macs(layer: keras.layers.Layer) -> int:
+    """Multiply-accumulates of one Conv2D or DepthwiseConv2D call on its
+    static output shape.
 
     Raises:
         ValueError: if the layer's output height or width is not static.
@@ -24,6 +28,8 @@ def conv_macs(layer: keras.layers.Conv2D) -> int:
             "e.g. input_shape=(513, 513, 3), to count MACs."
         )
     kernel_h, kernel_w, in_per_group, _ = layer.kernel.shape
+    if isinstance(layer, keras.layers.DepthwiseConv2D):
+        in_per_group = 1  # each output channel sees one input channel
     return height * width * out_channels * kernel_h * kernel_w * in_per_group
 
 
@@ -36,7 +42,7 @@ def model_macs(model: keras.Model) -> int:
     return sum(
         conv_macs(layer)
         for layer in model.layers
-        if isinstance(layer, keras.layers.Conv2D)
+        if isinstance(layer, _CONVOLUTIONS)
     )
 
 

@@ -1,5 +1,9 @@
-"""The model code is backend-agnostic: JAX reproduces the TensorFlow output."""
+"""The model code is backend-agnostic: JAX reproduces the TensorFlow output.
 
+One JAX process runs every architecture (starting JAX costs more than the
+tiny models themselves)."""
+
+import json
 import os
 import subprocess
 import sys
@@ -15,59 +19,78 @@ from tests.helpers import TINY, random_images
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 _JAX_FORWARD = """
-import sys, numpy as np, keras
+import json, sys, numpy as np, keras
 from keras_deeplab.models import build_model
 from keras_deeplab.spec import ModelSpec
 assert keras.backend.backend() == "jax", keras.backend.backend()
-weights, images, out, variant, architecture = sys.argv[1:6]
-spec = ModelSpec(architecture=architecture, num_classes=3, aux_head=True,
-                 backbone_width=8, head_filters=16, variant=variant)
-model = build_model(spec, weights=weights)
-outputs = model.predict(np.load(images), verbose=0)
-np.save(out, outputs["logits"])
+images = np.load(sys.argv[1])
+for case in json.loads(sys.argv[2]):
+    spec = ModelSpec.from_dict(case["spec"])
+    model = build_model(spec, weights=case["weights"])
+    outputs = model.predict(images, verbose=0)
+    if isinstance(outputs, dict):
+        outputs = outputs["logits"]
+    np.save(case["out"], outputs)
 """
 
-
-@pytest.mark.parametrize(
-    ("architecture", "variant"),
-    [
-        ("deeplabv3", "keras_applications"),
-        ("deeplabv3", "torchvision"),
-        ("deeplabv3plus", "keras_applications"),
-    ],
-)
-def test_jax_forward_pass_matches_tensorflow(tmp_path, architecture, variant):
-    pytest.importorskip("jax")
-    spec = ModelSpec(
-        architecture=architecture,
+SPECS = {
+    "deeplabv3-keras_applications": ModelSpec(
+        num_classes=3, aux_head=True, variant="keras_applications", **TINY
+    ),
+    "deeplabv3-torchvision": ModelSpec(
+        num_classes=3, aux_head=True, variant="torchvision", **TINY
+    ),
+    "deeplabv3plus": ModelSpec(
+        architecture="deeplabv3plus", num_classes=3, aux_head=True, **TINY
+    ),
+    "lraspp-mobilenet_v3_large": ModelSpec(
+        architecture="lraspp",
+        backbone="mobilenet_v3_large",
         num_classes=3,
-        aux_head=True,
-        variant=variant,
-        **TINY,
-    )
-    model = build_model(spec)
-    weights = tmp_path / "tiny.weights.h5"
-    model.save_weights(weights)
+        variant="torchvision",
+        head_filters=16,
+    ),
+}
+
+
+def test_jax_forward_pass_matches_tensorflow(tmp_path):
+    pytest.importorskip("jax")
     images = random_images(2, 97, 65)
     np.save(tmp_path / "images.npy", images)
+    models, cases = {}, []
+    for name, spec in SPECS.items():
+        models[name] = build_model(spec)
+        weights = tmp_path / f"{name}.weights.h5"
+        models[name].save_weights(weights)
+        cases.append(
+            {
+                "spec": spec.to_dict(),
+                "weights": str(weights),
+                "out": str(tmp_path / f"{name}.npy"),
+            }
+        )
     env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(REPO_ROOT)}
     subprocess.run(
         [
             sys.executable,
             "-c",
             _JAX_FORWARD,
-            str(weights),
             str(tmp_path / "images.npy"),
-            str(tmp_path / "out.npy"),
-            variant,
-            architecture,
+            json.dumps(cases),
         ],
         env=env,
         check=True,
         cwd=tmp_path,
     )
-    jax_logits = np.load(tmp_path / "out.npy")
-    assert jax_logits.shape == (2, 97, 65, 3)
-    np.testing.assert_allclose(
-        jax_logits, np.asarray(model(images)["logits"]), atol=1e-3, rtol=1e-3
-    )
+    for name, model in models.items():
+        outputs = model(images)
+        tf_logits = outputs["logits"] if isinstance(outputs, dict) else outputs
+        jax_logits = np.load(tmp_path / f"{name}.npy")
+        assert jax_logits.shape == (2, 97, 65, 3), name
+        np.testing.assert_allclose(
+            jax_logits,
+            np.asarray(tf_logits),
+            atol=1e-3,
+            rtol=1e-3,
+            err_msg=name,
+        )

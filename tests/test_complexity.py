@@ -5,6 +5,8 @@ import pytest
 
 from keras_deeplab import DeepLabV3, dilated_resnet
 from keras_deeplab.complexity import describe, model_macs
+from keras_deeplab.models import build_model
+from keras_deeplab.spec import ModelSpec
 
 # torchvision publishes each model's forward cost in its weights metadata
 # ("_ops", GMACs of one 520x520 image for segmentation, 224x224 for
@@ -21,24 +23,45 @@ def test_one_dilated_conv_counts_kernel_taps_once_per_output():
     assert model_macs(keras.Model(inputs, outputs)) == 17 * 19 * 7 * 9 * 5
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("backbone", ["resnet50", "resnet101"])
-def test_torchvision_variant_costs_what_torchvision_publishes(backbone):
+@pytest.mark.parametrize(
+    ("arch", "weights_class"),
+    [
+        pytest.param(
+            "deeplabv3_resnet50",
+            "DeepLabV3_ResNet50_Weights",
+            marks=pytest.mark.slow,
+        ),
+        pytest.param(
+            "deeplabv3_resnet101",
+            "DeepLabV3_ResNet101_Weights",
+            marks=pytest.mark.slow,
+        ),
+        (
+            "deeplabv3_mobilenet_v3_large",
+            "DeepLabV3_MobileNet_V3_Large_Weights",
+        ),
+        ("lraspp_mobilenet_v3_large", "LRASPP_MobileNet_V3_Large_Weights"),
+    ],
+)
+def test_torchvision_variant_costs_what_torchvision_publishes(
+    arch, weights_class
+):
+    from keras_deeplab.convert import ARCHS
     from tests.torch_reference import import_torchvision
 
     segmentation = import_torchvision().models.segmentation
-    weights = {
-        "resnet50": segmentation.DeepLabV3_ResNet50_Weights,
-        "resnet101": segmentation.DeepLabV3_ResNet101_Weights,
-    }[backbone].COCO_WITH_VOC_LABELS_V1
-    model = DeepLabV3(
-        len(weights.meta["categories"]),
+    weights = getattr(segmentation, weights_class).COCO_WITH_VOC_LABELS_V1
+    architecture, backbone = ARCHS[arch]
+    spec = ModelSpec(
+        architecture=architecture,
         backbone=backbone,
+        num_classes=len(weights.meta["categories"]),
         variant="torchvision",
-        output_stride=8,
-        aux_head=True,
-        input_shape=(520, 520, 3),
+        # torchvision's ResNets run at 8, its MobileNetV3 at 16
+        output_stride=16 if backbone == "mobilenet_v3_large" else 8,
+        aux_head=architecture != "lraspp",
     )
+    model = build_model(spec, input_shape=(520, 520, 3))
     gmacs = round(model_macs(model) / 1e9, _PUBLISHED_DECIMALS)
     assert gmacs == weights.meta["_ops"]
 
