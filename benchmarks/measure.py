@@ -28,22 +28,33 @@ LITERT_RUNTIMES = {
     "litert_fp16": "fp16",
     "litert_int8": "int8",
 }
-# torchvision's DeepLabV3 (benchmarks/peers.py): eager (autocast precision),
-# and its own ONNX export in ONNX Runtime. Timed only when torch is there.
+# Our OpenVINO IR (fp32 weights) in OpenVINO's CPU runtime at its fp32
+# precision hint, as verify-export runs it.
+OPENVINO_RUNTIME = "openvino"
+# torchvision's model (benchmarks/peers.py): eager (autocast precision), and
+# its own ONNX export in ONNX Runtime and, converted, in OpenVINO. Timed only
+# when torch is there.
 PEER_RUNTIMES = {
     "torchvision": "float32",
     "torchvision_bf16": "bfloat16",
     "torchvision_onnxruntime": None,
+    "torchvision_openvino": None,
 }
 RUNTIMES = (
     *KERAS_RUNTIMES,
     "saved_model",
     *ONNX_RUNTIMES,
+    OPENVINO_RUNTIME,
     *LITERT_RUNTIMES,
     *PEER_RUNTIMES,
 )
 # Runtimes whose process never imports TensorFlow.
-TENSORFLOW_FREE = (*ONNX_RUNTIMES, *LITERT_RUNTIMES, *PEER_RUNTIMES)
+TENSORFLOW_FREE = (
+    *ONNX_RUNTIMES,
+    OPENVINO_RUNTIME,
+    *LITERT_RUNTIMES,
+    *PEER_RUNTIMES,
+)
 _MATMUL_SIZE = 3072  # large enough to be compute bound, ~58 GFLOP per call
 
 
@@ -105,13 +116,13 @@ def _torch_runner(spec, path):
     from benchmarks.peers import normalised_nchw, torchvision_deeplabv3
 
     torch.set_num_threads(spec["threads"])
-    if spec["runtime"] == "torchvision_onnxruntime":
-        from keras_deeplab.export.runtimes import onnx_session
+    if spec["runtime"] in ("torchvision_onnxruntime", "torchvision_openvino"):
+        from keras_deeplab.export.runtimes import artefact_runner
 
-        run = onnx_session(path, num_threads=spec["threads"])
+        run = artefact_runner(path, num_threads=spec["threads"])
         return lambda images: run(normalised_nchw(images).numpy())
     model = torchvision_deeplabv3(
-        f"deeplabv3_{spec['backbone']}",
+        spec["peer_arch"],
         num_classes=spec["num_classes"],
         output_stride=spec["output_stride"],
     )
@@ -194,7 +205,9 @@ def torch_training(spec) -> dict:
     torch.manual_seed(0)
     size, batch, steps = spec["size"], spec["batch"], spec["steps"]
     model = torchvision_deeplabv3(
-        num_classes=spec["num_classes"], output_stride=spec["output_stride"]
+        spec["peer_arch"],
+        num_classes=spec["num_classes"],
+        output_stride=spec["output_stride"],
     ).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.007, momentum=0.9)
     loss_fn = torch.nn.CrossEntropyLoss(ignore_index=255)

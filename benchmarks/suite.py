@@ -20,6 +20,7 @@ from benchmarks.measure import (
     KERAS_RUNTIMES,
     LITERT_RUNTIMES,
     ONNX_RUNTIMES,
+    OPENVINO_RUNTIME,
     PEER_RUNTIMES,
     RESULT_PREFIX,
     RUNTIMES,
@@ -174,9 +175,18 @@ def _calibration_images(plan):
     ]
 
 
+def peer_architecture(plan, backbone) -> str:
+    """torchvision's builder for the benchmarked model: its LR-ASPP for
+    ours, else its DeepLabV3 (torchvision has no V3+; that peer stays V3)."""
+    head = "lraspp" if plan.architecture == "lraspp" else "deeplabv3"
+    return f"{head}_{backbone}"
+
+
 def export_artefacts(model, directory, *, plan, backbone, output_stride):
     """{runtime: path} of the artefact each planned runtime loads."""
     from keras_deeplab.export.artefacts import export
+    from keras_deeplab.export.openvino_ir import onnx_to_openvino
+    from keras_deeplab.models import class_names
 
     directory = Path(directory)
     calibration = _calibration_images(plan)
@@ -206,19 +216,33 @@ def export_artefacts(model, directory, *, plan, backbone, output_stride):
                 quantize=quantize,
                 representative_images=calibration,
             )
-    if "torchvision_onnxruntime" in plan.runtimes:
+    if OPENVINO_RUNTIME in plan.runtimes:
+        onnx_path = paths.get("onnxruntime") or export(model, "onnx", directory)
+        paths[OPENVINO_RUNTIME] = onnx_to_openvino(
+            onnx_path,
+            directory / "openvino.xml",
+            class_names=class_names(model),
+        )
+    torchvision_onnx = {"torchvision_onnxruntime", "torchvision_openvino"}
+    if torchvision_onnx & set(plan.runtimes):
         from benchmarks.peers import (
             export_torchvision_onnx,
             torchvision_deeplabv3,
         )
 
-        paths["torchvision_onnxruntime"] = export_torchvision_onnx(
+        onnx_path = export_torchvision_onnx(
             torchvision_deeplabv3(
-                f"deeplabv3_{backbone}",
+                peer_architecture(plan, backbone),
                 num_classes=plan.num_classes,
                 output_stride=output_stride,
             ),
             directory / "torchvision.onnx",
+        )
+        paths["torchvision_onnxruntime"] = onnx_path
+        paths["torchvision_openvino"] = onnx_to_openvino(
+            onnx_path,
+            directory / "torchvision.xml",
+            class_names=[f"class_{i}" for i in range(plan.num_classes)],
         )
     for runtime in set(PEER_RUNTIMES) - set(paths):
         paths[runtime] = ""  # eager torchvision builds its own model
@@ -306,6 +330,7 @@ def _benchmark_model(results, plan, backbone, output_stride, log):
             spec = {**key, "artefact": path, "threads": plan.threads}
             spec.update(warmup=plan.warmup, repeats=plan.repeats)
             spec.update(num_classes=plan.num_classes)
+            spec.update(peer_arch=peer_architecture(plan, backbone))
             record = {**key, **measure(spec), "gmacs": info["gmacs"]}
             record["artefact_mb"] = (
                 round(disk_size_mb(path), 1) if path else None
@@ -352,6 +377,7 @@ def _benchmark_fit(results, plan, log):
             model = model_spec(plan, plan.backbones[0], _FIT_OUTPUT_STRIDE)
             spec.update(model=model.to_dict(), num_classes=plan.num_classes)
             spec.update(output_stride=_FIT_OUTPUT_STRIDE)
+            spec.update(peer_arch=peer_architecture(plan, plan.backbones[0]))
             record = {**key, **measure(spec)}
             if "images_per_s" in record:
                 log(
