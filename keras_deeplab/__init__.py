@@ -15,7 +15,7 @@ import wrapt
 
 from keras_deeplab.lazy import lazy_attributes
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 # Public name -> the module that defines it.
 _PUBLIC = {

@@ -1,4 +1,4 @@
-"""Shared fixtures: seeding and tiny model settings."""
+"""Shared fixtures (seeding, dtype policy) and how xdist splits the suite."""
 
 import os
 
@@ -6,6 +6,31 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import pytest  # noqa: E402
+
+
+def _shares_a_fixture(item):
+    """The test uses a module- or session-scoped fixture of ours."""
+    info = getattr(item, "_fixtureinfo", None)
+    return info is not None and any(
+        definition.scope in ("module", "session")
+        and not definition.func.__module__.startswith("_pytest")
+        for definitions in info.name2fixturedefs.values()
+        for definition in definitions
+    )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    """With `--dist loadgroup` (setup.cfg), the tests of a module that share
+    a module-scoped model or export run on one xdist worker, so it is built
+    once; every other test goes to whichever worker is free. Modules that
+    share a session fixture name one group: `pytestmark = xdist_group(...)`.
+    """
+    for item in items:
+        if not item.get_closest_marker("xdist_group") and _shares_a_fixture(
+            item
+        ):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
 
 
 @pytest.fixture(autouse=True)

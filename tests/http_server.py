@@ -1,6 +1,6 @@
-"""A real HTTP server on 127.0.0.1 for download tests: it serves a folder,
-can cut one file short, and can be stopped to prove a cache needs no
-network."""
+"""Real HTTP servers on 127.0.0.1: one for download tests (it serves a
+folder, can cut one file short, and can be stopped to prove a cache needs
+no network), one answering POSTs as TF Serving's REST API does."""
 
 import contextlib
 import functools
@@ -35,6 +35,47 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
 
 
 @contextlib.contextmanager
+def _running(server):
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+class _PredictHandler(http.server.BaseHTTPRequestHandler):
+    """Answers every POST with `answer(body text)` as application/json."""
+
+    answer = None
+
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):  # noqa: N802 - http.server's name
+        body = self.rfile.read(int(self.headers["Content-Length"])).decode()
+        data = type(self).answer(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+@contextlib.contextmanager
+def predicting(answer):
+    """Yields the base URL of a server answering POSTs with `answer`."""
+    handler = type(
+        "Handler", (_PredictHandler,), {"answer": staticmethod(answer)}
+    )
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    with _running(server) as url:
+        yield url
+
+
+@contextlib.contextmanager
 def serving(directory, *, truncated=()):
     """Yields (base URL, list of requested paths) while serving `directory`
     on a free port of 127.0.0.1; the server stops when the block ends."""
@@ -48,14 +89,8 @@ def serving(directory, *, truncated=()):
         directory=str(directory),
     )
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", requests
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with _running(server) as url:
+        yield url, requests
 
 
 def closed_port_url(name="model.pth") -> str:

@@ -160,10 +160,11 @@ def export(args):
         )
     model = _model(args, config)
     images = calibration_images(config, size=size) if calibrates else None
-    naming = {
+    options = {
         "model_name": config.model_name if config else "deeplab",
         "version": args.version,
         "overwrite": args.overwrite,
+        "probabilities": args.probabilities,
     }
     if args.format == "all":
         paths = export_all(
@@ -172,7 +173,7 @@ def export(args):
             size=size,
             representative_images=images,
             log=print,
-            **naming,
+            **options,
         )
     else:
         path = export_one(
@@ -184,7 +185,7 @@ def export(args):
             representative_images=images,
             io_type=args.io_type,
             argmax=args.argmax,
-            **naming,
+            **options,
         )
         paths = {args.format: path}
     for name, path in paths.items():

@@ -202,6 +202,12 @@ def _add_export(commands):
     export.add_argument(
         "--argmax", action="store_true", help="TFLite returns uint8 class ids"
     )
+    export.add_argument(
+        "--probabilities",
+        action="store_true",
+        help="SavedModel: serving_default also returns float32 class "
+        "probabilities (B, H, W, C); by default only uint8 class_ids",
+    )
 
     verify = commands.add_parser(
         "verify-export", help="parity table: Keras vs exports"

@@ -11,6 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from keras_deeplab import __version__
 from keras_deeplab.atomic import atomic_write_bytes, atomic_write_text
 from keras_deeplab.errors import UserInputError
 from keras_deeplab.export.layout import (
@@ -20,14 +21,20 @@ from keras_deeplab.export.layout import (
     ONNX_FILE,
     ONNX_INT8_FILE,
     ONNX_PRECISIONS,
+    OPENVINO_FILE,
     SERVING_DIR,
     TFLITE_DIR,
     TFLITE_PRECISIONS,
     tflite_name,
 )
 from keras_deeplab.export.onnx import export_onnx, quantize_onnx_int8
+from keras_deeplab.export.openvino_ir import export_openvino
 from keras_deeplab.export.saved_model import export_saved_model
 from keras_deeplab.export.tflite import convert_tflite_variants
+from keras_deeplab.export.tflite_metadata import (
+    segmenter_metadata,
+    with_metadata,
+)
 from keras_deeplab.models import class_names
 from keras_deeplab.names import check_model_name
 
@@ -60,6 +67,7 @@ def export(
     representative_images=None,
     io_type="float32",
     argmax=False,
+    probabilities=False,
     model_name="deeplab",
     version=1,
     overwrite=False,
@@ -68,7 +76,7 @@ def export(
 
     Args:
         model: segmentation keras.Model (with or without aux head).
-        fmt: str. "saved_model", "tflite" or "onnx".
+        fmt: str. "saved_model", "tflite", "onnx" or "openvino".
         out_dir: str or Path. Export folder (the layout above).
         size: int or None. TFLite: fixed square input side; None: any size.
         quantize: str. TFLite: "fp32", "fp16", "drq_int8" or "int8"; ONNX:
@@ -77,6 +85,8 @@ def export(
         representative_images: int8: float32 (h, w, 3) RGB images.
         io_type: str. TFLite int8 input type.
         argmax: bool. TFLite returns uint8 class ids.
+        probabilities: bool. SavedModel: `serving_default` also returns
+            float32 class probabilities.
         model_name: str. SavedModel: TF Serving model name (one folder).
         version: int. SavedModel: TF Serving version folder.
         overwrite: bool. Replace an existing artefact.
@@ -87,6 +97,11 @@ def export(
     """
     out_dir = Path(out_dir)
     quantize = _precision(quantize)
+    if probabilities and fmt != "saved_model":
+        raise UserInputError(
+            "--probabilities applies to the SavedModel only; TFLite and ONNX "
+            "models return logits (or class ids with TFLite --argmax)."
+        )
     if fmt == "saved_model":
         return export_saved_model(
             model,
@@ -94,6 +109,7 @@ def export(
             model_name=check_model_name(model_name),
             version=version,
             overwrite=overwrite,
+            probabilities=probabilities,
             labels=labels_text(model),
         )
     if fmt == "tflite":
@@ -108,13 +124,17 @@ def export(
             overwrite=overwrite,
         )
         return path
+    if fmt in ("onnx", "openvino") and (io_type != "float32" or argmax):
+        raise UserInputError(
+            f"--io-type and --argmax apply to TFLite only; an {fmt} model "
+            "takes float32 images and returns logits (take the argmax on "
+            "the client)."
+        )
+    if fmt == "openvino":
+        return _write_openvino(
+            model, out_dir, quantize=quantize, overwrite=overwrite
+        )
     if fmt == "onnx":
-        if io_type != "float32" or argmax:
-            raise UserInputError(
-                "--io-type and --argmax apply to TFLite only; an ONNX model "
-                "takes float32 images and returns logits (take the argmax on "
-                "the client)."
-            )
         return _write_onnx(
             model,
             out_dir,
@@ -152,6 +172,21 @@ def _write_onnx(model, out_dir, *, quantize, representative_images, overwrite):
         )
 
 
+def _write_openvino(
+    model, out_dir, *, quantize="fp32", overwrite, onnx_path=None
+):
+    if quantize != "fp32":
+        raise UserInputError(
+            f"quantize={quantize!r} is not supported for OpenVINO; it exports "
+            "fp32 (OpenVINO picks its own inference precision per device)."
+        )
+    path = out_dir / OPENVINO_FILE
+    _refuse_existing(path, overwrite)
+    return export_openvino(
+        model, path, class_names=class_names(model), onnx_path=onnx_path
+    )
+
+
 def _write_tflite(
     model,
     out_dir,
@@ -163,8 +198,9 @@ def _write_tflite(
     argmax=False,
     overwrite=False,
 ):
-    """TFLite files of one input size, one per precision, and the labels
-    file beside them; returns their paths."""
+    """TFLite files of one input size, one per precision, each carrying
+    MediaPipe/LiteRT metadata and the class names, and the labels file
+    beside them; returns their paths."""
     paths = {
         quantize: Path(out_dir)
         / TFLITE_DIR
@@ -186,12 +222,28 @@ def _write_tflite(
         io_type=io_type,
         argmax=argmax,
     )
-    atomic_write_text(
-        Path(out_dir) / TFLITE_DIR / LABELS_FILE, labels_text(model)
-    )
+    labels = labels_text(model)
+    atomic_write_text(Path(out_dir) / TFLITE_DIR / LABELS_FILE, labels)
     for quantize, path in paths.items():
-        atomic_write_bytes(path, flatbuffers[quantize])
+        metadata = segmenter_metadata(
+            model_name=model.name,
+            description=_description(model),
+            labels_file=LABELS_FILE,
+            float_input=quantize != "int8" or io_type == "float32",
+            float_output=not argmax,
+            version=f"keras_deeplab {__version__}",
+        )
+        flatbuffer = with_metadata(
+            flatbuffers[quantize], metadata, {LABELS_FILE: labels.encode()}
+        )
+        atomic_write_bytes(path, flatbuffer)
     return list(paths.values())
+
+
+def _description(model) -> str:
+    names = class_names(model)
+    shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+    return f"Semantic segmentation into {len(names)} classes ({shown})."
 
 
 def export_all(
@@ -203,11 +255,12 @@ def export_all(
     model_name="deeplab",
     version=1,
     overwrite=False,
+    probabilities=False,
     log=None,
 ) -> dict:
     """SavedModel, TFLite (every precision at `size`, plus fp32 at any
-    size) and ONNX (fp32 and QDQ int8); returns {name: path}, named as
-    `artefact_paths` names them.
+    size), ONNX (fp32 and QDQ int8) and OpenVINO IR (fp32); returns
+    {name: path}, named as `artefact_paths` names them.
 
     Args:
         log: callable or None. Called with one line per artefact written,
@@ -224,6 +277,7 @@ def export_all(
                     model_name=model_name,
                     version=version,
                     overwrite=overwrite,
+                    probabilities=probabilities,
                 )
             ],
         ),
@@ -252,6 +306,17 @@ def export_all(
         (
             "onnx fp32",
             lambda: [export(model, "onnx", out_dir, overwrite=overwrite)],
+        ),
+        (
+            "openvino fp32 (from the ONNX graph)",
+            lambda: [
+                _write_openvino(
+                    model,
+                    out_dir,
+                    overwrite=overwrite,
+                    onnx_path=Path(out_dir) / ONNX_FILE,
+                )
+            ],
         ),
         (
             "onnx int8",
@@ -286,7 +351,7 @@ def _artefact_name(path) -> str:
     path = Path(path)
     if path.suffix == ".tflite":
         return path.stem
-    if path.suffix == ".onnx":
+    if path.suffix in (".onnx", ".xml"):
         return path.name
     return f"saved_model v{path.name}"
 
@@ -309,19 +374,22 @@ def artefact_paths(out_dir) -> dict:
     paths.update(
         {p.stem: p for p in sorted(out_dir.glob(f"{TFLITE_DIR}/*.tflite"))}
     )
-    for onnx_file in (ONNX_FILE, ONNX_INT8_FILE):
-        if (out_dir / onnx_file).is_file():
-            paths[onnx_file.name] = out_dir / onnx_file
+    for file in (ONNX_FILE, ONNX_INT8_FILE, OPENVINO_FILE):
+        if (out_dir / file).is_file():
+            paths[file.name] = out_dir / file
     if not paths:
         raise UserInputError(
             f"no exported model under {str(out_dir)!r}; expected serving/, "
-            "tflite/ or onnx/ from `keras-deeplab export`."
+            "tflite/, onnx/ or openvino/ from `keras-deeplab export`."
         )
     return paths
 
 
 def disk_size_mb(path) -> float:
-    """Size of a file, or of every file under a folder, in MiB."""
+    """Size of a file (with its weights beside it, for an OpenVINO .xml),
+    or of every file under a folder, in MiB."""
     path = Path(path)
     files = [path] if path.is_file() else path.rglob("*")
+    if path.suffix == ".xml":
+        files.append(path.with_suffix(".bin"))
     return sum(f.stat().st_size for f in files if f.is_file()) / 2**20

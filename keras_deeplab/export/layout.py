@@ -4,6 +4,7 @@
     <out>/tflite/deeplab_<precision>_<size|anysize>[_<io>][_argmax].tflite
     <out>/tflite/labels.txt                        class names, one a line
     <out>/onnx/deeplab.onnx, deeplab_int8.onnx     (QDQ, for onnxruntime)
+    <out>/openvino/deeplab.xml, deeplab.bin        OpenVINO IR (fp32)
 
 TFLite precisions are named for what they hold: `fp32`, `fp16` (fp16
 weights), `drq_int8` (dynamic-range: int8 weights, float activations) and
@@ -13,7 +14,7 @@ Python, so the CLI and the docs tests read it without TensorFlow.
 
 from pathlib import Path
 
-FORMATS = ("saved_model", "tflite", "onnx")
+FORMATS = ("saved_model", "tflite", "onnx", "openvino")
 TFLITE_PRECISIONS = ("fp32", "fp16", "drq_int8", "int8")
 # Names of releases <= 0.2, still accepted on the command line.
 LEGACY_QUANTIZE = {"none": "fp32", "dynamic": "drq_int8"}
@@ -25,6 +26,7 @@ TFLITE_DIR = "tflite"
 LABELS_FILE = "labels.txt"
 ONNX_FILE = Path("onnx") / "deeplab.onnx"
 ONNX_INT8_FILE = ONNX_FILE.with_name("deeplab_int8.onnx")
+OPENVINO_FILE = Path("openvino") / "deeplab.xml"  # + deeplab.bin beside it
 ANY_SIZE = "anysize"
 _TFLITE_PREFIX = "deeplab"
 

@@ -1,4 +1,5 @@
-"""Reusable sessions for exported models: SavedModel, ONNX Runtime, LiteRT.
+"""Reusable sessions for exported models: SavedModel, ONNX Runtime, LiteRT,
+OpenVINO.
 
 Nothing here imports TensorFlow at module level, so a deployment-side
 process (or a benchmark measuring its memory) loads only the runtime it uses.
@@ -9,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_deeplab.errors import UserInputError
+from keras_deeplab.export.layout import ANY_SIZE
 
 
 def onnx_session(path, *, num_threads=None):
@@ -81,7 +83,7 @@ def tflite_session(model_bytes, *, num_threads=None):
                 f"this TFLite model takes {fixed_size[0]}x{fixed_size[1]} "
                 f"images (exported with --size {fixed_size[0]}); got "
                 f"{images.shape[1]}x{images.shape[2]}. Resize the images, "
-                "or use the dynamic-size model (*_dynamic.tflite)."
+                f"or use the any-size model (*_{ANY_SIZE}.tflite)."
             )
         outputs = []
         for image in images:
@@ -101,6 +103,32 @@ def tflite_session(model_bytes, *, num_threads=None):
     return run
 
 
+def openvino_session(path, *, num_threads=None, precision="f32"):
+    """Returns fn(images float32 (b, h, w, 3)) -> logits of an OpenVINO IR.
+
+    Args:
+        path: str or Path. The .xml file (its .bin beside it).
+        num_threads: int or None. Inference threads; None lets OpenVINO
+            choose.
+        precision: str. OpenVINO's CPU inference precision hint: "f32"
+            for parity; on CPUs with AVX-512 BF16 or AMX OpenVINO's own
+            default is "bf16" (faster, about 1e-2 of the logit range).
+    """
+    import openvino
+
+    config = {"INFERENCE_PRECISION_HINT": precision}
+    if num_threads:
+        config["INFERENCE_NUM_THREADS"] = num_threads
+    compiled = openvino.Core().compile_model(str(path), "CPU", config)
+    request = compiled.create_infer_request()
+
+    def run(images):
+        request.infer([np.asarray(images, np.float32)])
+        return request.get_output_tensor(0).data.copy()
+
+    return run
+
+
 def saved_model_session(path):
     """Returns fn(images float32) -> logits via the `logits` signature."""
     import tensorflow as tf
@@ -115,13 +143,17 @@ def artefact_runner(path, *, num_threads=None):
     """fn(images float32 (b, h, w, 3)) -> outputs for one exported model.
 
     Args:
-        path: a .tflite or .onnx file, or a SavedModel version folder.
-        num_threads: int or None. Threads for ONNX Runtime and LiteRT; a
-            SavedModel uses TensorFlow's process-wide threading settings.
+        path: a .tflite, .onnx or OpenVINO .xml file, or a SavedModel
+            version folder.
+        num_threads: int or None. Threads for ONNX Runtime, LiteRT and
+            OpenVINO; a SavedModel uses TensorFlow's process-wide threading
+            settings.
     """
     path = Path(path)
     if path.suffix == ".tflite":
         return tflite_session(path.read_bytes(), num_threads=num_threads)
     if path.suffix == ".onnx":
         return onnx_session(path, num_threads=num_threads)
+    if path.suffix == ".xml":
+        return openvino_session(path, num_threads=num_threads)
     return saved_model_session(path)

@@ -1,4 +1,5 @@
-"""SavedModel export for TF Serving: three signatures, validated inputs.
+"""SavedModel export for TF Serving: three signatures, validated inputs,
+compact outputs (uint8 class ids, PNG class maps; probabilities on request).
 
 Layout: `<out>/<model_name>/<version>/`, written into a temporary sibling and
 renamed, so a server polling the folder never sees a half-written version.
@@ -12,12 +13,35 @@ import tensorflow as tf
 from keras_deeplab.atomic import atomic_directory
 from keras_deeplab.errors import UserInputError
 from keras_deeplab.export.layout import LABELS_FILE
+from keras_deeplab.export.serving import (
+    CLASS_IDS_OUTPUT,
+    LOGITS_OUTPUT,
+    MASK_PNG_OUTPUT,
+    PROBABILITIES_OUTPUT,
+)
 from keras_deeplab.models import export_model
 
 # 4096 x 4096: larger images (or decompression bombs claiming to be) are
 # refused before decoding.
 DEFAULT_MAX_PIXELS = 4096 * 4096
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+# A PNG sample holds 8 or 16 bits: class maps of more classes stay int32.
+_PNG_CLASS_LIMITS = ((256, tf.uint8), (65536, tf.uint16))
+
+
+def class_id_dtype(num_classes):
+    """uint8 for <= 256 classes (a quarter of int32 on the wire), else int32."""
+    return tf.uint8 if num_classes <= 256 else tf.int32
+
+
+def _png_dtype(num_classes):
+    for limit, dtype in _PNG_CLASS_LIMITS:
+        if num_classes <= limit:
+            return dtype
+    raise UserInputError(
+        f"a model of {num_classes} classes cannot return PNG class maps "
+        "(16 bits at most, 65536 classes)."
+    )
 
 
 def _check_pixels(height, width, max_pixels):
@@ -98,29 +122,36 @@ def _decode(data, max_pixels):
         return tf.cond(is_jpeg, jpeg, png)
 
 
-def build_archive(model, *, max_pixels=DEFAULT_MAX_PIXELS, probabilities=True):
+def build_archive(model, *, max_pixels=DEFAULT_MAX_PIXELS, probabilities=False):
     """A `keras.export.ExportArchive` with the three serving signatures.
 
-    - `serving_default`: uint8 images (B, H, W, 3) -> `class_ids` int32
-      (B, H, W) [+ `probabilities` float32 (B, H, W, C)].
-    - `serve_image_bytes`: encoded JPEG/PNG strings (B,) -> `class_ids`.
-      Every image of one request must decode to the same size (they are
-      stacked); send one image per request for mixed sizes.
+    - `serving_default`: uint8 images (B, H, W, 3) -> `class_ids` (B, H, W),
+      uint8 for <= 256 classes (int32 otherwise) [+ `probabilities` float32
+      (B, H, W, C) when `probabilities`].
+    - `serve_image_bytes`: encoded JPEG/PNG strings (B,) -> `mask_png_bytes`
+      (B,): each class map as a single-channel PNG (8-bit, 16-bit beyond
+      256 classes), which TF Serving's REST API base64-encodes because the
+      name ends in `_bytes`. Every image of one request must decode to the
+      same size (they are stacked); send one image per request for mixed
+      sizes.
     - `logits`: float32 RGB images in [0, 255] -> float32 logits.
     """
     model = export_model(model)
+    num_classes = model.output.shape[-1]
+    ids_dtype, png_dtype = class_id_dtype(num_classes), _png_dtype(num_classes)
     archive = keras.export.ExportArchive()
     archive.track(model)
 
-    def classify(images):
-        logits = model(tf.cast(images, tf.float32), training=False)
-        outputs = {"class_ids": tf.argmax(logits, -1, output_type=tf.int32)}
-        if probabilities:
-            outputs["probabilities"] = tf.nn.softmax(logits, axis=-1)
-        return outputs
+    def class_ids(logits, dtype):
+        return tf.cast(tf.argmax(logits, -1, output_type=tf.int32), dtype)
 
     def serve_images(images):
-        return classify(_checked_images(images, max_pixels))
+        images = _checked_images(images, max_pixels)
+        logits = model(tf.cast(images, tf.float32), training=False)
+        outputs = {CLASS_IDS_OUTPUT: class_ids(logits, ids_dtype)}
+        if probabilities:
+            outputs[PROBABILITIES_OUTPUT] = tf.nn.softmax(logits, axis=-1)
+        return outputs
 
     def serve_bytes(encoded):
         with tf.control_dependencies(
@@ -138,11 +169,18 @@ def build_archive(model, *, max_pixels=DEFAULT_MAX_PIXELS, probabilities=True):
             encoded,
             fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8),
         )
-        return {"class_ids": classify(images)["class_ids"]}
+        logits = model(tf.cast(images, tf.float32), training=False)
+        masks = class_ids(logits, png_dtype)[..., None]
+        pngs = tf.map_fn(
+            tf.io.encode_png,
+            masks,
+            fn_output_signature=tf.TensorSpec([], tf.string),
+        )
+        return {MASK_PNG_OUTPUT: pngs}
 
     def serve_logits(images):
         images = _checked_images(images, max_pixels)
-        return {"logits": model(images, training=False)}
+        return {LOGITS_OUTPUT: model(images, training=False)}
 
     image_spec = None  # unknown rank: see _checked_images
     archive.add_endpoint(
@@ -171,12 +209,14 @@ def export_saved_model(
     version=1,
     overwrite=False,
     max_pixels=DEFAULT_MAX_PIXELS,
-    probabilities=True,
+    probabilities=False,
     labels=None,
 ) -> Path:
     """Writes `out_dir/model_name/version/` for TF Serving, atomically.
 
     Args:
+        probabilities: bool. `serving_default` also returns float32 class
+            probabilities (B, H, W, C): 21 classes at 513x513 are 22 MB.
         labels: str or None. Class names, one a line, written as
             `assets/labels.txt` of the version folder.
 

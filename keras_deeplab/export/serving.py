@@ -1,13 +1,17 @@
-"""TF Serving request bodies, and running them the way TF Serving does.
+"""TF Serving request and response bodies, and running them the way TF
+Serving does.
 
 Builders for the REST JSON body (`image_payload`, `bytes_payload`) and the
-gRPC `PredictRequest` (`predict_request`, needs `tensorflow-serving-api`).
-`serve_rest` and `serve_grpc` decode a body or request exactly as the
-server would and call the SavedModel signature in-process, so requests are
-checked (and notebooks run) without a server.
+gRPC `PredictRequest` (`predict_request`, needs `tensorflow-serving-api`);
+`rest_response` writes a signature's outputs as TF Serving's REST API does
+and `decode_response` / `decode_mask_pngs` read them back. `serve_rest` and
+`serve_grpc` decode a body or request exactly as the server would, call the
+SavedModel signature in-process and (REST) go through the response JSON, so
+requests and responses are checked (and notebooks run) without a server.
 """
 
 import base64
+import io
 import json
 
 import numpy as np
@@ -15,6 +19,15 @@ import tensorflow as tf
 
 IMAGES_INPUT = "images"  # serving_default input, uint8 (B, H, W, 3)
 BYTES_INPUT = "image_bytes"  # serve_image_bytes input, encoded files
+CLASS_IDS_OUTPUT = "class_ids"
+PROBABILITIES_OUTPUT = "probabilities"
+MASK_PNG_OUTPUT = "mask_png_bytes"
+LOGITS_OUTPUT = "logits"
+# A one-output signature's REST response carries no output name.
+_ONLY_OUTPUT = {"serve_image_bytes": MASK_PNG_OUTPUT, "logits": LOGITS_OUTPUT}
+_ONLY_OUTPUT["serving_default"] = CLASS_IDS_OUTPUT  # without --probabilities
+# TF Serving base64-encodes (as {"b64": ...}) outputs named "*_bytes".
+_BINARY_SUFFIX = "_bytes"
 
 
 def image_payload(images: np.ndarray) -> dict:
@@ -69,17 +82,54 @@ def predict_request(
     return request
 
 
-def serve_rest(loaded, payload: dict) -> dict:
-    """Runs a REST body on a loaded SavedModel as TF Serving decodes it.
+def rest_response(outputs: dict) -> str:
+    """The JSON TF Serving's REST API answers a columnar ("inputs") request
+    with: {"outputs": {name: value}}, or {"outputs": value} for a single
+    output; outputs named "*_bytes" as {"b64": ...} strings."""
 
-    Args:
-        loaded: the result of `tf.saved_model.load(version_dir)`.
-        payload: dict from `image_payload` or `bytes_payload`.
+    def value(name, array):
+        if name.endswith(_BINARY_SUFFIX):
+            return [
+                {"b64": base64.b64encode(item).decode("ascii")}
+                for item in np.asarray(array).ravel()
+            ]
+        return np.asarray(array).tolist()
 
-    Returns:
-        {output name: numpy array}, as in the "outputs" of the response.
-    """
-    body = json.loads(json.dumps(payload))  # exactly what goes on the wire
+    named = {name: value(name, array) for name, array in outputs.items()}
+    only = next(iter(named.values())) if len(named) == 1 else named
+    return json.dumps({"outputs": only}, separators=(",", ":"))
+
+
+def decode_response(response, signature="serving_default") -> dict:
+    """{output name: numpy array, or list of bytes for "*_bytes"} from a
+    REST response (a JSON str or the parsed dict) of `signature`."""
+    if isinstance(response, (str, bytes)):
+        response = json.loads(response)
+    outputs = response["outputs"]
+    if not isinstance(outputs, dict):
+        outputs = {_ONLY_OUTPUT[signature]: outputs}
+    return {
+        name: (
+            [base64.b64decode(item["b64"]) for item in value]
+            if name.endswith(_BINARY_SUFFIX)
+            else np.asarray(value)
+        )
+        for name, value in outputs.items()
+    }
+
+
+def decode_mask_pngs(pngs) -> np.ndarray:
+    """Class ids (B, H, W) from `mask_png_bytes` (PNG files of one size)."""
+    from PIL import Image
+
+    return np.stack([np.asarray(Image.open(io.BytesIO(p))) for p in pngs])
+
+
+def answer_rest(loaded, body: str) -> str:
+    """What TF Serving answers a REST :predict body (JSON text) with: the
+    request decoded as the server decodes it, the signature called, the
+    outputs written as `rest_response` (JSON text)."""
+    body = json.loads(body)
     signature = loaded.signatures[body["signature_name"]]
     inputs = {}
     for name, value in body["inputs"].items():
@@ -90,7 +140,24 @@ def serve_rest(loaded, payload: dict) -> dict:
         else:
             spec = signature.structured_input_signature[1][name]
             inputs[name] = tf.constant(np.asarray(value), dtype=spec.dtype)
-    return {name: t.numpy() for name, t in signature(**inputs).items()}
+    return rest_response(
+        {name: t.numpy() for name, t in signature(**inputs).items()}
+    )
+
+
+def serve_rest(loaded, payload: dict) -> dict:
+    """Runs a REST body on a loaded SavedModel as TF Serving does, through
+    the request and response JSON (`answer_rest`, `decode_response`).
+
+    Args:
+        loaded: the result of `tf.saved_model.load(version_dir)`.
+        payload: dict from `image_payload` or `bytes_payload`.
+
+    Returns:
+        {output name: numpy array (or list of bytes)}, as in the response.
+    """
+    response = answer_rest(loaded, json.dumps(payload))
+    return decode_response(response, payload["signature_name"])
 
 
 def serve_grpc(loaded, request) -> dict:

@@ -36,20 +36,30 @@ def _miou(masks, logits, num_classes):
 
 
 def _row(name, run, images, *, reference, masks, num_classes, size_mb):
-    logits = np.asarray(run(images), np.float32)
+    outputs = np.asarray(run(images))
     latency = time_calls(lambda: run(images[:1]), warmup=1, repeats=3)
-    worst = float(np.abs(logits - reference).max())
     logit_range = float(reference.max() - reference.min())
+    if outputs.ndim == reference.ndim - 1:  # --argmax TFLite: class ids
+        class_ids, worst = outputs.astype(np.int64), None
+        scores = np.eye(num_classes, dtype=np.float32)[class_ids]
+    else:
+        scores = outputs.astype(np.float32)
+        class_ids = scores.argmax(-1)
+        worst = float(np.abs(scores - reference).max())
     return {
         "name": name,
         "images": len(images),
         "logit_range": logit_range,
         "max_abs_logit_diff": worst,
-        "relative_diff": worst / logit_range if logit_range else 0.0,
-        "argmax_agreement": float(
-            (logits.argmax(-1) == reference.argmax(-1)).mean()
+        "relative_diff": (
+            None
+            if worst is None
+            else worst / logit_range
+            if logit_range
+            else 0.0
         ),
-        "miou": _miou(masks, logits, num_classes),
+        "argmax_agreement": float((class_ids == reference.argmax(-1)).mean()),
+        "miou": _miou(masks, scores, num_classes),
         "latency_ms": latency["median_s"] * 1e3,
         "size_mb": size_mb,
     }
@@ -72,7 +82,8 @@ def verify_exports(
     Returns:
         One row per runtime (float32 Keras first, the reference): name,
         images, logit_range (of the Keras logits), max_abs_logit_diff,
-        relative_diff (to that range), argmax_agreement, miou (on these
+        relative_diff (to that range; both None for a file that returns
+        class ids, TFLite `--argmax`), argmax_agreement, miou (on these
         images), latency_ms (batch 1, median of 3 after a warm-up) and
         size_mb (None for Keras).
     """
@@ -112,9 +123,14 @@ def format_table(rows) -> str:
     ]
     for row in rows:
         size = "-" if row["size_mb"] is None else f"{row['size_mb']:.1f}"
+        if row["max_abs_logit_diff"] is None:  # class ids, no logits
+            worst, relative = f"{'class ids':>12}", f"{'-':>9}"
+        else:
+            worst = f"{row['max_abs_logit_diff']:>12.2e}"
+            relative = f"{row['relative_diff']:>9.1e}"
         lines.append(
-            f"{row['name']:<30} {row['max_abs_logit_diff']:>12.2e} "
-            f"{row['relative_diff']:>9.1e} {row['argmax_agreement']:>12.3%} "
+            f"{row['name']:<30} {worst} {relative} "
+            f"{row['argmax_agreement']:>12.3%} "
             f"{row['miou']:>7.3f} {row['latency_ms']:>8.1f} {size:>7}"
         )
     return "\n".join(lines)

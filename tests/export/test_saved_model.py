@@ -10,6 +10,7 @@ from PIL import Image
 
 from keras_deeplab import DeepLabV3
 from keras_deeplab.export.saved_model import export_saved_model
+from keras_deeplab.export.serving import decode_mask_pngs
 from tests.helpers import TINY, random_images
 
 SIZES = [(1, 65, 65), (2, 97, 129)]
@@ -21,7 +22,12 @@ def exported(tmp_path_factory):
     model = DeepLabV3(3, **TINY)
     out = tmp_path_factory.mktemp("serving")
     path = export_saved_model(
-        model, out, model_name="seg", version=3, max_pixels=200 * 200
+        model,
+        out,
+        model_name="seg",
+        version=3,
+        max_pixels=200 * 200,
+        probabilities=True,
     )
     return model, path, tf.saved_model.load(str(path))
 
@@ -46,6 +52,7 @@ def test_signatures_match_keras(exported, shape):
     served = loaded.signatures["serving_default"](
         images=tf.constant(images.astype(np.uint8))
     )
+    assert served["class_ids"].dtype == tf.uint8  # 3 classes fit a byte
     np.testing.assert_array_equal(
         served["class_ids"].numpy(), expected.argmax(-1)
     )
@@ -74,12 +81,46 @@ def test_image_bytes_signature(exported, fmt, height, width):
     served = loaded.signatures["serve_image_bytes"](
         image_bytes=tf.constant([data, data])
     )
-    assert served["class_ids"].shape == (2, height, width)
+    assert served["mask_png_bytes"].shape == (2,)
+    masks = decode_mask_pngs(served["mask_png_bytes"].numpy())
+    assert masks.shape == (2, height, width) and masks.dtype == np.uint8
     decoded = tf.io.decode_image(data, channels=3)[None]
     direct = loaded.signatures["serving_default"](images=decoded)
-    np.testing.assert_array_equal(
-        served["class_ids"].numpy()[0], direct["class_ids"].numpy()[0]
+    np.testing.assert_array_equal(masks[0], direct["class_ids"].numpy()[0])
+
+
+def test_probabilities_only_on_request(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = DeepLabV3(3, **TINY)
+    loaded = tf.saved_model.load(str(export_saved_model(model, tmp_path)))
+    served = loaded.signatures["serving_default"](
+        images=tf.zeros((1, 33, 33, 3), tf.uint8)
     )
+    assert set(served) == {"class_ids"}
+
+
+def test_more_than_256_classes_keep_every_class_id(tmp_path):
+    """Configs stop at 255 classes (255 is the ignore label), but any Keras
+    segmentation model exports: int32 ids and 16-bit PNGs past 256."""
+    images = keras.Input((None, None, 3))
+    brightness = keras.layers.Conv2D(1, 1, kernel_initializer="ones")(images)
+    # The class nearest to the pixel's brightness wins: ids 0 .. 299.
+    distance = brightness * (299 / 765) - keras.ops.arange(300.0)
+    model = keras.Model(images, -keras.ops.abs(distance))
+    loaded = tf.saved_model.load(str(export_saved_model(model, tmp_path)))
+    image = random_images(1, 40, 36)[0].astype(np.uint8)
+    served = loaded.signatures["serving_default"](
+        images=tf.constant(image[None])
+    )
+    class_ids = served["class_ids"].numpy()
+    assert served["class_ids"].dtype == tf.int32 and class_ids.max() > 255
+    np.testing.assert_array_equal(
+        class_ids, np.asarray(model(image[None].astype("float32"))).argmax(-1)
+    )
+    pngs = loaded.signatures["serve_image_bytes"](
+        image_bytes=tf.constant([_encode(image, "PNG")])
+    )["mask_png_bytes"].numpy()
+    np.testing.assert_array_equal(decode_mask_pngs(pngs), class_ids)
 
 
 def test_bad_inputs_are_invalid_argument_errors(exported):

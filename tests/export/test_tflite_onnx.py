@@ -1,4 +1,5 @@
-"""TFLite (every quantization, fixed and dynamic size) and ONNX parity."""
+"""TFLite (every quantization, fixed and dynamic size), ONNX and OpenVINO
+parity."""
 
 import json
 
@@ -7,7 +8,8 @@ import numpy as np
 import pytest
 
 from keras_deeplab.errors import UserInputError
-from keras_deeplab.export.artefacts import export_all
+from keras_deeplab.export.artefacts import export
+from keras_deeplab.export.openvino_ir import class_names_of
 from keras_deeplab.export.tflite import convert_tflite, run_tflite
 from keras_deeplab.export.verify import (
     artefact_runners,
@@ -15,44 +17,16 @@ from keras_deeplab.export.verify import (
     verify_exports,
 )
 from keras_deeplab.layers import ImagePreprocessing
-from keras_deeplab.models import build_model
-from keras_deeplab.spec import ModelSpec
-from tests.helpers import TINY, random_images
+from tests.export.conftest import CLASS_NAMES, SIZE
+from tests.helpers import random_images
 
 pytest.importorskip("tf2onnx")
 pytest.importorskip("ai_edge_litert")
+pytest.importorskip("openvino")
 
-SIZE = 65
-CLASS_NAMES = ("background", "road sign", "tree")
-
-
-# The torchvision layout is exported in tests/test_convert.py, converted.
-@pytest.fixture(
-    scope="module",
-    params=["deeplabv3", "deeplabv3plus", "lraspp"],
-)
-def model(request):
-    keras.utils.set_random_seed(0)
-    # MobileNetV3 is small at full width; the ResNets are width-reduced.
-    size = {} if request.param == "lraspp" else TINY
-    spec = ModelSpec(
-        architecture=request.param,
-        num_classes=3,
-        backbone="mobilenet_v3_large"
-        if request.param == "lraspp"
-        else "resnet50",
-        class_names=CLASS_NAMES,
-        **size,
-    )
-    return build_model(spec)
-
-
-@pytest.fixture(scope="module")
-def exported(model, tmp_path_factory):
-    out = tmp_path_factory.mktemp("all")
-    calibration = list(random_images(8, SIZE, SIZE, seed=1))
-    paths = export_all(model, out, size=SIZE, representative_images=calibration)
-    return out, paths
+# One worker builds the session's exports (tests/export/conftest.py) for both
+# modules that read them.
+pytestmark = pytest.mark.xdist_group("exports")
 
 
 @pytest.mark.slow
@@ -71,6 +45,7 @@ def test_class_names_travel_with_every_artefact(exported):
         metadata = onnx.load(str(out / "onnx" / name)).metadata_props
         stored = {entry.key: entry.value for entry in metadata}
         assert json.loads(stored["class_names"]) == list(CLASS_NAMES), name
+    assert class_names_of(out / "openvino" / "deeplab.xml") == list(CLASS_NAMES)
 
 
 def _reference(model, images):
@@ -102,6 +77,7 @@ def test_parity_targets_on_a_fixed_weight_model(model, exported):
         "deeplab_fp32_65",
         "deeplab_fp32_anysize",
         "deeplab.onnx",
+        "deeplab.xml",
     ):
         assert rows[name]["max_abs_logit_diff"] <= 1e-4, name
         assert rows[name]["argmax_agreement"] >= 0.999, name
@@ -110,8 +86,12 @@ def test_parity_targets_on_a_fixed_weight_model(model, exported):
     # their IoU is noise: 99.93% agreement gave mIoU 0.94 on DeepLabV3+.
     # Agreement is the measure here; int8 mIoU is measured on the trained
     # demo model (benchmarks/results/*/demo/parity.json, docs/export.md).
+    # Full-int8 MobileNetV3 (hard-swish, SE gates) measures 98.6% here and
+    # 97.9% on the trained mobile demo; every layer's quantization error is
+    # at its ideal level (docs/export.md, "int8 MobileNetV3").
+    int8_target = 0.98 if "mobilenet" in model.name else 0.995
     for int8 in ("deeplab_int8_65", "deeplab_int8.onnx"):
-        assert rows[int8]["argmax_agreement"] >= 0.995, int8
+        assert rows[int8]["argmax_agreement"] >= int8_target, int8
     assert "deeplab_int8_65" in format_table(list(rows.values()))
     assert rows["keras"]["size_mb"] is None
     assert rows["keras bfloat16"]["argmax_agreement"] >= 0.9  # random weights
@@ -130,22 +110,37 @@ def test_dynamic_size_exports_at_odd_sizes(model, exported, shape):
     runners = artefact_runners(out)
     images = random_images(*shape, seed=3)
     reference = _reference(model, images)
-    for name in ("deeplab.onnx", "deeplab_fp32_anysize", "saved_model v1"):
+    # float32 rounding grows with the logits: 3e-4 at a 513x513 range of ~35
+    tolerance = 2e-5 * np.ptp(reference)
+    for name in (
+        "deeplab.onnx",
+        "deeplab.xml",
+        "deeplab_fp32_anysize",
+        "saved_model v1",
+    ):
         logits = runners[name](images)
-        np.testing.assert_allclose(logits, reference, atol=1e-4, err_msg=name)
+        np.testing.assert_allclose(
+            logits, reference, atol=tolerance, err_msg=name
+        )
 
 
 @pytest.mark.slow
-def test_argmax_and_uint8_input_variants(model):
-    if not model.name.startswith("deeplabv3_"):
+def test_argmax_and_uint8_input_variants(model, tmp_path):
+    if "mobilenet" in model.name:
         pytest.skip("argmax/uint8 wrap the model whatever its head")
     images = random_images(2, SIZE, SIZE, seed=4).round()
     reference = _reference(model, images).argmax(-1)
-    class_ids = run_tflite(
-        convert_tflite(model, size=SIZE, argmax=True), images
-    )
+    out = tmp_path / "argmax"
+    path = export(model, "tflite", out, size=SIZE, argmax=True)
+    class_ids = run_tflite(path.read_bytes(), images)
     assert class_ids.dtype == np.uint8
     np.testing.assert_array_equal(class_ids, reference)
+    # verify-export reads the class ids as they are (no logits to compare)
+    rows = verify_exports(model, out, images, reference, num_classes=3)
+    (row,) = [row for row in rows if row["name"] == path.stem]
+    assert row["argmax_agreement"] == 1.0 and row["miou"] == 1.0
+    assert row["max_abs_logit_diff"] is None
+    assert "class ids" in format_table(rows)
     int8 = convert_tflite(
         model,
         size=SIZE,

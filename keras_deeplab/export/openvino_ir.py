@@ -1,0 +1,81 @@
+"""OpenVINO IR export (`.xml` graph + `.bin` weights), dynamic batch and size.
+
+Converted from our ONNX graph with `openvino.convert_model`: it is the graph
+the parity tests already check, and OpenVINO's TensorFlow frontend does not
+convert the Keras model itself (2026.4: the TensorFlow function carries the
+custom-gradient outputs of the atrous layers, and MobileNetV3's squeeze-excite
+mean fails its transpose sinking on dynamic shapes). The class names go into
+the model's runtime info (`model_info/labels`, as OpenVINO's Model API reads
+them, and `keras_deeplab/class_names` as JSON).
+"""
+
+import json
+import tempfile
+from pathlib import Path
+
+from keras_deeplab.atomic import atomic_file
+from keras_deeplab.errors import UserInputError
+from keras_deeplab.export.onnx import export_onnx
+
+
+def _openvino():
+    try:
+        import openvino
+    except ImportError as err:
+        raise UserInputError(
+            "OpenVINO export needs the openvino package: pip install -e "
+            '".[export]" (or pip install openvino).'
+        ) from err
+    return openvino
+
+
+def onnx_to_openvino(onnx_path, xml_path, *, class_names) -> Path:
+    """Converts an ONNX file to `xml_path` and its `.bin`, each written to
+    a temporary name and renamed (the `.bin` first, so a reader that finds
+    the `.xml` finds its weights).
+
+    Returns:
+        The `.xml` path.
+    """
+    ov = _openvino()
+    model = ov.convert_model(str(onnx_path))
+    model.set_rt_info(
+        " ".join(name.replace(" ", "_") for name in class_names),
+        ["model_info", "labels"],
+    )
+    model.set_rt_info("Segmentation", ["model_info", "model_type"])
+    model.set_rt_info(
+        json.dumps(list(class_names)), ["keras_deeplab", "class_names"]
+    )
+    xml_path = Path(xml_path)
+    with tempfile.TemporaryDirectory(dir=xml_path.parent) as directory:
+        staged = Path(directory) / xml_path.name
+        ov.save_model(model, str(staged), compress_to_fp16=False)
+        for suffix in (".bin", ".xml"):
+            with atomic_file(xml_path.with_suffix(suffix)) as temporary:
+                staged.with_suffix(suffix).replace(temporary)
+    return xml_path
+
+
+def export_openvino(model, xml_path, *, class_names, onnx_path=None) -> Path:
+    """Writes `model` as OpenVINO IR at `xml_path` (+ `.bin`).
+
+    Args:
+        onnx_path: an ONNX export of the same model to convert (what
+            `export_all` just wrote); None exports one to a temporary file.
+    """
+    xml_path = Path(xml_path)
+    xml_path.parent.mkdir(parents=True, exist_ok=True)
+    if onnx_path is not None:
+        return onnx_to_openvino(onnx_path, xml_path, class_names=class_names)
+    with tempfile.TemporaryDirectory() as directory:
+        source = export_onnx(model, Path(directory) / "model.onnx")
+        return onnx_to_openvino(source, xml_path, class_names=class_names)
+
+
+def class_names_of(xml_path) -> list:
+    """The class names stored in an exported `.xml`."""
+    model = _openvino().Core().read_model(str(xml_path))
+    return json.loads(
+        model.get_rt_info(["keras_deeplab", "class_names"]).astype(str)
+    )
