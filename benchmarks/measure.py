@@ -101,7 +101,7 @@ def _keras_runner(path, runtime, threads):
     _configure_tensorflow(threads)
     import keras
 
-    from keras_deeplab.models import with_precision
+    from keras_deeplab.derived import with_precision
 
     jit_compile, precision = KERAS_RUNTIMES[runtime]
     model = keras.saving.load_model(path, safe_mode=True, compile=False)

@@ -1,7 +1,7 @@
 """Class probabilities of a model, with multi-scale and flipped inference.
 
 What `evaluate`, `predict` and the demo share. Channels-last; the model is an
-inference model (one logits output, see `models.inference_model`).
+inference model (one logits output, see `derived.inference_model`).
 """
 
 import numpy as np

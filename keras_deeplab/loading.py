@@ -12,6 +12,7 @@ from pathlib import Path
 
 import keras
 
+from keras_deeplab.derived import inference_model, with_output_stride
 from keras_deeplab.errors import UserInputError
 from keras_deeplab.heads.aspp import (
     AUX_CLASSIFIER,
@@ -21,15 +22,12 @@ from keras_deeplab.heads.aspp import (
 )
 from keras_deeplab.heads.lraspp import LOW_CLASSIFIER
 from keras_deeplab.layers import bn_name, conv_name
-from keras_deeplab.models import (
-    build_model,
+from keras_deeplab.model_files import (
     existing_model_file,
-    inference_model,
     load_model_file,
     load_weights,
-    spec_of,
-    with_output_stride,
 )
+from keras_deeplab.models import build_model, spec_of
 from keras_deeplab.pretrained import (
     CHECKPOINT_SUFFIXES,
     checkpoint_model_file,

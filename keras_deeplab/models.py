@@ -3,13 +3,11 @@
 `DeepLab` is the one model class: a functional `keras.Model` built from a
 `ModelSpec`, whose saved config is that spec, so a loaded model knows its
 architecture, output stride and class names. `DeepLabV3`, `DeepLabV3Plus`
-and `LRASPP` are its public builders; `inference_model`, `with_precision`
-and `with_output_stride` derive models from a built one.
+and `LRASPP` are its public builders; `derived` makes models from a built
+one and `model_files` loads them.
 """
 
 import dataclasses
-import warnings
-import zipfile
 from pathlib import Path
 
 import keras
@@ -17,7 +15,7 @@ import keras
 from keras_deeplab.backbones.imagenet import load_imagenet_weights
 from keras_deeplab.backbones.mobilenet_v3 import mobilenet_v3_features
 from keras_deeplab.backbones.resnet import STAGE_BLOCKS, resnet_features
-from keras_deeplab.errors import UserInputError, first_line
+from keras_deeplab.errors import UserInputError
 from keras_deeplab.heads.aspp import (
     ASPP_FILTERS,
     AUX_CLASSIFIER,
@@ -36,9 +34,9 @@ from keras_deeplab.heads.lraspp import (
 )
 from keras_deeplab.labels import default_class_names
 from keras_deeplab.layers import ImagePreprocessing, ResizeToMatch
+from keras_deeplab.model_files import load_weights
 from keras_deeplab.spec import (
     AUX_OUTPUT,
-    INFERENCE_PRECISIONS,
     MAIN_OUTPUT,
     MOBILENETS,
     ModelSpec,
@@ -267,7 +265,10 @@ def class_names(model) -> tuple:
     spec = spec_of(model)
     if spec is not None:
         return spec.names
-    return default_class_names(inference_model(model).output_shape[-1])
+    logits = model.output
+    if isinstance(logits, dict):  # the aux head's training outputs
+        logits = logits[MAIN_OUTPUT]
+    return default_class_names(logits.shape[-1])
 
 
 def build_model(
@@ -389,209 +390,3 @@ def DeepLabV3Plus(num_classes: int = 21, **options) -> DeepLab:  # noqa: N802
     Arguments and result as `DeepLabV3`.
     """
     return _build("deeplabv3plus", num_classes, options)
-
-
-def inference_model(model) -> keras.Model:
-    """The model that returns the segmentation logits tensor, and only that.
-
-    A model built with `aux_head=True` returns {"logits", "aux_logits"} for
-    training; every load and export boundary calls this once, so everything
-    after it sees one float32 logits tensor. For a `DeepLab` the result is a
-    `DeepLab` of the same spec without the aux head, holding the same
-    weights (copied); a plain functional model gets a view of its main
-    output.
-    """
-    if not isinstance(model.output, dict):
-        return model
-    spec = spec_of(model)
-    if spec is None:
-        return keras.Model(
-            model.input, model.output[MAIN_OUTPUT], name=model.name
-        )
-    main = DeepLab(
-        dataclasses.replace(spec, aux_head=False),
-        image_shape=tuple(model.input.shape[1:]),
-        name=model.name,
-    )
-    copy_weights_by_name(model, main)
-    return main
-
-
-def copy_weights_by_name(source, target):
-    """Sets every weighted layer of `target` from the same-named layer of
-    `source` (which has them all, with the same shapes)."""
-    for layer in target.layers:
-        if layer.weights:
-            layer.set_weights(source.get_layer(layer.name).get_weights())
-
-
-def with_precision(model, precision: str) -> keras.Model:
-    """The same model computing in "bfloat16" (or "float32"), for inference.
-
-    Every layer but the input normalisation and the logits (FLOAT32_LAYERS)
-    runs under the `mixed_bfloat16` policy: weights stay float32, compute is
-    bf16, the logits come back float32. Worth it on CPUs with AVX512_BF16 or
-    AMX and on accelerators; elsewhere bf16 is emulated and slower.
-
-    Args:
-        model: a segmentation keras.Model.
-        precision: str. One of INFERENCE_PRECISIONS.
-
-    Returns:
-        A new model with copies of the weights, or `model` itself when it
-        already computes in `precision` (float32 also undoes a mixed
-        precision the model was built or trained under).
-    """
-    if precision not in INFERENCE_PRECISIONS:
-        raise UserInputError(
-            f"precision={precision!r} is not supported; expected one of "
-            f"{INFERENCE_PRECISIONS}."
-        )
-    policy = keras.dtype_policies.DTypePolicy(
-        "float32" if precision == "float32" else "mixed_bfloat16"
-    )
-    if precision == "float32" and all(
-        layer.dtype_policy.name == "float32" for layer in model.layers
-    ):
-        return model
-
-    def clone_layer(layer):
-        config = layer.get_config()
-        if layer.name not in FLOAT32_LAYERS:
-            config["dtype"] = policy
-        return layer.__class__.from_config(config)
-
-    clone = keras.models.clone_model(model, clone_function=clone_layer)
-    clone.set_weights(model.get_weights())
-    if spec_of(model) is not None:
-        clone.spec = spec_of(model)
-    return clone
-
-
-def export_model(model) -> keras.Model:
-    """What every exporter converts: the float32 `inference_model`.
-
-    A model built or trained under mixed precision exports in float32 (the
-    TFLite converter never finishes on its bfloat16 graph).
-    """
-    return with_precision(inference_model(model), "float32")
-
-
-def with_output_stride(model, output_stride: int) -> DeepLab:
-    """The same trained weights in a model of another output stride.
-
-    Dilation changes no weight shape, so a model trained at output stride 16
-    can be evaluated at 8 (denser features, ~3x the compute; +1-1.5 mIoU in
-    the paper). Explicit atrous rates are scaled with the stride (6, 12, 18
-    at 16 become 12, 24, 36 at 8); unset rates follow the stride anyway.
-
-    Args:
-        model: a `DeepLab` model (or its `inference_model`).
-        output_stride: int. 8, 16 or 32.
-    """
-    spec = _require_spec(model, "with_output_stride")
-    rates = spec.atrous_rates
-    if rates is not None:
-        scale = spec.output_stride / output_stride
-        rates = tuple(max(1, int(rate * scale)) for rate in rates)
-    moved = dataclasses.replace(
-        spec, output_stride=output_stride, atrous_rates=rates
-    )
-    # A default name says the stride: it follows; a chosen one stays.
-    name = default_name(moved) if model.name == default_name(spec) else None
-    rebuilt = DeepLab(
-        moved,
-        image_shape=tuple(model.input.shape[1:]),
-        name=name or model.name,
-    )
-    rebuilt.set_weights(model.get_weights())
-    return rebuilt
-
-
-def _require_spec(model, what) -> ModelSpec:
-    spec = spec_of(model)
-    if spec is None:
-        raise UserInputError(
-            f"{what} needs a model built by keras_deeplab >= 0.3, which "
-            f"records its ModelSpec; {model.name!r} has none (a file of an "
-            "earlier release). Rebuild it with kd.DeepLabV3(...) and "
-            "model.load_weights, then save it again."
-        )
-    return spec
-
-
-# What Keras raises for archives it cannot rebuild: safe-mode refusals
-# (ValueError), unknown classes (TypeError), broken configs (KeyError), bad
-# zip members and HDF5 weights (OSError, BadZipFile).
-MODEL_FILE_ERRORS = (
-    ValueError,
-    TypeError,
-    KeyError,
-    OSError,
-    zipfile.BadZipFile,
-)
-
-
-def load_weights(model, path):
-    """`model.load_weights(path)` with a clear error for a file that does
-    not fit (another architecture, another config, a damaged file).
-
-    Keras warns once per layer it cannot fill before it raises; the one
-    error here says it all, so those warnings are not shown.
-    """
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model.load_weights(path)
-    except MODEL_FILE_ERRORS as err:
-        raise UserInputError(
-            f"weights file {str(path)!r} does not load into {model.name} "
-            f"({first_line(err)}); expected weights saved from a model "
-            "with the same backbone, variant, head and num_classes."
-        ) from err
-
-
-def existing_model_file(path) -> Path:
-    """`path` as a Path, or FileNotFoundError saying what was expected."""
-    path = Path(path)
-    if path.is_dir():
-        raise UserInputError(
-            f"model {str(path)!r} is a folder; expected a .keras file (e.g. "
-            "work_dir/best.keras), a .weights.h5 file or a preset name "
-            "(keras-deeplab presets)."
-        )
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"model file {str(path)!r} does not exist; expected a .keras file "
-            "(e.g. work_dir/best.keras), a .weights.h5 file or a preset name "
-            "(keras-deeplab presets)."
-        )
-    return path
-
-
-def load_model_file(path) -> keras.Model:
-    """Loads a `.keras` model in safe mode, without its training state.
-
-    safe_mode refuses lambdas and arbitrary code in the archive. Every load
-    here is for inference or for weights, so the optimizer and metrics a
-    training checkpoint carries are not rebuilt.
-
-    Raises:
-        FileNotFoundError: if `path` does not exist.
-        UserInputError: for a file that is not a loadable `.keras` model.
-    """
-    path = existing_model_file(path)
-    if not zipfile.is_zipfile(path):
-        raise UserInputError(
-            f"model file {str(path)!r} is not a .keras archive (a zip file): "
-            "it is empty, truncated or in another format. Use a .keras file "
-            "written by model.save or keras-deeplab."
-        )
-    try:
-        return keras.saving.load_model(path, safe_mode=True, compile=False)
-    except MODEL_FILE_ERRORS as err:
-        raise UserInputError(
-            f"model file {str(path)!r} cannot be loaded in safe mode "
-            f"({first_line(err)}); expected a model saved by keras-deeplab, "
-            "without Lambda layers or custom code."
-        ) from err

@@ -7,9 +7,10 @@ import numpy as np
 
 from keras_deeplab.atomic import atomic_file
 from keras_deeplab.data.sources import read_image
+from keras_deeplab.derived import inference_model
 from keras_deeplab.errors import UserInputError
 from keras_deeplab.inference import predict_probabilities
-from keras_deeplab.models import class_names, inference_model
+from keras_deeplab.models import class_names
 from keras_deeplab.visualize import overlay_with_legend, save_mask_png, save_png
 
 MASK_SUFFIX = "_mask.png"

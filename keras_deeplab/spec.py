@@ -33,7 +33,7 @@ PAPER_BN_MOMENTUM = 0.9997
 MAX_ATROUS_RATE = 256
 MAX_MULTI_GRID = 16
 MAX_CLASS_NAME = 64
-# What a trained model can run inference in (`models.with_precision`);
+# What a trained model can run inference in (`derived.with_precision`);
 # training dtype policies are the config's TRAINING_PRECISIONS.
 INFERENCE_PRECISIONS = ("float32", "bfloat16")
 # Names of a model's outputs; the aux output exists for training only.

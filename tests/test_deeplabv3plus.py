@@ -14,8 +14,8 @@ import pytest
 from keras_deeplab import DeepLabV3, DeepLabV3Plus
 from keras_deeplab.complexity import model_macs
 from keras_deeplab.config import PRESETS, load_config
+from keras_deeplab.derived import with_output_stride, with_precision
 from keras_deeplab.loading import initialize_from, model_from_config
-from keras_deeplab.models import with_output_stride, with_precision
 from keras_deeplab.spec import ModelSpec
 from tests.helpers import (
     TINY,

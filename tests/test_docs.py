@@ -119,7 +119,7 @@ def test_every_documented_command_parses_in_todays_spelling(where, kind, argv):
 
 
 _NAME = re.compile(r"\b(?:keras_deeplab|kd|benchmarks)(?:\.[A-Za-z_]\w*)+")
-# `models.with_precision`: a name relative to the package, in backticks.
+# `derived.with_precision`: a name relative to the package, in backticks.
 _SUBMODULES = sorted(
     path.stem if path.is_file() else path.name
     for path in (ROOT / "keras_deeplab").iterdir()

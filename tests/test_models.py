@@ -215,8 +215,8 @@ def test_no_head_layer_looks_like_a_backbone_layer():
 
 def test_with_output_stride_keeps_weights_and_scales_rates():
     from keras_deeplab.config import load_config
+    from keras_deeplab.derived import with_output_stride
     from keras_deeplab.loading import model_from_config
-    from keras_deeplab.models import with_output_stride
 
     config = load_config(
         None,
@@ -296,7 +296,8 @@ def test_initialize_from_refuses_another_layout(tmp_path):
 
 
 def test_bfloat16_inference_keeps_float32_ends(tiny_model):
-    from keras_deeplab.models import FLOAT32_LAYERS, with_precision
+    from keras_deeplab.derived import with_precision
+    from keras_deeplab.models import FLOAT32_LAYERS
 
     cast = with_precision(tiny_model, "bfloat16")
     assert cast.get_layer("conv4_block2_2_conv").compute_dtype == "bfloat16"

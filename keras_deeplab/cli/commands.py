@@ -68,8 +68,8 @@ def _model_source(args):
 
 
 def _model(args, config, *, precision="float32"):
+    from keras_deeplab.derived import with_precision
     from keras_deeplab.loading import load_trained_model
-    from keras_deeplab.models import with_precision
 
     model = load_trained_model(_model_source(args), config)
     return with_precision(model, precision)

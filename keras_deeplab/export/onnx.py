@@ -12,8 +12,8 @@ import numpy as np
 import tensorflow as tf
 
 from keras_deeplab.atomic import atomic_file
+from keras_deeplab.derived import export_model
 from keras_deeplab.export.runtimes import onnx_session
-from keras_deeplab.models import export_model
 
 ONNX_OPSET = 17
 INPUT_NAME = "images"

@@ -11,6 +11,7 @@ import keras
 import tensorflow as tf
 
 from keras_deeplab.atomic import atomic_directory
+from keras_deeplab.derived import export_model
 from keras_deeplab.errors import UserInputError
 from keras_deeplab.export.layout import LABELS_FILE
 from keras_deeplab.export.serving import (
@@ -19,7 +20,6 @@ from keras_deeplab.export.serving import (
     MASK_PNG_OUTPUT,
     PROBABILITIES_OUTPUT,
 )
-from keras_deeplab.models import export_model
 
 # 4096 x 4096: larger images (or decompression bombs claiming to be) are
 # refused before decoding.

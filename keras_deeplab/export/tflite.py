@@ -11,10 +11,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_deeplab.derived import export_model
 from keras_deeplab.errors import UserInputError
 from keras_deeplab.export.layout import IO_TYPES, TFLITE_PRECISIONS
 from keras_deeplab.export.runtimes import tflite_session
-from keras_deeplab.models import export_model
 
 _SIGNATURE = "serve"
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from keras_deeplab.atomic import atomic_write_text
+from keras_deeplab.derived import inference_model, with_precision
 from keras_deeplab.export.artefacts import artefact_paths, disk_size_mb
 from keras_deeplab.export.runtimes import artefact_runner
-from keras_deeplab.models import inference_model, with_precision
 from keras_deeplab.timing import time_calls
 from keras_deeplab.training.metrics import mean_iou
 
@@ -77,7 +77,7 @@ def verify_exports(
         masks: int (batch, h, w) ground truth, 255 = ignore.
         num_classes: int.
         precisions: Keras inference precisions to add as rows, e.g.
-            ("bfloat16",) (see `models.with_precision`).
+            ("bfloat16",) (see `derived.with_precision`).
 
     Returns:
         One row per runtime (float32 Keras first, the reference): name,

@@ -19,7 +19,7 @@ from keras_deeplab.atomic import (
     require_free_space,
 )
 from keras_deeplab.errors import UserInputError
-from keras_deeplab.models import load_weights
+from keras_deeplab.model_files import load_weights
 from keras_deeplab.training.strategies import process_local
 
 BACKUP_DIR = "backup"

@@ -3,9 +3,10 @@
 import keras
 import numpy as np
 
+from keras_deeplab.derived import inference_model
 from keras_deeplab.errors import UserInputError
 from keras_deeplab.inference import predict_probabilities
-from keras_deeplab.models import class_names, inference_model
+from keras_deeplab.models import class_names
 from keras_deeplab.training.metrics import (
     PixelAccuracy,
     mean_iou,

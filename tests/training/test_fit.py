@@ -130,7 +130,7 @@ def test_mixed_bfloat16_training_keeps_float32_logits(tmp_path):
     assert np.isfinite(history.history["loss"][0])
     assert keras.config.dtype_policy().name == "float32"  # restored
     # The weights are float32 whatever the policy, and the saved model loads
-    # as a float32 model (bf16 inference is models.with_precision).
+    # as a float32 model (bf16 inference is derived.with_precision).
     model = load_trained_model(tmp_path / FINAL_MODEL)
     assert model.get_layer("conv1_conv").compute_dtype == "float32"
     logits = model(np.zeros((1, 48, 48, 3), "float32"))
