@@ -193,7 +193,9 @@ def check_field_types(instance):
     for field in dataclasses.fields(instance):
         value = getattr(instance, field.name)
         base, optional = field_type(hints[field.name])
-        if value is None and optional:
+        if (value is None and optional) or value in literal_values(
+            hints[field.name]
+        ):
             continue
         ok = isinstance(value, base) and not (
             base is not bool and isinstance(value, bool)
@@ -217,13 +219,34 @@ def _type_hints(cls):
     return _HINTS[cls]
 
 
-def field_type(annotation):
-    """(base type, optional): `tuple[int, ...] | None` -> (tuple, True)."""
-    allowed = [annotation]
+def _union_members(annotation) -> list:
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        allowed = list(typing.get_args(annotation))
-    base = next(t for t in allowed if t is not type(None))
+        return list(typing.get_args(annotation))
+    return [annotation]
+
+
+def field_type(annotation):
+    """(base type, optional): `tuple[int, ...] | None` -> (tuple, True).
+    `Literal` members of a union are the extra values it takes
+    (`literal_values`), not its base type."""
+    allowed = _union_members(annotation)
+    base = next(
+        t
+        for t in allowed
+        if t is not type(None) and typing.get_origin(t) is not typing.Literal
+    )
     return typing.get_origin(base) or base, type(None) in allowed
+
+
+def literal_values(annotation) -> tuple:
+    """The fixed values a field takes besides its type:
+    `tuple[float, ...] | Literal["auto"] | None` -> ("auto",)."""
+    return tuple(
+        value
+        for member in _union_members(annotation)
+        if typing.get_origin(member) is typing.Literal
+        for value in typing.get_args(member)
+    )
 
 
 def item_type(annotation):

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+from typing import Literal
 
 from keras_deeplab.errors import UserInputError
 from keras_deeplab.names import check_model_name
@@ -19,6 +20,10 @@ OPTIMIZERS = ("sgd", "adamw")
 # `models.INFERENCE_PRECISIONS`).
 TRAINING_PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("default", "mirrored", "multi_worker", "data_parallel")
+# `loss:` terms, joined with "+" ("ce+dice"); `training.pixel_losses`.
+LOSS_TERMS = ("ce", "focal", "dice", "lovasz")
+# `class_weights: auto`: median frequency balancing of the training masks.
+AUTO_CLASS_WEIGHTS = "auto"
 MAX_SEED = 2**32 - 1  # what NumPy and TensorFlow seeds accept
 # Evaluation scales: below 0.1 a 513 px image is a few feature pixels.
 EVAL_SCALE_RANGE = (0.1, 4.0)
@@ -34,6 +39,11 @@ _DATASET_FIELDS = {
     "voc": ("sbd_dir",),
     "tfds": ("tfds_name",),
 }
+
+
+def loss_terms(loss: str) -> list:
+    """["ce", "dice"] for "ce+dice"."""
+    return [term.strip() for term in loss.split("+")]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +98,13 @@ class DeepLabConfig(ModelSpec):
     jit_compile: bool = False  # XLA on TensorFlow; JAX always compiles
     strategy: str = "default"  # one of STRATEGIES
     backup_every_steps: int = 50  # BackupAndRestore frequency, batches
+    loss: str = "ce"  # ce | focal | dice | lovasz, or a sum: ce+dice
+    loss_term_weights: tuple[float, ...] | None = None  # one per loss term
+    # one weight per class, or auto (median frequency of the train masks)
+    class_weights: tuple[float, ...] | Literal["auto"] | None = None
+    focal_gamma: float = 2.0  # loss: focal
+    ohem_threshold: float | None = None  # ce on pixels less sure (e.g. 0.7)
+    ohem_min_kept: int = 100_000  # ... but at least this many a batch
 
     # evaluation
     eval_scales: tuple[float, ...] = (1.0,)  # multi-scale inference scales
@@ -150,7 +167,47 @@ class DeepLabConfig(ModelSpec):
                 "tfds_name=oxford_iiit_pet."
             )
         check_model_name(self.model_name)
+        self._check_loss()
         return self
+
+    def _check_loss(self):
+        terms = loss_terms(self.loss)
+        if len(set(terms)) != len(terms) or not set(terms) <= set(LOSS_TERMS):
+            raise UserInputError(
+                f"loss={self.loss!r} is not supported; expected one of "
+                f"{LOSS_TERMS} or a sum of different ones, e.g. ce+dice."
+            )
+        if self.loss_term_weights is not None:
+            check_items(
+                "loss_term_weights",
+                self.loss_term_weights,
+                low=0.0,
+                high=1e3,
+                example="[1,0.5]",
+                length=len(terms),
+                kind=float,
+            )
+        if self.class_weights not in (None, AUTO_CLASS_WEIGHTS):
+            check_items(
+                "class_weights",
+                self.class_weights,
+                low=0.0,
+                high=1e6,
+                example=f"auto (or {self.num_classes} numbers)",
+                length=self.num_classes,
+                kind=float,
+            )
+        check_range("focal_gamma", self.focal_gamma, low=0.0, high=10.0)
+        if self.ohem_threshold is not None:
+            check_range(
+                "ohem_threshold",
+                self.ohem_threshold,
+                low=0.0,
+                high=1.0,
+                open_low=True,
+                open_high=True,
+            )
+        check_range("ohem_min_kept", self.ohem_min_kept, low=1)
 
     def _check_ranges(self):
         for name in (

@@ -15,7 +15,7 @@ from keras_deeplab.atomic import atomic_write_text
 from keras_deeplab.config.fields import DeepLabConfig
 from keras_deeplab.config.presets import PRESETS
 from keras_deeplab.errors import UserInputError
-from keras_deeplab.spec import field_type, item_type
+from keras_deeplab.spec import field_type, item_type, literal_values
 
 _MAX_CONFIG_BYTES = 1_000_000
 # Resolved once: field name -> declared type (annotations are real types).
@@ -85,6 +85,8 @@ def _coerce(key, value, source):
     items of a `tuple[X, ...]` field to X ("1e-9" in a YAML list is a
     string to YAML 1.1, a float here)."""
     annotation = _FIELD_TYPES[key]
+    if isinstance(value, str) and value in literal_values(annotation):
+        return value  # e.g. class_weights: auto
     base, optional = field_type(annotation)
     if value is None or (optional and value in ("none", "None", "null")):
         if not optional:

@@ -13,6 +13,7 @@ import keras
 
 from keras_deeplab.atomic import atomic_file, require_free_space
 from keras_deeplab.config import save_config
+from keras_deeplab.config.fields import AUTO_CLASS_WEIGHTS
 from keras_deeplab.data.configured import DataSplits
 from keras_deeplab.data.validate import require_valid
 from keras_deeplab.errors import UserInputError
@@ -25,6 +26,7 @@ from keras_deeplab.training.callbacks import (
     TrainingBackup,
     weights_bytes,
 )
+from keras_deeplab.training.class_weights import split_class_weights
 from keras_deeplab.training.recipe import (
     compile_from_config,
     objective_from_config,
@@ -126,6 +128,7 @@ def train(
     splits = DataSplits(config)
     if config.validate_data:
         require_valid(config, splits)
+    class_weights = _class_weights(config, splits)
     steps = config.steps_per_epoch or max(
         splits.size(config.train_split) // config.batch_size, 1
     )
@@ -137,7 +140,9 @@ def train(
         keras.utils.set_random_seed(config.seed)
         with engine.build_scope():
             # The metrics' variables too must be the engine's (replicated).
-            objective = objective_from_config(config)
+            objective = objective_from_config(
+                config, class_weights=class_weights
+            )
             model = compile_from_config(
                 model_from_config(config),
                 config,
@@ -209,6 +214,20 @@ def train(
                 flush=True,
             )
     return history
+
+
+def _class_weights(config, splits):
+    """`class_weights: auto` resolved from the training masks (printed);
+    None otherwise (the config's own list, if any, is used as it is)."""
+    if config.class_weights != AUTO_CLASS_WEIGHTS:
+        return None
+    weights = split_class_weights(splits, config.train_split)
+    listed = ", ".join(
+        f"{name} {weight:.2f}"
+        for name, weight in zip(config.names, weights, strict=True)
+    )
+    print(f"class weights (median frequency): {listed}", flush=True)
+    return weights
 
 
 def _fit_verbosity(verbose):

@@ -6,7 +6,11 @@ benchmark's training rows time, so both run the same step.
 
 import keras
 
-from keras_deeplab.training.losses import segmentation_objective
+from keras_deeplab.config.fields import AUTO_CLASS_WEIGHTS
+from keras_deeplab.training.losses import (
+    segmentation_loss,
+    segmentation_objective,
+)
 from keras_deeplab.training.schedules import PolyDecay
 
 # Weight decay applies to conv kernels only (paper recipe), not to biases or
@@ -69,11 +73,27 @@ def compile_model(model, *, objective, optimizer, jit_compile=False):
     return model
 
 
-def objective_from_config(config):
-    """The config's `Objective`: aux loss weighted in when `aux_head`."""
+def objective_from_config(config, *, class_weights=None):
+    """The config's `Objective`: its `loss`, the aux loss weighted in when
+    `aux_head`.
+
+    Args:
+        class_weights: the weights `class_weights: auto` resolved to (see
+            `training.class_weights`); None takes the config's own list.
+    """
+    if class_weights is None and config.class_weights != AUTO_CLASS_WEIGHTS:
+        class_weights = config.class_weights
     return segmentation_objective(
         config.num_classes,
         aux_loss_weight=config.aux_loss_weight if config.aux_head else None,
+        loss=segmentation_loss(
+            config.loss,
+            term_weights=config.loss_term_weights,
+            class_weights=class_weights,
+            focal_gamma=config.focal_gamma,
+            ohem_threshold=config.ohem_threshold,
+            ohem_min_kept=config.ohem_min_kept,
+        ),
     )
 
 
