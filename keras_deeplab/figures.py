@@ -77,6 +77,38 @@ def class_iou_bars(per_class_iou, names) -> Figure:
     return figure
 
 
+def confusion_matrix_figure(counts, names) -> Figure:
+    """The confusion matrix with each row (true class) as fractions of its
+    labelled pixels: the diagonal is per-class accuracy."""
+    counts = np.asarray(counts, np.float64)
+    totals = counts.sum(axis=1, keepdims=True)
+    rows = np.divide(
+        counts, totals, out=np.zeros_like(counts), where=totals > 0
+    )
+    side = max(4.0, 0.35 * len(names) + 2)
+    figure = Figure(figsize=(side + 1, side), layout="constrained")
+    axis = figure.subplots()
+    image = axis.imshow(rows, cmap="Blues", vmin=0, vmax=1)
+    figure.colorbar(image, ax=axis, label="fraction of the true class")
+    positions = np.arange(len(names))
+    axis.set_xticks(positions, names, rotation=90)
+    axis.set_yticks(positions, names)
+    axis.set(xlabel="predicted", ylabel="true", title="confusion matrix")
+    if len(names) <= 25:  # larger matrices have no room for numbers
+        for (row, column), value in np.ndenumerate(rows):
+            if value >= 0.005:
+                axis.text(
+                    column,
+                    row,
+                    f"{value:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if value > 0.5 else "black",
+                )
+    return figure
+
+
 def comparison_rows(images, masks, predictions) -> np.ndarray:
     """One RGB row per image: image | ground truth | prediction overlay."""
     rows = [

@@ -42,7 +42,9 @@ def test_train_writes_best_model(trained_dir):
     )
 
 
-def test_evaluate_prints_metrics(trained_dir, capsys):
+def test_evaluate_prints_metrics_and_writes_a_report(
+    trained_dir, capsys, tmp_path
+):
     code = main(
         [
             "evaluate",
@@ -54,15 +56,27 @@ def test_evaluate_prints_metrics(trained_dir, capsys):
             "eval_scales=[0.75, 1.0]",
             "--set",
             "eval_flip=true",
+            "--report",
+            str(tmp_path / "report"),
         ]
     )
     assert code == 0
     out = capsys.readouterr().out
-    miou = float(re.search(r"^mIoU ([0-9.]+), pixel accuracy", out, re.M)[1])
+    miou = float(re.search(r"^mIoU ([0-9.]+), mDice ", out, re.M)[1])
     assert 0.0 <= miou <= 1.0
-    # One line per class, named by the model (the demo preset's names).
+    # One line per class, named by the model (the demo preset's names):
+    # IoU, accuracy, precision, Dice, boundary IoU, labelled pixels.
     for name in SYNTHETIC_CLASSES:
-        assert re.search(rf"^  {name} +(-|[0-9.]+)$", out, re.M), name
+        row = rf"^  {name} +((-|[0-9.]+) +){{5}}[0-9,]+$"
+        assert re.search(row, out, re.M), name
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["mean_iou"] == pytest.approx(miou, abs=1e-3)
+    assert report["class_names"] == list(SYNTHETIC_CLASSES)
+    rows = (tmp_path / "report" / "per_class.csv").read_text().splitlines()
+    assert rows[0].startswith("class_id,class,iou,accuracy,precision,dice")
+    assert len(rows) == 1 + len(SYNTHETIC_CLASSES)
+    picture = tmp_path / "report" / "confusion_matrix.png"
+    assert picture.read_bytes()[:4] == b"\x89PNG"
 
 
 def test_predict_writes_mask_overlay_and_probabilities(trained_dir, tmp_path):

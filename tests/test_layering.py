@@ -33,7 +33,15 @@ LAYERS = [
     ("data",),
     ("training",),
     ("export",),
-    ("native_logs", "predict", "figures", "demo", "cli", "__main__"),
+    (
+        "native_logs",
+        "predict",
+        "figures",
+        "report",
+        "demo",
+        "cli",
+        "__main__",
+    ),
 ]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 

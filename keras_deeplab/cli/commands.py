@@ -100,6 +100,8 @@ def evaluate(args):
     from keras_deeplab.training.evaluate import evaluate_model, format_results
 
     config = _config(args)
+    # Checked before the evaluation, which may take hours.
+    report_dir = args.report and output_dir(args.report, "--report")
     model = _model(args, config, precision=args.precision)
     scales, flip = _inference_options(args, config)
     results = evaluate_model(
@@ -111,6 +113,11 @@ def evaluate(args):
         steps=-(-split_size(config, config.val_split) // config.batch_size),
     )
     print(format_results(results))
+    if report_dir:
+        from keras_deeplab.report import write_report
+
+        for path in write_report(results, report_dir):
+            print(f"wrote {path}")
 
 
 def predict(args):

@@ -139,6 +139,11 @@ def _add_evaluate_predict_validate(commands):
     _add_model(evaluate)
     _add_precision(evaluate, help=_BF16_HELP)
     _add_inference(evaluate)
+    evaluate.add_argument(
+        "--report",
+        metavar="DIR",
+        help="also write report.json, per_class.csv and confusion_matrix.png",
+    )
 
     predict = commands.add_parser("predict", help="segment image files")
     predict.add_argument("images", nargs="+", help="JPEG/PNG files")

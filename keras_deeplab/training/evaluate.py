@@ -1,4 +1,5 @@
-"""Evaluation: mIoU, pixel accuracy and per-class IoU over a dataset."""
+"""Evaluation over a dataset: the scores of `training.scores` per class and
+as means, printed as a table."""
 
 import keras
 import numpy as np
@@ -7,20 +8,57 @@ from keras_deeplab.derived import inference_model
 from keras_deeplab.errors import UserInputError
 from keras_deeplab.inference import predict_probabilities
 from keras_deeplab.models import class_names
-from keras_deeplab.training.metrics import (
-    PixelAccuracy,
-    mean_iou,
-    per_class_iou,
+from keras_deeplab.training.scores import (
+    BOUNDARY_FRACTION,
+    BoundaryIoU,
+    ConfusionMatrix,
+    confusion_scores,
+)
+
+# Per-class scores of the results, in table order: (key, column title).
+PER_CLASS_COLUMNS = (
+    ("per_class_iou", "IoU"),
+    ("per_class_accuracy", "acc"),
+    ("per_class_precision", "prec"),
+    ("per_class_dice", "Dice/F1"),
+    ("per_class_boundary_iou", "bIoU"),
+)
+MEANS = (
+    ("mean_iou", "mIoU"),
+    ("mean_dice", "mDice"),
+    ("pixel_accuracy", "pixel accuracy"),
+    ("mean_class_accuracy", "mean class accuracy"),
+    ("frequency_weighted_iou", "fwIoU"),
+    ("mean_boundary_iou", "boundary IoU"),
 )
 
 
+def _json_ready(value):
+    """NaN (an undefined score) as None; arrays as lists."""
+    if isinstance(value, np.ndarray):
+        return [_json_ready(item) for item in value.tolist()]
+    if isinstance(value, list):
+        return [_json_ready(item) for item in value]
+    if isinstance(value, float) and np.isnan(value):
+        return None
+    return value
+
+
 def evaluate_model(
-    model, dataset, *, num_classes, scales=(1.0,), flip=False, steps=None
+    model,
+    dataset,
+    *,
+    num_classes,
+    scales=(1.0,),
+    flip=False,
+    steps=None,
+    boundary_fraction=BOUNDARY_FRACTION,
 ):
-    """mIoU, pixel accuracy and per-class IoU over a batched dataset.
+    """Scores a model over a batched dataset (`training.scores`).
 
     Every image is scored at its own size (the pipeline pads a batch to its
-    largest image with the ignore label, which no metric counts).
+    largest image with the ignore label, which no score counts). Only the
+    confusion matrix and the boundary counts are kept between batches.
 
     Args:
         model: segmentation model.
@@ -29,11 +67,15 @@ def evaluate_model(
         scales: tuple of floats. Defaults to (1.0,) (single scale).
         flip: bool. Defaults to False.
         steps: int or None. Batches in `dataset`, for the progress bar.
+        boundary_fraction: float. Boundary IoU's band width d as a fraction
+            of the image diagonal (2% by default, as Cheng et al.).
 
     Returns:
-        Dict with "mean_iou", "pixel_accuracy" (floats), "per_class_iou"
-        (list, None for classes never seen nor predicted) and
-        "class_names".
+        Dict of JSON-ready values: the means of `MEANS` (floats), the
+        per-class lists of `PER_CLASS_COLUMNS` (None where a class is absent
+        from labels and predictions), "pixels" (labelled pixels per class),
+        "confusion_matrix" (rows: true class), "class_names" and
+        "boundary_fraction".
     """
     names = class_names(model)
     model = inference_model(model)
@@ -43,15 +85,17 @@ def evaluate_model(
             f"num_classes={num_classes}; evaluate with the config the model "
             "was trained with."
         )
-    iou, accuracy = mean_iou(num_classes), PixelAccuracy(num_classes)
+    confusion = ConfusionMatrix(num_classes)
+    boundaries = BoundaryIoU(num_classes, boundary_fraction)
     progress = keras.utils.Progbar(steps, unit_name="batch")
     step = 0
     for step, (images, masks) in enumerate(dataset, start=1):
-        probabilities = predict_probabilities(
-            model, images, scales=scales, flip=flip
-        )
-        iou.update_state(masks, probabilities)
-        accuracy.update_state(masks, probabilities)
+        predictions = np.asarray(
+            predict_probabilities(model, images, scales=scales, flip=flip)
+        ).argmax(-1)
+        masks = np.asarray(masks)
+        confusion.add(masks, predictions)
+        boundaries.add(masks, predictions)
         progress.update(step)
     if step == 0:
         raise UserInputError(
@@ -59,31 +103,32 @@ def evaluate_model(
             "(val_split, val_list or the data folder)."
         )
     progress.update(step, finalize=True)
-    return {
-        "mean_iou": float(iou.result()),
-        "pixel_accuracy": float(accuracy.result()),
-        "per_class_iou": [
-            None if np.isnan(value) else float(value)
-            for value in per_class_iou(iou)
-        ],
-        "class_names": list(names),
-    }
+    scores = {**confusion_scores(confusion.counts), **boundaries.scores()}
+    scores["confusion_matrix"] = confusion.counts
+    scores["class_names"] = list(names)
+    scores["boundary_fraction"] = boundary_fraction
+    return {key: _json_ready(value) for key, value in scores.items()}
 
 
-def format_class_iou(per_class_iou, names=None) -> str:
-    """One line per class: name (or id) and IoU, "-" where it is undefined."""
-    names = names or [str(index) for index in range(len(per_class_iou))]
-    width = max(12, *(len(name) for name in names))
-    return "\n".join(
-        f"  {name:<{width}} {'-' if iou is None else f'{iou:.3f}'}"
-        for name, iou in zip(names, per_class_iou, strict=True)
-    )
+def _score(value) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 def format_results(results) -> str:
-    """The evaluation as text: the means, then one line per class."""
-    return (
-        f"mIoU {results['mean_iou']:.4f}, pixel accuracy "
-        f"{results['pixel_accuracy']:.4f}\nper-class IoU:\n"
-        + format_class_iou(results["per_class_iou"], results["class_names"])
+    """The evaluation as text: the means, then one line per class with its
+    scores and labelled pixels ("-": undefined, the class is absent)."""
+    means = ", ".join(f"{title} {_score(results[key])}" for key, title in MEANS)
+    names = results["class_names"]
+    width = max(12, *(len(name) for name in names))
+    header = f"  {'class':<{width}}" + "".join(
+        f" {title:>7}" for _, title in PER_CLASS_COLUMNS
     )
+    rows = [
+        f"  {name:<{width}}"
+        + "".join(
+            f" {_score(results[key][index]):>7}" for key, _ in PER_CLASS_COLUMNS
+        )
+        + f" {results['pixels'][index]:>12,}"
+        for index, name in enumerate(names)
+    ]
+    return "\n".join([means, header + f" {'pixels':>12}", *rows])
