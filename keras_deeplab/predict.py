@@ -11,6 +11,7 @@ from keras_deeplab.derived import inference_model
 from keras_deeplab.errors import UserInputError
 from keras_deeplab.inference import predict_probabilities
 from keras_deeplab.models import class_names
+from keras_deeplab.tiling import sliding_window_predict
 from keras_deeplab.visualize import overlay_with_legend, save_mask_png, save_png
 
 MASK_SUFFIX = "_mask.png"
@@ -53,6 +54,24 @@ def _check_outputs(paths, out_dir, *, probabilities, overwrite):
         )
 
 
+def _segment(model, image, *, scales, flip, tiling, keep_probabilities):
+    """(uint8 class ids, float32 probabilities or None) of one image."""
+    if tiling is not None and not keep_probabilities:
+        ids = sliding_window_predict(
+            model, image, tiling, scales=scales, flip=flip
+        )
+        return ids.astype(np.uint8), None
+    if tiling is None:
+        probs = predict_probabilities(
+            model, image[None].astype("float32"), scales=scales, flip=flip
+        )[0]
+    else:  # the whole image's probabilities, as asked: image-sized memory
+        probs = sliding_window_predict(
+            model, image, tiling, scales=scales, flip=flip, probabilities=True
+        )
+    return np.argmax(probs, axis=-1).astype(np.uint8), probs
+
+
 def segment_files(
     model,
     paths,
@@ -62,6 +81,7 @@ def segment_files(
     scales=(1.0,),
     flip=False,
     overwrite=False,
+    tiling=None,
 ):
     """Writes `<stem>_mask.png`, `<stem>_overlay.png` (+ `.npy`) per image.
 
@@ -76,6 +96,8 @@ def segment_files(
         scales: tuple of floats. Multi-scale inference scales.
         flip: bool. Add flipped inference.
         overwrite: bool. Replace outputs that exist; refused otherwise.
+        tiling: None, or a `tiling.Tiling`: sliding-window inference, for
+            images too large to run whole.
 
     Returns:
         List of written mask paths.
@@ -99,10 +121,14 @@ def segment_files(
     written = []
     for path in paths:
         image = read_image(path)
-        probs = predict_probabilities(
-            model, image[None].astype("float32"), scales=scales, flip=flip
-        )[0]
-        mask = np.argmax(probs, axis=-1).astype(np.uint8)
+        mask, probs = _segment(
+            model,
+            image,
+            scales=scales,
+            flip=flip,
+            tiling=tiling,
+            keep_probabilities=probabilities,
+        )
         mask_path, overlay_path, *npy = output_paths(
             out_dir, path.stem, probabilities=probabilities
         )

@@ -107,6 +107,28 @@ def test_predict_writes_mask_overlay_and_probabilities(trained_dir, tmp_path):
     )
     probabilities = np.load(out / "shapes_probabilities.npy")
     assert probabilities.shape == (40, 40, 5)
+    np.testing.assert_array_equal(probabilities.argmax(-1), np.asarray(mask))
+
+
+def test_predict_and_evaluate_in_tiles(trained_dir, tmp_path, capsys):
+    """--tile runs sliding-window inference; the class map equals the
+    argmax of the blended probabilities, with or without --probabilities."""
+    image, _ = synthetic_sample(1, size=56)
+    path = tmp_path / "scene.png"
+    Image.fromarray(image).save(path)
+    model = ["--weights", str(trained_dir / "best.keras")]
+    tiles = ["--tile", "32x40", "--overlap", "0.5", "--blend", "gaussian"]
+    for out, extra in (("ids", []), ("probabilities", ["--probabilities"])):
+        argv = ["predict", *model, str(path), "--out", str(tmp_path / out)]
+        assert main([*argv, *tiles, *extra]) == 0
+    ids = np.asarray(Image.open(tmp_path / "ids" / "scene_mask.png"))
+    probabilities = np.load(tmp_path / "probabilities/scene_probabilities.npy")
+    np.testing.assert_array_equal(ids, probabilities.argmax(-1))
+    assert main(["evaluate", "demo", *model, *SETS, *tiles]) == 0
+    assert re.search(r"^mIoU [0-9.]+, mDice ", capsys.readouterr().out, re.M)
+    bad_tile = ["predict", *model, str(path), "--out", "x", "--tile", "4"]
+    assert main(bad_tile) == 2
+    assert "--tile '4' is invalid" in capsys.readouterr().err
 
 
 def test_trained_model_exports_from_a_fresh_quiet_process(

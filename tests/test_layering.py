@@ -27,7 +27,7 @@ LAYERS = [
     ("backbones", "heads"),
     ("config",),
     ("models", "derived"),
-    ("convert", "inference"),
+    ("convert", "inference", "tiling"),
     ("pretrained",),
     ("loading",),
     ("data",),

@@ -76,12 +76,21 @@ def _model(args, config, *, precision="float32"):
 
 
 def _inference_options(args, config):
-    """(scales, flip): the flags, else the config's eval settings."""
+    """{scales, flip, tiling}: the flags, else the config's eval settings."""
     scales = args.scales or (config.eval_scales if config else (1.0,))
     flip = args.flip
     if flip is None:
         flip = bool(config and config.eval_flip)
-    return scales, flip
+    tiling = None
+    if args.tile:
+        from keras_deeplab.tiling import Tiling, check_overlap, parse_tile
+
+        tiling = Tiling(
+            parse_tile(args.tile),
+            overlap=check_overlap(args.overlap),
+            window=args.blend,
+        )
+    return {"scales": scales, "flip": flip, "tiling": tiling}
 
 
 def train(args):
@@ -103,13 +112,11 @@ def evaluate(args):
     # Checked before the evaluation, which may take hours.
     report_dir = args.report and output_dir(args.report, "--report")
     model = _model(args, config, precision=args.precision)
-    scales, flip = _inference_options(args, config)
     results = evaluate_model(
         model,
         split_dataset(config, config.val_split, training=False),
         num_classes=config.num_classes,
-        scales=scales,
-        flip=flip,
+        **_inference_options(args, config),
         steps=-(-split_size(config, config.val_split) // config.batch_size),
     )
     print(format_results(results))
@@ -126,15 +133,13 @@ def predict(args):
     config = _config(args, required=False)
     out = output_dir(args.out)
     model = _model(args, config, precision=args.precision)
-    scales, flip = _inference_options(args, config)
     written = segment_files(
         model,
         args.images,
         out,
         probabilities=args.probabilities,
-        scales=scales,
-        flip=flip,
         overwrite=args.overwrite,
+        **_inference_options(args, config),
     )
     print(f"wrote {len(written)} masks and overlays to {args.out}")
 

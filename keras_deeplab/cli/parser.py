@@ -111,6 +111,25 @@ def _add_inference(parser):
         default=None,
         help="also average left-right flipped inference",
     )
+    parser.add_argument(
+        "--tile",
+        metavar="H[xW]",
+        help="sliding-window inference in tiles of this size (pixels), for "
+        "images too large to run whole",
+    )
+    parser.add_argument(
+        "--overlap",
+        type=float,
+        default=0.25,
+        help="with --tile: fraction of a tile the next one overlaps "
+        "(default 0.25)",
+    )
+    parser.add_argument(
+        "--blend",
+        choices=("mean", "gaussian"),
+        default="mean",
+        help="with --tile: how overlapping tiles are averaged",
+    )
 
 
 def _add_train(commands):

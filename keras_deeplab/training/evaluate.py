@@ -6,8 +6,8 @@ import numpy as np
 
 from keras_deeplab.derived import inference_model
 from keras_deeplab.errors import UserInputError
-from keras_deeplab.inference import predict_probabilities
 from keras_deeplab.models import class_names
+from keras_deeplab.tiling import batch_class_ids
 from keras_deeplab.training.scores import (
     BOUNDARY_FRACTION,
     BoundaryIoU,
@@ -53,6 +53,7 @@ def evaluate_model(
     flip=False,
     steps=None,
     boundary_fraction=BOUNDARY_FRACTION,
+    tiling=None,
 ):
     """Scores a model over a batched dataset (`training.scores`).
 
@@ -69,6 +70,7 @@ def evaluate_model(
         steps: int or None. Batches in `dataset`, for the progress bar.
         boundary_fraction: float. Boundary IoU's band width d as a fraction
             of the image diagonal (2% by default, as Cheng et al.).
+        tiling: None, or a `tiling.Tiling`: sliding-window inference.
 
     Returns:
         Dict of JSON-ready values: the means of `MEANS` (floats), the
@@ -90,9 +92,9 @@ def evaluate_model(
     progress = keras.utils.Progbar(steps, unit_name="batch")
     step = 0
     for step, (images, masks) in enumerate(dataset, start=1):
-        predictions = np.asarray(
-            predict_probabilities(model, images, scales=scales, flip=flip)
-        ).argmax(-1)
+        predictions = batch_class_ids(
+            model, images, scales=scales, flip=flip, tiling=tiling
+        )
         masks = np.asarray(masks)
         confusion.add(masks, predictions)
         boundaries.add(masks, predictions)

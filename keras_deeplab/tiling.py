@@ -1,0 +1,197 @@
+"""Sliding-window inference: images larger than memory allows, in tiles.
+
+Tiles of a fixed size step over the image with an overlap; the last tile of
+a row or column ends at the border, so any image size is covered, and an
+image smaller than the tile is one tile of its own size. Tiles run a batch
+at a time (with `inference.predict_probabilities`, so multi-scale and flip
+apply per tile); overlapping class probabilities are blended with equal
+weights ("mean") or a Gaussian window that trusts tile centres more
+("gaussian", sigma = 1/8 of the tile side, as nnU-Net).
+
+Memory: besides the image and the output, only one band of probabilities
+as tall as a tile (tile height x image width x classes, float32) is kept:
+rows are final, and are turned into class ids, as soon as no later tile
+covers them.
+"""
+
+import dataclasses
+
+import numpy as np
+
+from keras_deeplab.errors import UserInputError
+from keras_deeplab.inference import predict_probabilities
+
+WINDOWS = ("mean", "gaussian")
+_MIN_GAUSSIAN_WEIGHT = 1e-3  # of the centre weight: tile corners still count
+
+
+def parse_tile(text) -> tuple:
+    """(height, width) from "512" or "512x1024" (`--tile`)."""
+    parts = str(text).lower().split("x")
+    try:
+        size = tuple(int(part) for part in parts)
+    except ValueError:
+        size = ()
+    if len(size) == 1:
+        size = size * 2
+    if len(size) != 2 or min(size) < 8:
+        raise UserInputError(
+            f"--tile {text!r} is invalid; expected a side or HxW in pixels, "
+            "each at least 8, e.g. --tile 512 or --tile 512x1024."
+        )
+    return size
+
+
+def check_overlap(overlap) -> float:
+    if not 0.0 <= overlap < 1.0:
+        raise UserInputError(
+            f"--overlap {overlap!r} is invalid; expected a fraction of the "
+            "tile in [0, 1), e.g. 0.25."
+        )
+    return float(overlap)
+
+
+def tile_starts(length: int, tile: int, stride: int) -> list:
+    """Offsets of tiles of `tile` pixels every `stride` that cover
+    [0, length); the last one ends at `length`."""
+    if length <= tile:
+        return [0]
+    return [*range(0, length - tile, stride), length - tile]
+
+
+def window_weights(height: int, width: int, window: str) -> np.ndarray:
+    """Blending weights of one tile, float32 (height, width)."""
+    if window not in WINDOWS:
+        raise UserInputError(
+            f"window={window!r} is not supported; expected one of {WINDOWS}."
+        )
+    if window == "mean":
+        return np.ones((height, width), np.float32)
+    axes = []
+    for side in (height, width):
+        centre, sigma = (side - 1) / 2, side / 8
+        axes.append(np.exp(-0.5 * ((np.arange(side) - centre) / sigma) ** 2))
+    weights = np.outer(*axes)
+    return np.maximum(weights, _MIN_GAUSSIAN_WEIGHT).astype(np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class Tiling:
+    """How `sliding_window_predict` cuts an image (`--tile`, `--overlap`)."""
+
+    tile: tuple  # (height, width) pixels
+    overlap: float = 0.25
+    window: str = "mean"
+    batch_size: int = 4
+
+
+def batch_class_ids(model, images, *, scales=(1.0,), flip=False, tiling=None):
+    """Class ids (batch, h, w) of a batch: each image whole, or with a
+    `Tiling` tile by tile."""
+    if tiling is None:
+        return predict_probabilities(
+            model, images, scales=scales, flip=flip
+        ).argmax(-1)
+    return np.stack(
+        [
+            sliding_window_predict(
+                model, image, tiling, scales=scales, flip=flip
+            )
+            for image in np.asarray(images)
+        ]
+    )
+
+
+class _Band:
+    """Blended probabilities of the rows [top, top + rows) of the output."""
+
+    def __init__(self, rows, width, num_classes):
+        self.top = 0
+        self.total = np.zeros((rows, width, num_classes), np.float32)
+        self.weight = np.zeros((rows, width, 1), np.float32)
+
+    def add(self, y, x, probabilities, weights):
+        rows, columns = probabilities.shape[:2]
+        top = y - self.top
+        self.total[top : top + rows, x : x + columns] += (
+            probabilities * weights[..., None]
+        )
+        self.weight[top : top + rows, x : x + columns] += weights[..., None]
+
+    def release(self, rows):
+        """Probabilities of the first `rows` rows; the band moves down."""
+        done = self.total[:rows] / self.weight[:rows]
+        kept = self.total.shape[0] - rows
+        for array in (self.total, self.weight):
+            array[:kept] = array[rows:]  # numpy copies overlapping views
+            array[kept:] = 0.0
+        self.top += rows
+        return done
+
+
+def sliding_window_predict(
+    model, image, tiling, *, scales=(1.0,), flip=False, probabilities=False
+):
+    """Class ids of one image, predicted tile by tile.
+
+    Args:
+        model: inference model returning logits (batch, h, w, classes).
+        image: array (height, width, 3), RGB in [0, 255] (uint8 keeps a
+            large image small: tiles are made float32 one batch at a time).
+        tiling: `Tiling`: tile (height, width) in pixels, the fraction of a
+            tile the next one overlaps, "mean" or "gaussian" blending, and
+            tiles per model call (memory grows with it).
+        scales, flip: multi-scale and flipped inference of each tile.
+        probabilities: return the blended probabilities (height, width,
+            classes) float32 instead; they need memory for the whole image.
+
+    Returns:
+        (height, width) uint8 class ids (int32 past 256 classes), or the
+        probabilities.
+    """
+    height, width = image.shape[:2]
+    tile_height = min(tiling.tile[0], height)
+    tile_width = min(tiling.tile[1], width)
+    overlap = check_overlap(tiling.overlap)
+    rows = tile_starts(
+        height, tile_height, max(1, round(tile_height * (1 - overlap)))
+    )
+    columns = tile_starts(
+        width, tile_width, max(1, round(tile_width * (1 - overlap)))
+    )
+    weights = window_weights(tile_height, tile_width, tiling.window)
+    band = output = None
+
+    def finish(count):
+        done = band.release(count)
+        start = band.top - count
+        output[start : start + count] = (
+            done if probabilities else done.argmax(-1)
+        )
+
+    for y in rows:
+        if band is not None and y > band.top:
+            finish(y - band.top)
+        for first in range(0, len(columns), tiling.batch_size):
+            starts = columns[first : first + tiling.batch_size]
+            crops = np.stack(
+                [image[y : y + tile_height, x : x + tile_width] for x in starts]
+            ).astype(np.float32)
+            tile_probabilities = predict_probabilities(
+                model, crops, scales=scales, flip=flip
+            )
+            if band is None:
+                num_classes = tile_probabilities.shape[-1]
+                band = _Band(tile_height, width, num_classes)
+                output = (
+                    np.zeros((height, width, num_classes), np.float32)
+                    if probabilities
+                    else np.zeros(
+                        (height, width),
+                        np.uint8 if num_classes <= 256 else np.int32,
+                    )
+                )
+            for x, probability in zip(starts, tile_probabilities, strict=True):
+                band.add(y, x, probability, weights)
+    finish(height - band.top)
+    return output
