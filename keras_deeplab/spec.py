@@ -197,17 +197,25 @@ def check_field_types(instance):
             hints[field.name]
         ):
             continue
-        ok = isinstance(value, base) and not (
-            base is not bool and isinstance(value, bool)
+        ok = any(
+            _has_type(value, member)
+            for member in member_types(hints[field.name])
         )
-        if base is float:
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         if not ok:
             raise UserInputError(
                 f"{field.name}={value!r} has the wrong type "
                 f"({type(value).__name__}); expected {base.__name__}. Pass "
                 f"--set {field.name}=<{base.__name__}>."
             )
+
+
+def _has_type(value, kind) -> bool:
+    """isinstance, strictly: True is not an int; an int is a float."""
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, kind) and (
+        kind is bool or not isinstance(value, bool)
+    )
 
 
 _HINTS = {}
@@ -236,6 +244,17 @@ def field_type(annotation):
         if t is not type(None) and typing.get_origin(t) is not typing.Literal
     )
     return typing.get_origin(base) or base, type(None) in allowed
+
+
+def member_types(annotation) -> tuple:
+    """Every non-None, non-Literal type a field takes, as classes:
+    `tuple[tuple[int, ...], ...] | str | None` -> (tuple, str)."""
+    return tuple(
+        typing.get_origin(member) or member
+        for member in _union_members(annotation)
+        if member is not type(None)
+        and typing.get_origin(member) is not typing.Literal
+    )
 
 
 def literal_values(annotation) -> tuple:

@@ -22,6 +22,8 @@ TRAINING_PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("default", "mirrored", "multi_worker", "data_parallel")
 # `loss:` terms, joined with "+" ("ce+dice"); `training.pixel_losses`.
 LOSS_TERMS = ("ce", "focal", "dice", "lovasz")
+# `mask_unknown_colors`: a colour not in mask_colors stops, or is ignored.
+UNKNOWN_COLOR_POLICIES = ("error", "ignore")
 # `class_weights: auto`: median frequency balancing of the training masks.
 AUTO_CLASS_WEIGHTS = "auto"
 MAX_SEED = 2**32 - 1  # what NumPy and TensorFlow seeds accept
@@ -35,7 +37,14 @@ _DATASET_FIELDS = {
         "synthetic_val_size",
         "synthetic_image_size",
     ),
-    "folder": ("image_dir", "mask_dir", "train_list", "val_list"),
+    "folder": (
+        "image_dir",
+        "mask_dir",
+        "train_list",
+        "val_list",
+        "mask_colors",
+        "mask_unknown_colors",
+    ),
     "voc": ("sbd_dir",),
     "tfds": ("tfds_name",),
 }
@@ -70,6 +79,9 @@ class DeepLabConfig(ModelSpec):
     mask_dir: str = "masks"  # folder: masks under data_dir
     train_list: str | None = None  # folder: split file of stems, one a line
     val_list: str | None = None  # folder: split file for validation
+    # folder: RGB colour masks: one [R, G, B] per class, or a palette file
+    mask_colors: tuple[tuple[int, ...], ...] | str | None = None
+    mask_unknown_colors: str = "error"  # error | ignore (-> 255)
     tfds_name: str | None = None  # tfds: e.g. oxford_iiit_pet
     train_split: str = "train"  # split name of the training data
     val_split: str = "val"  # split name of the validation data
@@ -168,7 +180,31 @@ class DeepLabConfig(ModelSpec):
             )
         check_model_name(self.model_name)
         self._check_loss()
+        self._check_mask_colors()
         return self
+
+    def _check_mask_colors(self):
+        check_choice(
+            "mask_unknown_colors",
+            self.mask_unknown_colors,
+            UNKNOWN_COLOR_POLICIES,
+        )
+        if isinstance(self.mask_colors, tuple):
+            for color in self.mask_colors:
+                check_items(
+                    "mask_colors",
+                    color,
+                    low=0,
+                    high=255,
+                    example="[[0,0,0],[128,64,128]]",
+                    length=3,
+                )
+            if len(self.mask_colors) != self.num_classes:
+                raise UserInputError(
+                    f"mask_colors lists {len(self.mask_colors)} colours but "
+                    f"num_classes={self.num_classes}; give one [R, G, B] per "
+                    "class, in class-id order."
+                )
 
     def _check_loss(self):
         terms = loss_terms(self.loss)

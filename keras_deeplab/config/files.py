@@ -15,7 +15,12 @@ from keras_deeplab.atomic import atomic_write_text
 from keras_deeplab.config.fields import DeepLabConfig
 from keras_deeplab.config.presets import PRESETS
 from keras_deeplab.errors import UserInputError
-from keras_deeplab.spec import field_type, item_type, literal_values
+from keras_deeplab.spec import (
+    field_type,
+    item_type,
+    literal_values,
+    member_types,
+)
 
 _MAX_CONFIG_BYTES = 1_000_000
 # Resolved once: field name -> declared type (annotations are real types).
@@ -95,12 +100,24 @@ def _coerce(key, value, source):
     if base is not tuple:
         return _convert(value, base, key=key, source=source)
     if isinstance(value, str):
-        value = _parse_text(value, tuple)
+        parsed = _parse_text(value, tuple)
+        if not isinstance(parsed, list) and str in member_types(annotation):
+            return value  # e.g. mask_colors: a palette file
+        value = parsed
+    return _tuple(value, item_type(annotation), key=key, source=source)
+
+
+def _tuple(value, items, *, key, source):
+    """A list as a tuple of `items` (itself maybe `tuple[X, ...]`)."""
     if not isinstance(value, (list, tuple)):
         _convert(value, tuple, key=key, source=source)  # raises
-    items = item_type(annotation)
     if items is None:
         return tuple(value)
+    if typing.get_origin(items) is tuple:
+        inner = typing.get_args(items)[0]
+        return tuple(
+            _tuple(item, inner, key=key, source=source) for item in value
+        )
     return tuple(
         _convert(item, items, key=key, source=source) for item in value
     )

@@ -9,6 +9,7 @@ the functions below are one-off shortcuts for the CLI and notebooks.
 
 import numpy as np
 
+from keras_deeplab.data.colors import mask_colors_of
 from keras_deeplab.data.pipeline import (
     files_dataset,
     make_dataset,
@@ -54,6 +55,7 @@ class DataSplits:
                 split=split,
                 image_dir=config.image_dir,
                 mask_dir=config.mask_dir,
+                colors=mask_colors_of(config),
                 split_list=(
                     config.train_list
                     if split == config.train_split

@@ -42,6 +42,7 @@ def files_dataset(examples):
     images = [str(example.image) for example in examples]
     masks = [str(example.mask) for example in examples]
     tables = np.stack([example.label_table for example in examples])
+    colors = [example.colors for example in examples]
 
     def load(index):
         # A bad file becomes an in-graph assertion naming it (see decode):
@@ -49,7 +50,7 @@ def files_dataset(examples):
         index = int(index)
         try:
             image = read_image(images[index])
-            mask = read_mask(masks[index], tables[index])
+            mask = read_mask(masks[index], tables[index], colors[index])
         except DataError as err:
             empty = np.zeros((1, 1), np.uint8)
             return np.zeros((1, 1, 3), np.uint8), empty, str(err).encode()

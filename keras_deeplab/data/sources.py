@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from keras_deeplab.data.colors import distinct_colors
 from keras_deeplab.errors import UserInputError
 from keras_deeplab.labels import IGNORE_INDEX
 
@@ -29,6 +30,15 @@ CITYSCAPES_TRAIN_IDS = {
 
 class DataError(UserInputError):
     """A file that cannot be used as training data; the message names it."""
+
+
+class ColorMaskError(DataError):
+    """An RGB colour mask read without `mask_colors`; `colors` and
+    `counts` are its distinct colours, for validate-data's suggestion."""
+
+    def __init__(self, message, colors, counts):
+        super().__init__(message)
+        self.colors, self.counts = colors, counts
 
 
 def identity_table():
@@ -58,6 +68,8 @@ class Example:
     label_table: np.ndarray = dataclasses.field(
         default_factory=identity_table, compare=False, repr=False
     )
+    # `colors.MaskColors` for masks stored as RGB colours, else None.
+    colors: object = dataclasses.field(default=None, compare=False, repr=False)
 
 
 def _open(path, kind):
@@ -133,15 +145,17 @@ def _mat_mask(path):
         ) from err
 
 
-def read_mask(path, label_table=None) -> np.ndarray:
+def read_mask(path, label_table=None, colors=None) -> np.ndarray:
     """Decodes a class-id mask (PNG, palette PNG or SBD .mat) to uint8 (h, w).
 
     Palette PNGs (VOC style) yield their palette indices, not colours. A mask
-    stored as RGB is accepted only when its three channels are equal.
+    stored as RGB is read through `colors` (a `colors.MaskColors`), or
+    accepted without them only when its three channels are equal.
 
     Args:
         path: mask file.
         label_table: optional uint8 (256,) table applied to the stored values.
+        colors: optional `MaskColors` for RGB colour masks.
 
     Raises:
         DataError: naming the file if it cannot be a class-id mask.
@@ -154,15 +168,22 @@ def read_mask(path, label_table=None) -> np.ndarray:
     else:
         picture = _open(path, "mask")
         array = np.asarray(picture)
+        if array.ndim == 3 and colors is not None:
+            try:
+                return colors.to_class_ids(array, path)
+            except UserInputError as err:
+                raise DataError(str(err)) from err
         if array.ndim == 3:
             if picture.mode not in ("RGB", "RGBA") or not (
                 np.array_equal(array[..., 0], array[..., 1])
                 and np.array_equal(array[..., 0], array[..., 2])
             ):
-                raise DataError(
+                raise ColorMaskError(
                     f"mask {str(path)!r} is a colour image (mode "
                     f"{picture.mode}); expected class ids in a single-channel "
-                    "or palette PNG."
+                    "or palette PNG, or set mask_colors (validate-data "
+                    "lists the colours).",
+                    *distinct_colors(array),
                 )
             array = array[..., 0]
     if array.max(initial=0) > 255 or array.min(initial=0) < 0:
@@ -208,7 +229,13 @@ def _require_dir(path, what):
 
 
 def folder_examples(
-    root, *, split, image_dir="images", mask_dir="masks", split_list=None
+    root,
+    *,
+    split,
+    image_dir="images",
+    mask_dir="masks",
+    split_list=None,
+    colors=None,
 ):
     """Pairs images and masks of a plain folder dataset by file stem.
 
@@ -222,6 +249,8 @@ def folder_examples(
         DataError: if a listed image has no image file; images without a
             mask are returned with the expected mask path so validation
             reports them.
+
+    `colors` (a `colors.MaskColors`) reads masks stored as RGB colours.
     """
     root = Path(root)
     list_file = Path(split_list) if split_list else root / f"{split}.txt"
@@ -253,7 +282,11 @@ def folder_examples(
             f"{str(root / image_dir)!r}: {missing[:5]}."
         )
     return [
-        Example(images[stem], masks.get(stem, root / mask_dir / f"{stem}.png"))
+        Example(
+            images[stem],
+            masks.get(stem, root / mask_dir / f"{stem}.png"),
+            colors=colors,
+        )
         for stem in stems
     ]
 

@@ -6,12 +6,18 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from keras_deeplab.data.configured import FILE_DATASETS, DataSplits
-from keras_deeplab.data.sources import DataError, read_image, read_mask
+from keras_deeplab.data.sources import (
+    ColorMaskError,
+    DataError,
+    read_image,
+    read_mask,
+)
 from keras_deeplab.labels import IGNORE_INDEX
 
 _MAX_LISTED = 20
 _FILES_PER_GROUP = 3
 _READ_THREADS = 4  # PIL releases the GIL while decoding
+_COLORS_SHOWN = 12
 
 
 @dataclasses.dataclass
@@ -25,6 +31,8 @@ class ValidationReport:
         class_pixels: int64 (num_classes,) labelled pixels per class.
         ignored_pixels: int. Pixels labelled 255.
         warnings: list of str. Things that do not stop training.
+        mask_colors: {(r, g, b): pixels} of masks stored as RGB colours
+            without `mask_colors` in the config.
     """
 
     split: str
@@ -33,6 +41,7 @@ class ValidationReport:
     class_pixels: np.ndarray
     ignored_pixels: int
     warnings: list = dataclasses.field(default_factory=list)
+    mask_colors: dict = dataclasses.field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -65,6 +74,7 @@ class ValidationReport:
         if len(groups) > _MAX_LISTED:
             lines.append(f"  ... and {len(groups) - _MAX_LISTED} more kinds")
         lines += [f"  warning: {warning}" for warning in self.warnings]
+        lines += self._color_suggestion()
         total = max(int(self.class_pixels.sum()) + self.ignored_pixels, 1)
         lines.append("  class histogram (pixels, share):")
         for class_id, count in enumerate(self.class_pixels):
@@ -76,6 +86,25 @@ class ValidationReport:
             f"{self.ignored_pixels / total:7.2%} (ignored)"
         )
         return "\n".join(lines)
+
+    def _color_suggestion(self) -> list:
+        """The colours of RGB masks, as config lines to paste."""
+        if not self.mask_colors:
+            return []
+        ranked = sorted(self.mask_colors.items(), key=lambda item: -item[1])
+        total = sum(self.mask_colors.values())
+        shown = ", ".join(
+            f"{list(color)} {pixels / total:.1%}"
+            for color, pixels in ranked[:_COLORS_SHOWN]
+        )
+        listed = ", ".join(str(list(c)) for c, _ in ranked[:_COLORS_SHOWN])
+        return [
+            f"  masks are RGB colours: {len(ranked)} distinct, most "
+            f"common {shown}",
+            "  to read them, list one colour per class in class-id order "
+            "(and set mask_unknown_colors: ignore for colours to skip):",
+            f"    mask_colors: [{listed}]",
+        ]
 
 
 def _mask_problem(mask, *, num_classes):
@@ -116,7 +145,16 @@ def _scan_files(examples, *, num_classes):
         except DataError as err:
             return str(example.image), _without_name(err, example.image), None
         try:
-            mask = read_mask(example.mask, example.label_table)
+            mask = read_mask(example.mask, example.label_table, example.colors)
+        except ColorMaskError as err:
+            colors = dict(
+                zip(
+                    map(tuple, err.colors.tolist()),
+                    err.counts.tolist(),
+                    strict=True,
+                )
+            )
+            return str(example.mask), _without_name(err, example.mask), colors
         except DataError as err:
             return str(example.mask), _without_name(err, example.mask), None
         fault = _pair_problem(image, mask, num_classes=num_classes)
@@ -151,13 +189,16 @@ def validate_split(splits, split) -> ValidationReport:
         results = _scan_dataset(
             splits.source(split), num_classes=config.num_classes
         )
-    problems, scanned = [], 0
+    problems, scanned, colors = [], 0, {}
     histogram = np.zeros(256, dtype=np.int64)
     for name, problem, mask in results:
         scanned += 1
         if problem:
             problems.append((name, problem))
-        if mask is not None:
+        if isinstance(mask, dict):  # the colours of an RGB mask
+            for color, pixels in mask.items():
+                colors[color] = colors.get(color, 0) + int(pixels)
+        elif mask is not None:
             histogram += np.bincount(mask.ravel(), minlength=256)
     if not scanned:
         problems.append(
@@ -173,6 +214,7 @@ def validate_split(splits, split) -> ValidationReport:
         problems=problems,
         class_pixels=histogram[: config.num_classes],
         ignored_pixels=int(histogram[IGNORE_INDEX]),
+        mask_colors=colors,
     )
 
 
