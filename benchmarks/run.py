@@ -111,7 +111,7 @@ def _add_int(parser, field):
         dest=field,
         type=int,
         default=getattr(_DEFAULTS, field),
-        help=f"default: {getattr(_DEFAULTS, field)}",
+        help=f"default: {getattr(_DEFAULTS, field) or 'the model default'}",
     )
 
 

@@ -84,7 +84,8 @@ class BenchmarkPlan:
     threads: int = os.cpu_count() or 1  # for every runtime and the matmul
     num_classes: int = 21
     backbone_width: int = 64  # 64 is the real ResNet; less for smoke tests
-    head_filters: int = 256
+    # None: the head's own (256 for ASPP, 128 for LR-ASPP)
+    head_filters: int | None = None
     fit_modes: tuple = FIT_MODES  # () skips the training benchmark
     fit_precisions: tuple = FIT_PRECISIONS
     fit_size: int = 321  # the paper's training crop

@@ -17,9 +17,13 @@ import threading
 
 # absl/glog: "I0000 00:00:1795.123 4567 port.cc:153] ..."; TSL before absl:
 # "2025-09-17 14:44:05.157831: I external/..."; LiteRT: "INFO: Created ...";
-# the TFLite quantizer: "fully_quantize: 0, inference_type: 6, ...".
+# the TFLite quantizer: "fully_quantize: 0, inference_type: 6, ..."; and
+# one E-level line that reports no error: oneDNN falling back to Eigen for
+# an int32 op (the Lovász loss's sort), whatever the CPU.
 _NATIVE_LINE = re.compile(
     rb"^(?:[IW]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ \S+\] "
+    rb"|E\d{4} \d\d:\d\d:\d+\.\d+ +\d+ util\.cc:\d+\] oneDNN supports "
+    rb"DT_INT32 only"
     rb"|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IW] "
     rb"|INFO: |fully_quantize: \d"
     rb"|WARNING: All log messages before absl::InitializeLog)"

@@ -1,5 +1,9 @@
-"""The export tests' shared models and their exports (built once a module
-run: exporting every format of a model takes most of a minute)."""
+"""The export tests' shared models and their exports, built once a session:
+exporting every format of a model takes one to two minutes.
+
+pytest keeps one parameter of a session fixture at a time and may switch
+back and forth between modules (it did under xdist, building each export
+twice), so each model and its export are kept here by parameter."""
 
 import keras
 import pytest
@@ -18,14 +22,23 @@ CLASS_NAMES = ("background", "road sign", "tree")
 # torchvision DeepLabV3 and the demo test a trained one.
 @pytest.fixture(scope="session", params=["deeplabv3plus", "lraspp"])
 def model(request):
+    if request.param not in _MODELS:
+        _MODELS[request.param] = _build(request.param)
+    return _MODELS[request.param]
+
+
+_MODELS, _EXPORTS = {}, {}
+
+
+def _build(architecture):
     keras.utils.set_random_seed(0)
     # MobileNetV3 is small at full width; the ResNets are width-reduced.
-    size = {} if request.param == "lraspp" else TINY
+    size = {} if architecture == "lraspp" else TINY
     spec = ModelSpec(
-        architecture=request.param,
+        architecture=architecture,
         num_classes=3,
         backbone="mobilenet_v3_large"
-        if request.param == "lraspp"
+        if architecture == "lraspp"
         else "resnet50",
         class_names=CLASS_NAMES,
         **size,
@@ -35,7 +48,11 @@ def model(request):
 
 @pytest.fixture(scope="session")
 def exported(model, tmp_path_factory):
-    out = tmp_path_factory.mktemp("all")
-    calibration = list(random_images(8, SIZE, SIZE, seed=1))
-    paths = export_all(model, out, size=SIZE, representative_images=calibration)
-    return out, paths
+    if model.name not in _EXPORTS:
+        out = tmp_path_factory.mktemp("all")
+        calibration = list(random_images(8, SIZE, SIZE, seed=1))
+        paths = export_all(
+            model, out, size=SIZE, representative_images=calibration
+        )
+        _EXPORTS[model.name] = out, paths
+    return _EXPORTS[model.name]
