@@ -8,54 +8,43 @@ from keras_deeplab.labels import (
     VOC_CLASSES,
 )
 
-# "demo" trains on small synthetic images in minutes on a 2-core CPU with no
-# pretrained weights: ASPP rates scaled to their 8x8 feature maps, a
-# quarter-width ResNet-50 (the same 50-layer dilated layout, ~16x fewer
-# backbone FLOPs), AdamW from scratch, and BN momentum 0.99 because 0.9997
-# needs thousands of steps to warm its moving averages.
+# The demos train on small synthetic images in minutes on a 2-core CPU with
+# no pretrained weights: AdamW from scratch, and BN momentum 0.99 because
+# 0.9997 needs thousands of steps to warm its moving averages.
+_SYNTHETIC_RECIPE = {
+    "num_classes": len(SYNTHETIC_CLASSES),
+    "class_names": SYNTHETIC_CLASSES,
+    "dataset": "synthetic",
+    "synthetic_image_size": 128,
+    "synthetic_train_size": 2000,
+    "synthetic_val_size": 100,
+    "crop_size": 128,
+    "min_scale": 0.75,
+    "max_scale": 1.25,
+    "batch_size": 8,
+    "epochs": 11,
+    "optimizer": "adamw",
+    "learning_rate": 1e-3,
+    "weight_decay": 1e-4,
+    "bn_momentum": 0.99,
+    "export_size": 128,
+}
 PRESETS = {
+    # ASPP rates scaled to the 8x8 feature maps and a quarter-width
+    # ResNet-50 (the same 50-layer dilated layout, ~16x fewer backbone
+    # FLOPs).
     "demo": {
-        "num_classes": len(SYNTHETIC_CLASSES),
-        "class_names": SYNTHETIC_CLASSES,
-        "dataset": "synthetic",
-        "synthetic_image_size": 128,
-        "synthetic_train_size": 2000,
-        "synthetic_val_size": 100,
-        "crop_size": 128,
+        **_SYNTHETIC_RECIPE,
         "atrous_rates": (2, 4, 6),
         "backbone_width": 16,
         "head_filters": 64,
-        "min_scale": 0.75,
-        "max_scale": 1.25,
-        "batch_size": 8,
-        "epochs": 11,
-        "optimizer": "adamw",
-        "learning_rate": 1e-3,
-        "weight_decay": 1e-4,
-        "bn_momentum": 0.99,
-        "export_size": 128,
     },
     # The demo on a phone-sized model: LR-ASPP on a dilated MobileNetV3-Large
     # (3.2 M parameters at full width), on the same synthetic data.
     "mobile": {
-        "num_classes": len(SYNTHETIC_CLASSES),
-        "class_names": SYNTHETIC_CLASSES,
+        **_SYNTHETIC_RECIPE,
         "architecture": "lraspp",
         "backbone": "mobilenet_v3_large",
-        "dataset": "synthetic",
-        "synthetic_image_size": 128,
-        "synthetic_train_size": 2000,
-        "synthetic_val_size": 100,
-        "crop_size": 128,
-        "min_scale": 0.75,
-        "max_scale": 1.25,
-        "batch_size": 8,
-        "epochs": 11,
-        "optimizer": "adamw",
-        "learning_rate": 1e-3,
-        "weight_decay": 1e-4,
-        "bn_momentum": 0.99,
-        "export_size": 128,
     },
     "voc_aug": {
         "num_classes": len(VOC_CLASSES),

@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from keras_deeplab.config import load_config
 from keras_deeplab.visualize import class_palette
 
 
@@ -125,3 +126,18 @@ def make_ade20k(root):
         base / "annotations" / "validation" / "ADE_val_00000001.png", stored
     )
     return stored
+
+
+def folder_config(root, *overrides):
+    """A 3-class `folder` config on `root` (crop 32, batch 2)."""
+    return load_config(
+        None,
+        [
+            "dataset=folder",
+            f"data_dir={root}",
+            "num_classes=3",
+            "crop_size=32",
+            "batch_size=2",
+            *overrides,
+        ],
+    )

@@ -5,14 +5,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from keras_deeplab.config import load_config
 from keras_deeplab.data.colors import MaskColors, read_palette
 from keras_deeplab.data.configured import DataSplits
 from keras_deeplab.data.sources import DataError, read_mask
 from keras_deeplab.data.validate import validate_data
 from keras_deeplab.errors import UserInputError
 from keras_deeplab.labels import IGNORE_INDEX
-from tests.data.fixtures import make_folder_dataset
+from tests.data.fixtures import folder_config, make_folder_dataset
 
 COLORS = ((0, 0, 0), (128, 64, 128), (220, 20, 60))  # background, road, person
 INLINE = "mask_colors=[[0,0,0],[128,64,128],[220,20,60]]"
@@ -69,37 +68,23 @@ def test_palette_files_read_camvid_style_lines(tmp_path):
         read_palette(tmp_path / "missing.txt")
 
 
-def _folder_config(root, *extra):
-    return load_config(
-        None,
-        [
-            "dataset=folder",
-            f"data_dir={root}",
-            "num_classes=3",
-            "crop_size=32",
-            "batch_size=2",
-            *extra,
-        ],
-    )
-
-
 def test_config_takes_a_list_or_a_palette_file(tmp_path):
-    inline = _folder_config(
+    inline = folder_config(
         tmp_path, "mask_colors=[[0,0,0],[128,64,128],[220,20,60]]"
     )
     assert inline.mask_colors == COLORS
     palette = tmp_path / "colors.txt"
-    assert _folder_config(tmp_path, f"mask_colors={palette}").mask_colors == (
+    assert folder_config(tmp_path, f"mask_colors={palette}").mask_colors == (
         str(palette)
     )
     with pytest.raises(
         UserInputError, match="lists 2 colours but num_classes=3"
     ):
-        _folder_config(tmp_path, "mask_colors=[[0,0,0],[1,1,1]]")
+        folder_config(tmp_path, "mask_colors=[[0,0,0],[1,1,1]]")
     with pytest.raises(UserInputError, match="mask_colors="):
-        _folder_config(tmp_path, "mask_colors=[[0,0,0],[1,1],[2,2,2]]")
+        folder_config(tmp_path, "mask_colors=[[0,0,0],[1,1],[2,2,2]]")
     with pytest.raises(UserInputError, match="mask_unknown_colors='skip'"):
-        _folder_config(tmp_path, "mask_unknown_colors=skip")
+        folder_config(tmp_path, "mask_unknown_colors=skip")
 
 
 def test_validate_data_lists_the_colours_then_training_data_reads_them(
@@ -108,12 +93,12 @@ def test_validate_data_lists_the_colours_then_training_data_reads_them(
     root = tmp_path / "data"
     masks = make_folder_dataset(root)
     _write_rgb_masks(root, masks)
-    reports = validate_data(_folder_config(root))
+    reports = validate_data(folder_config(root))
     assert not reports[0].ok
     text = reports[0].format()
     assert "masks are RGB colours: 3 distinct" in text
     assert "mask_colors: [[" in text and "[128, 64, 128]" in text
-    config = _folder_config(
+    config = folder_config(
         root, "mask_colors=[[0,0,0],[128,64,128],[220,20,60]]"
     )
     assert all(report.ok for report in validate_data(config))

@@ -9,26 +9,17 @@ from keras_deeplab.data.configured import split_dataset, split_size
 from keras_deeplab.data.sources import DataError
 from keras_deeplab.data.validate import require_valid, validate_data
 from keras_deeplab.layers import IMAGENET_MEAN_RGB
-from tests.data.fixtures import make_folder_dataset, write_image, write_mask
-
-
-def _folder_config(root, *overrides):
-    return load_config(
-        None,
-        [
-            "dataset=folder",
-            f"data_dir={root}",
-            "num_classes=3",
-            "crop_size=32",
-            "batch_size=2",
-            *overrides,
-        ],
-    )
+from tests.data.fixtures import (
+    folder_config,
+    make_folder_dataset,
+    write_image,
+    write_mask,
+)
 
 
 def test_folder_dataset_batches_for_fit(tmp_path):
     make_folder_dataset(tmp_path)
-    config = _folder_config(tmp_path)
+    config = folder_config(tmp_path)
     assert split_size(config, "train") == 3
     images, masks = next(iter(split_dataset(config, "train", training=True)))
     assert images.shape == (2, 32, 32, 3) and images.dtype == tf.float32
@@ -44,7 +35,7 @@ def test_evaluation_batches_pad_to_their_largest_image(tmp_path):
     make_folder_dataset(tmp_path, stems_val=("d", "e"))
     write_image(tmp_path / "images" / "e.png", height=45, width=20)
     write_mask(tmp_path / "masks" / "e.png", np.ones((45, 20)))
-    config = _folder_config(tmp_path, "crop_size=32")
+    config = folder_config(tmp_path, "crop_size=32")
     images, masks = next(iter(split_dataset(config, "val", training=False)))
     assert images.shape == (2, 45, 32, 3)
     masks, images = masks.numpy(), images.numpy()
@@ -57,7 +48,7 @@ def test_evaluation_batches_pad_to_their_largest_image(tmp_path):
 
 def test_seeded_pipeline_is_reproducible(tmp_path):
     make_folder_dataset(tmp_path)
-    config = _folder_config(tmp_path, "seed=5")
+    config = folder_config(tmp_path, "seed=5")
 
     def first_batch():
         return next(iter(split_dataset(config, "train", training=True)))
@@ -70,7 +61,7 @@ def test_seeded_pipeline_is_reproducible(tmp_path):
 def test_out_of_range_labels_stop_the_pipeline(tmp_path):
     make_folder_dataset(tmp_path)
     write_mask(tmp_path / "masks" / "a.png", np.full((24, 32), 7))
-    config = _folder_config(tmp_path)
+    config = folder_config(tmp_path)
     with pytest.raises(tf.errors.InvalidArgumentError, match="a.png"):
         for _ in split_dataset(config, "train", training=True):
             pass
@@ -84,7 +75,7 @@ def test_validate_data_reports_every_problem(tmp_path):
     (tmp_path / "masks" / "e.png").unlink()
     write_image(tmp_path / "images" / "d.jpg", height=40, width=20)
     write_mask(tmp_path / "masks" / "d.png", np.zeros((40, 20)))
-    config = _folder_config(tmp_path)
+    config = folder_config(tmp_path)
     train_report, val_report = validate_data(config)
     problems = dict(
         (name.rsplit("/", 1)[-1], message)
