@@ -144,15 +144,17 @@ from pathlib import Path
 from keras_deeplab.export.artefacts import export
 from keras_deeplab.loading import load_trained_model
 model, out = load_trained_model(sys.argv[1]), Path(sys.argv[2])
-for fmt in ("saved_model", "onnx", "tflite"):  # TFLite: dynamic height/width
+for fmt in ("saved_model", "tflite"):  # TFLite: dynamic height/width
     print(export(model, fmt, out))
 """
 
 
 @pytest.mark.slow
 def test_exports_of_a_converted_model_match_torchvision(r50, tmp_path):
-    """In a child process: tf2onnx peaks near 11 GB converting a full-size
-    ResNet-50, memory this long test session would not get back."""
+    """SavedModel and TFLite of a full-size converted ResNet-50, in a child
+    process (TFLite conversion peaks near 3 GB). Its ONNX export (tf2onnx:
+    ~10 GB at full size, beside two test workers: OOM-killed) is checked on
+    the same torchvision layout at tiny width in tests/export/."""
     import os
     import subprocess
     import sys
@@ -173,7 +175,7 @@ def test_exports_of_a_converted_model_match_torchvision(r50, tmp_path):
     )
     assert run.returncode == 0, run.stderr[-2000:]
     artefacts = [Path(line) for line in run.stdout.split()]
-    assert len(artefacts) == 3
+    assert len(artefacts) == 2
     images = random_images(1, 97, 129, seed=9)
     reference = torch_logits(reference_model, images)["out"]
     for path in artefacts:

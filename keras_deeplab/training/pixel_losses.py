@@ -1,7 +1,7 @@
 """Per-pixel segmentation losses on sparse masks with the ignore label.
 
-Every loss (a `keras.losses.Loss` whose `call` already reduces the batch to
-one scalar) takes `y_true` as integer class ids (B, H, W) with 255 for
+Every loss (a `keras.losses.Loss` whose `batch_loss` reduces the batch to
+one value) takes `y_true` as integer class ids (B, H, W) with 255 for
 "ignore" and `y_pred` as logits (B, H, W, C), returns one scalar for the
 batch, and is written in `keras.ops`, so it runs on TensorFlow and JAX and
 in `model.compile`. Ignored pixels are multiplied out before any loss term
@@ -68,8 +68,21 @@ def hardest_pixels(true_probability, valid, *, threshold, min_kept):
     return valid * ops.cast(true_probability < limit, "float32")
 
 
+class _BatchLoss(keras.losses.Loss):
+    """A loss whose `batch_loss` reduces the whole batch to one value.
+
+    `call` returns it with shape (1,): Keras' mean reduction keeps it as it
+    is and divides it by the number of tf.distribute replicas, as it does a
+    per-pixel loss. A scalar would skip that division (Keras returns rank-0
+    losses untouched): two replicas trained on twice the loss and gradients.
+    """
+
+    def call(self, y_true, y_pred):
+        return ops.reshape(self.batch_loss(y_true, y_pred), (1,))
+
+
 @keras.saving.register_keras_serializable(package="keras_deeplab")
-class PixelCrossEntropy(keras.losses.Loss):
+class PixelCrossEntropy(_BatchLoss):
     """Softmax cross-entropy from logits, mean over the labelled pixels.
 
     Args:
@@ -95,7 +108,7 @@ class PixelCrossEntropy(keras.losses.Loss):
         self.ohem_threshold = ohem_threshold
         self.ohem_min_kept = ohem_min_kept
 
-    def call(self, y_true, y_pred):
+    def batch_loss(self, y_true, y_pred):
         labels, valid, logits = _pixels(y_true, y_pred)
         log_probability = _true_class_log_probability(labels, logits)
         kept = valid
@@ -120,7 +133,7 @@ class PixelCrossEntropy(keras.losses.Loss):
 
 
 @keras.saving.register_keras_serializable(package="keras_deeplab")
-class PixelFocalLoss(keras.losses.Loss):
+class PixelFocalLoss(_BatchLoss):
     """Focal loss: -(1 - p)^gamma log p of the true class p, a weighted
     mean over the labelled pixels; gamma 0 is `PixelCrossEntropy`.
 
@@ -138,7 +151,7 @@ class PixelFocalLoss(keras.losses.Loss):
             None if class_weights is None else list(class_weights)
         )
 
-    def call(self, y_true, y_pred):
+    def batch_loss(self, y_true, y_pred):
         labels, valid, logits = _pixels(y_true, y_pred)
         log_probability = _true_class_log_probability(labels, logits)
         losses = -log_probability
@@ -171,7 +184,7 @@ def _probabilities_and_targets(y_true, y_pred):
 
 
 @keras.saving.register_keras_serializable(package="keras_deeplab")
-class SoftDiceLoss(keras.losses.Loss):
+class SoftDiceLoss(_BatchLoss):
     """1 - the mean over classes of the soft Dice coefficient.
 
     Args:
@@ -184,7 +197,7 @@ class SoftDiceLoss(keras.losses.Loss):
         super().__init__(name=name, **kwargs)
         self.smooth = smooth
 
-    def call(self, y_true, y_pred):
+    def batch_loss(self, y_true, y_pred):
         probabilities, targets, _ = _probabilities_and_targets(y_true, y_pred)
         overlap = ops.sum(probabilities * targets, axis=0)
         size = ops.sum(probabilities, axis=0) + ops.sum(targets, axis=0)
@@ -196,7 +209,7 @@ class SoftDiceLoss(keras.losses.Loss):
 
 
 @keras.saving.register_keras_serializable(package="keras_deeplab")
-class LovaszSoftmaxLoss(keras.losses.Loss):
+class LovaszSoftmaxLoss(_BatchLoss):
     """Lovász-softmax: per class, the pixel errors |[y = c] - p_c| sorted in
     decreasing order, weighted by the Lovász extension's gradient of the
     Jaccard loss; the mean over the classes present in the labels."""
@@ -204,7 +217,7 @@ class LovaszSoftmaxLoss(keras.losses.Loss):
     def __init__(self, name="lovasz_softmax_loss", **kwargs):
         super().__init__(name=name, **kwargs)
 
-    def call(self, y_true, y_pred):
+    def batch_loss(self, y_true, y_pred):
         probabilities, targets, valid = _probabilities_and_targets(
             y_true, y_pred
         )
@@ -228,7 +241,7 @@ class LovaszSoftmaxLoss(keras.losses.Loss):
 
 
 @keras.saving.register_keras_serializable(package="keras_deeplab")
-class WeightedLossSum(keras.losses.Loss):
+class WeightedLossSum(_BatchLoss):
     """sum_i weights[i] * losses[i](y_true, y_pred), e.g. CE + Dice.
 
     Args:
@@ -246,9 +259,9 @@ class WeightedLossSum(keras.losses.Loss):
         ]
         self.weights = list(weights)
 
-    def call(self, y_true, y_pred):
+    def batch_loss(self, y_true, y_pred):
         return sum(
-            weight * loss.call(y_true, y_pred)
+            weight * loss.batch_loss(y_true, y_pred)
             for loss, weight in zip(self.losses, self.weights, strict=True)
         )
 

@@ -17,9 +17,10 @@ SIZE = 65
 CLASS_NAMES = ("background", "road sign", "tree")
 
 
-# One ResNet model (DeepLabV3+ holds DeepLabV3's ASPP and adds the decoder)
-# and one MobileNetV3 model; tests/test_convert.py exports a converted
-# torchvision DeepLabV3 and the demo test a trained one.
+# One ResNet model (DeepLabV3+ holds DeepLabV3's ASPP and adds the decoder),
+# on torchvision's layout as converted checkpoints are (tests/test_convert.py
+# exports a full-size converted one to SavedModel and TFLite), and one
+# MobileNetV3 model; the demo test exports a trained keras_applications one.
 @pytest.fixture(scope="session", params=["deeplabv3plus", "lraspp"])
 def model(request):
     if request.param not in _MODELS:
@@ -33,7 +34,9 @@ _MODELS, _EXPORTS = {}, {}
 def _build(architecture):
     keras.utils.set_random_seed(0)
     # MobileNetV3 is small at full width; the ResNets are width-reduced.
-    size = {} if architecture == "lraspp" else TINY
+    size = (
+        {} if architecture == "lraspp" else {**TINY, "variant": "torchvision"}
+    )
     spec = ModelSpec(
         architecture=architecture,
         num_classes=3,

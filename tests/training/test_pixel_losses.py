@@ -189,6 +189,14 @@ ALL_LOSSES = {
 
 
 @pytest.mark.parametrize("name", ALL_LOSSES)
+def test_each_batch_value_has_shape_one_for_tf_distribute(name):
+    """A scalar would skip Keras' division by the replica count (two
+    MirroredStrategy replicas then trained on twice the loss)."""
+    labels, logits = _batch(seed=5)
+    assert tuple(ALL_LOSSES[name].call(labels, logits).shape) == (1,)
+
+
+@pytest.mark.parametrize("name", ALL_LOSSES)
 def test_ignored_pixels_get_exactly_zero_gradient(name):
     labels, logits = _batch(seed=3)
     logits = tf.Variable(logits)
