@@ -50,6 +50,15 @@ _DATASET_FIELDS = {
 }
 
 
+def check_mask_color_count(count, num_classes):
+    """One mask colour per class, inline or from a palette file."""
+    if count != num_classes:
+        raise UserInputError(
+            f"mask_colors lists {count} colours but num_classes="
+            f"{num_classes}; give one [R, G, B] per class, in class-id order."
+        )
+
+
 def loss_terms(loss: str) -> list:
     """["ce", "dice"] for "ce+dice"."""
     return [term.strip() for term in loss.split("+")]
@@ -199,12 +208,7 @@ class DeepLabConfig(ModelSpec):
                     example="[[0,0,0],[128,64,128]]",
                     length=3,
                 )
-            if len(self.mask_colors) != self.num_classes:
-                raise UserInputError(
-                    f"mask_colors lists {len(self.mask_colors)} colours but "
-                    f"num_classes={self.num_classes}; give one [R, G, B] per "
-                    "class, in class-id order."
-                )
+            check_mask_color_count(len(self.mask_colors), self.num_classes)
 
     def _check_loss(self):
         terms = loss_terms(self.loss)

@@ -13,9 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_deeplab.config.fields import UNKNOWN_COLOR_POLICIES
+from keras_deeplab.config.fields import (
+    UNKNOWN_COLOR_POLICIES,
+    check_mask_color_count,
+)
 from keras_deeplab.errors import UserInputError
 from keras_deeplab.labels import IGNORE_INDEX
+from keras_deeplab.spec import check_choice
 
 _CHANNEL_WEIGHTS = np.array([65536, 256, 1], np.int64)
 
@@ -43,11 +47,7 @@ class MaskColors:
     """
 
     def __init__(self, colors, unknown="error"):
-        if unknown not in UNKNOWN_COLOR_POLICIES:
-            raise UserInputError(
-                f"mask_unknown_colors={unknown!r} is not supported; expected "
-                f"one of {UNKNOWN_COLOR_POLICIES}."
-            )
+        check_choice("mask_unknown_colors", unknown, UNKNOWN_COLOR_POLICIES)
         keys = color_keys(np.asarray(colors, np.int64).reshape(-1, 3))
         if len(np.unique(keys)) != len(keys):
             raise UserInputError(
@@ -113,10 +113,5 @@ def mask_colors_of(config):
     colors = config.mask_colors
     if isinstance(colors, str):
         colors = read_palette(colors)
-    if len(colors) != config.num_classes:
-        raise UserInputError(
-            f"mask_colors lists {len(colors)} colours but num_classes="
-            f"{config.num_classes}; give one colour per class, in class-id "
-            "order."
-        )
+    check_mask_color_count(len(colors), config.num_classes)
     return MaskColors(colors, config.mask_unknown_colors)
