@@ -42,15 +42,6 @@ def parse_tile(text) -> tuple:
     return size
 
 
-def check_overlap(overlap) -> float:
-    if not 0.0 <= overlap < 1.0:
-        raise UserInputError(
-            f"--overlap {overlap!r} is invalid; expected a fraction of the "
-            "tile in [0, 1), e.g. 0.25."
-        )
-    return float(overlap)
-
-
 def tile_starts(length: int, tile: int, stride: int) -> list:
     """Offsets of tiles of `tile` pixels every `stride` that cover
     [0, length); the last one ends at `length`."""
@@ -60,11 +51,8 @@ def tile_starts(length: int, tile: int, stride: int) -> list:
 
 
 def window_weights(height: int, width: int, window: str) -> np.ndarray:
-    """Blending weights of one tile, float32 (height, width)."""
-    if window not in WINDOWS:
-        raise UserInputError(
-            f"window={window!r} is not supported; expected one of {WINDOWS}."
-        )
+    """Blending weights of one tile, float32 (height, width); `window` is
+    one of WINDOWS (checked by `Tiling`)."""
     if window == "mean":
         return np.ones((height, width), np.float32)
     axes = []
@@ -83,6 +71,18 @@ class Tiling:
     overlap: float = 0.25
     window: str = "mean"
     batch_size: int = 4
+
+    def __post_init__(self):
+        if not 0.0 <= self.overlap < 1.0:
+            raise UserInputError(
+                f"--overlap {self.overlap!r} is invalid; expected a fraction "
+                "of the tile in [0, 1), e.g. 0.25."
+            )
+        if self.window not in WINDOWS:
+            raise UserInputError(
+                f"window={self.window!r} is not supported; expected one of "
+                f"{WINDOWS}."
+            )
 
 
 def batch_class_ids(model, images, *, scales=(1.0,), flip=False, tiling=None):
@@ -152,12 +152,11 @@ def sliding_window_predict(
     height, width = image.shape[:2]
     tile_height = min(tiling.tile[0], height)
     tile_width = min(tiling.tile[1], width)
-    overlap = check_overlap(tiling.overlap)
     rows = tile_starts(
-        height, tile_height, max(1, round(tile_height * (1 - overlap)))
+        height, tile_height, max(1, round(tile_height * (1 - tiling.overlap)))
     )
     columns = tile_starts(
-        width, tile_width, max(1, round(tile_width * (1 - overlap)))
+        width, tile_width, max(1, round(tile_width * (1 - tiling.overlap)))
     )
     weights = window_weights(tile_height, tile_width, tiling.window)
     band = output = None

@@ -83,12 +83,10 @@ def _inference_options(args, config):
         flip = bool(config and config.eval_flip)
     tiling = None
     if args.tile:
-        from keras_deeplab.tiling import Tiling, check_overlap, parse_tile
+        from keras_deeplab.tiling import Tiling, parse_tile
 
         tiling = Tiling(
-            parse_tile(args.tile),
-            overlap=check_overlap(args.overlap),
-            window=args.blend,
+            parse_tile(args.tile), overlap=args.overlap, window=args.blend
         )
     return {"scales": scales, "flip": flip, "tiling": tiling}
 
