@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 
+from keras_deeplab.memory import peak_rss_mb, rss_mb
 from keras_deeplab.timing import time_calls
 
 RESULT_PREFIX = "RESULT "
@@ -56,19 +57,6 @@ TENSORFLOW_FREE = (
     *PEER_RUNTIMES,
 )
 _MATMUL_SIZE = 3072  # large enough to be compute bound, ~58 GFLOP per call
-
-
-def _memory_mb(field) -> float:
-    # /proc, not getrusage: ru_maxrss survives exec, so a child would report
-    # the RSS of the parent it was forked from. VmHWM starts fresh at exec.
-    with open("/proc/self/status") as handle:
-        line = next(x for x in handle if x.startswith(field + ":"))
-    return int(line.split()[1]) / 1024  # kB
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (Linux)."""
-    return _memory_mb("VmHWM")
 
 
 def _configure_tensorflow(threads):
@@ -242,7 +230,7 @@ _KINDS = {
 
 def main(argv=None):
     spec = json.loads((argv or sys.argv[1:])[0])
-    start_rss_mb = _memory_mb("VmRSS")  # Python + keras_deeplab imports
+    start_rss_mb = rss_mb()  # Python + keras_deeplab imports
     result = _KINDS[spec["kind"]](spec)
     result["start_rss_mb"] = round(start_rss_mb, 1)
     result["peak_rss_mb"] = round(peak_rss_mb(), 1)

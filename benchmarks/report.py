@@ -60,7 +60,7 @@ def _inference_table(records, backbone):
     peer = PEER if any(r["runtime"] == PEER for r in records) else None
     if peer and 1 in batches:
         header += [f"OS{s} b1 ÷ {peer}" for s in strides]
-    header += ["peak RSS MB", "file MB"]
+    header += ["peak RSS MB", "file MB", "export s", "export peak MB"]
     rows = []
     for runtime in runtimes:
         mine = [r for r in records if r["runtime"] == runtime]
@@ -94,13 +94,24 @@ def _inference_table(records, backbone):
                 cell(s, 1, lambda r: _ratio(r, records, peer)) for s in strides
             ]
         measured = _ok(mine)
-        rss = max((r["peak_rss_mb"] for r in measured), default=None)
-        sizes = [r["artefact_mb"] for r in measured if r.get("artefact_mb")]
-        size = max(sizes, default=None)
-        row += ["-" if rss is None else f"{rss:,.0f}"]
-        row += ["-" if size is None else f"{size:,.0f}"]
+        row += [
+            _largest(measured, field)
+            for field in (
+                "peak_rss_mb",
+                "artefact_mb",
+                "export_s",
+                "export_peak_mb",
+            )
+        ]
         rows.append(row)
     return _table(header, rows)
+
+
+def _largest(records, field) -> str:
+    """The largest `field` over one runtime's records (each output stride
+    and batch), or "-" where none was recorded."""
+    values = [r[field] for r in records if r.get(field)]
+    return f"{max(values):,.0f}" if values else "-"
 
 
 def _model_table(records):
@@ -181,6 +192,11 @@ def format_markdown(document) -> str:
             f"(median of {plan['repeats']} after {plan['warmup']} warm-up):"
         )
         parts.append(_inference_table(inference, backbone))
+    parts.append(
+        "`export s` and `export peak MB`: writing the runtime's artefact in "
+        "the harness process (peak resident memory of the whole process "
+        "while it ran; not measured for torchvision's peers)."
+    )
     if any(r["runtime"] == "litert_int8" for r in inference):
         parts.append(
             "`% peak` is achieved FLOP/s over the fp32 matmul peak; int8 "

@@ -5,6 +5,7 @@ The document is rewritten atomically after every measurement, so an
 interrupted run keeps what it measured and `resume=True` continues it.
 """
 
+import contextlib
 import dataclasses
 import importlib.util
 import json
@@ -12,6 +13,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +35,7 @@ from benchmarks.results import (
 )
 from keras_deeplab.complexity import FLOPS_PER_MAC, TRAINING_FLOPS_PER_MAC
 from keras_deeplab.errors import UserInputError
+from keras_deeplab.memory import peak_rss_mb, reset_peak_rss
 from keras_deeplab.spec import (
     ARCHITECTURES,
     BACKBONES,
@@ -183,47 +186,68 @@ def peer_architecture(plan, backbone) -> str:
     return f"{head}_{backbone}"
 
 
+@contextlib.contextmanager
+def _export_cost(costs, runtime):
+    """Records the wall time and peak resident memory of the export
+    written within, as `costs[runtime]` (the benchmark's export columns)."""
+    start = time.perf_counter()
+    reset_peak_rss()
+    yield
+    peak = peak_rss_mb()
+    costs[runtime] = {
+        "export_s": round(time.perf_counter() - start, 1),
+        "export_peak_mb": None if peak is None else round(peak),
+    }
+
+
 def export_artefacts(model, directory, *, plan, backbone, output_stride):
-    """{runtime: path} of the artefact each planned runtime loads."""
+    """({runtime: path} of the artefact each planned runtime loads,
+    {runtime: its export's time and peak memory})."""
     from keras_deeplab.export.artefacts import export
     from keras_deeplab.export.openvino_ir import onnx_to_openvino
     from keras_deeplab.models import class_names
 
     directory = Path(directory)
     calibration = _calibration_images(plan)
-    paths = {}
+    paths, costs = {}, {}
     if set(plan.runtimes) & set(KERAS_RUNTIMES):
         path = directory / "model.keras"
         model.save(path)
         paths.update({runtime: path for runtime in KERAS_RUNTIMES})
     if "saved_model" in plan.runtimes:
-        paths["saved_model"] = export(model, "saved_model", directory)
+        with _export_cost(costs, "saved_model"):
+            paths["saved_model"] = export(model, "saved_model", directory)
     for runtime, quantize in ONNX_RUNTIMES.items():
         if runtime in plan.runtimes:
-            paths[runtime] = export(
-                model,
-                "onnx",
-                directory,
-                quantize=quantize,
-                representative_images=calibration,
-            )
+            with _export_cost(costs, runtime):
+                paths[runtime] = export(
+                    model,
+                    "onnx",
+                    directory,
+                    quantize=quantize,
+                    representative_images=calibration,
+                )
     for runtime, quantize in LITERT_RUNTIMES.items():
         if runtime in plan.runtimes:
-            paths[runtime] = export(
-                model,
-                "tflite",
-                directory,
-                size=plan.size,
-                quantize=quantize,
-                representative_images=calibration,
-            )
+            with _export_cost(costs, runtime):
+                paths[runtime] = export(
+                    model,
+                    "tflite",
+                    directory,
+                    size=plan.size,
+                    quantize=quantize,
+                    representative_images=calibration,
+                )
     if OPENVINO_RUNTIME in plan.runtimes:
-        onnx_path = paths.get("onnxruntime") or export(model, "onnx", directory)
-        paths[OPENVINO_RUNTIME] = onnx_to_openvino(
-            onnx_path,
-            directory / "openvino.xml",
-            class_names=class_names(model),
-        )
+        with _export_cost(costs, OPENVINO_RUNTIME):
+            onnx_path = paths.get("onnxruntime") or export(
+                model, "onnx", directory
+            )
+            paths[OPENVINO_RUNTIME] = onnx_to_openvino(
+                onnx_path,
+                directory / "openvino.xml",
+                class_names=class_names(model),
+            )
     torchvision_onnx = {"torchvision_onnxruntime", "torchvision_openvino"}
     if torchvision_onnx & set(plan.runtimes):
         from benchmarks.peers import (
@@ -247,7 +271,7 @@ def export_artefacts(model, directory, *, plan, backbone, output_stride):
         )
     for runtime in set(PEER_RUNTIMES) - set(paths):
         paths[runtime] = ""  # eager torchvision builds its own model
-    return {runtime: str(path) for runtime, path in paths.items()}
+    return {runtime: str(path) for runtime, path in paths.items()}, costs
 
 
 def _efficiency(flops_per_s, results):
@@ -316,7 +340,7 @@ def _benchmark_model(results, plan, backbone, output_stride, log):
     results.add(info)
     log(f"{backbone} OS{output_stride}: {info['gmacs']:.1f} GMACs, exporting")
     with tempfile.TemporaryDirectory(dir=results.path.parent) as directory:
-        artefacts = export_artefacts(
+        artefacts, export_costs = export_artefacts(
             model,
             directory,
             plan=plan,
@@ -333,6 +357,7 @@ def _benchmark_model(results, plan, backbone, output_stride, log):
             spec.update(num_classes=plan.num_classes)
             spec.update(peer_arch=peer_architecture(plan, backbone))
             record = {**key, **measure(spec), "gmacs": info["gmacs"]}
+            record.update(export_costs.get(key["runtime"], {}))
             record["artefact_mb"] = (
                 round(disk_size_mb(path), 1) if path else None
             )

@@ -4,6 +4,10 @@ Channels-last only. Every `call` uses `keras.ops` so the layers run on the
 TensorFlow and JAX backends and survive SavedModel, TFLite and ONNX export.
 """
 
+import contextlib
+import contextvars
+import functools
+
 import keras
 from keras import ops
 
@@ -250,11 +254,70 @@ def _tensorflow_atrous_conv(inputs, kernel, *, rates, paddings, depthwise):
     return convolve(inputs, kernel)
 
 
+# How a dilated depthwise conv traces on TensorFlow: None (the native op
+# where this machine's TensorFlow runs it), "native" or "portable".
+_DEPTHWISE_FORM = contextvars.ContextVar("dilated_depthwise_form", default=None)
+DEPTHWISE_FORMS = ("native", "portable")
+
+
+@contextlib.contextmanager
+def dilated_depthwise_form(form: str):
+    """Within: dilated depthwise convolutions trace as one native op
+    ("native": what the TFLite and ONNX converters keep as one depthwise
+    conv, whatever this machine runs) or as SpaceToBatchND around a plain
+    depthwise conv ("portable": what every TensorFlow CPU kernel runs, for
+    SavedModels served elsewhere).
+
+    TensorFlow's own CPU kernel for `DepthwiseConv2dNative` refuses
+    dilation; only its oneDNN kernel takes it, and oneDNN is on by default
+    only on some (Intel) CPUs.
+    """
+    if form not in DEPTHWISE_FORMS:
+        raise ValueError(f"form={form!r}; expected one of {DEPTHWISE_FORMS}")
+    token = _DEPTHWISE_FORM.set(form)
+    try:
+        yield
+    finally:
+        _DEPTHWISE_FORM.reset(token)
+
+
+@functools.cache
+def native_dilated_depthwise_runs() -> bool:
+    """Whether this process's TensorFlow runs a dilated depthwise conv as one
+    op on its default device (a one-pixel probe, run once, eagerly even
+    while a function is being traced)."""
+    import tensorflow as tf
+
+    with tf.init_scope():
+        try:
+            tf.raw_ops.DepthwiseConv2dNative(
+                input=tf.zeros([1, 3, 3, 1]),
+                filter=tf.zeros([3, 3, 1, 1]),
+                strides=[1, 1, 1, 1],
+                padding="SAME",
+                dilations=[1, 2, 2, 1],
+            )
+        except (tf.errors.UnimplementedError, tf.errors.InvalidArgumentError):
+            return False
+    return True
+
+
+def _traces_native(depthwise: bool) -> bool:
+    if not depthwise:
+        return True  # every TensorFlow Conv2D kernel takes dilations
+    form = _DEPTHWISE_FORM.get()
+    if form is None:
+        return native_dilated_depthwise_runs()
+    return form == "native"
+
+
 class _NativeDilation:
     """What AtrousConv2D and AtrousDepthwiseConv2D add to their Keras base:
     on TensorFlow a dilated "same" convolution is one native op with
     explicit symmetric padding (see `_tensorflow_atrous_conv`); on other
-    backends, and without dilation, the Keras layer itself runs."""
+    backends, without dilation, and for a depthwise conv where the native
+    op cannot run (`dilated_depthwise_form`), the Keras layer itself runs
+    (the same function)."""
 
     _DEPTHWISE = False
 
@@ -270,6 +333,7 @@ class _NativeDilation:
         if (
             keras.backend.backend() != "tensorflow"
             or max(self.dilation_rate) == 1
+            or not _traces_native(self._DEPTHWISE)
         ):
             return super().call(inputs)
         outputs = _tensorflow_atrous_conv(

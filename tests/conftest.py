@@ -1,8 +1,5 @@
 """Shared fixtures (seeding, dtype policy) and how xdist splits the suite."""
 
-import ctypes
-import ctypes.util
-import gc
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -10,9 +7,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import pytest  # noqa: E402
 
-_LIBC = (
-    ctypes.CDLL(ctypes.util.find_library("c")) if os.name == "posix" else None
-)
+from keras_deeplab.memory import release_freed_memory  # noqa: E402
 
 
 def _shares_a_fixture(item):
@@ -49,9 +44,7 @@ def released_after_each_module():
     (a worker reached 9 GB without this)."""
     yield
     keras.backend.clear_session()
-    gc.collect()
-    if _LIBC is not None and hasattr(_LIBC, "malloc_trim"):
-        _LIBC.malloc_trim(0)  # hand freed heap pages back to the system
+    release_freed_memory()
 
 
 @pytest.fixture(autouse=True)

@@ -275,8 +275,13 @@ def test_demo_end_to_end_tiny(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "deeplabv3plus_resnet50_os16: " in out and "GMACs at 48x48" in out
     assert "deeplab_int8_48" in out and "val mIoU" in out
-    # Each artefact is announced with its time while `export all` runs.
-    assert re.search(r"writing tflite .* at 48 \.\.\.\n.*\(\d+\.\d s\)", out)
+    # Each artefact is announced with its time and peak memory while
+    # `export all` runs.
+    assert re.search(
+        r"writing tflite .* at 48 \.\.\.\n"
+        r".*\(\d+\.\d s, peak memory \d+\.\d GB\)",
+        out,
+    )
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert 0.0 <= metrics["mean_iou"] <= 1.0
     names = {row["name"] for row in metrics["parity"]}

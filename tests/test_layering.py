@@ -17,6 +17,7 @@ LAYERS = [
         "names",
         "atomic",
         "timing",
+        "memory",
         "lazy",
         "spec",
         "visualize",

@@ -97,19 +97,24 @@ def test_layers_round_trip_their_config(layer_class):
     assert serialized["registered_name"].startswith("keras_deeplab>")
 
 
-def _conv_pair(rate, *, use_bias, kernel_size=3, filters=6):
-    """An AtrousConv2D and a keras Conv2D holding the same weights."""
-    from keras_deeplab.layers import AtrousConv2D
+def _conv_pair(rate, *, use_bias, depthwise=False, kernel_size=3, filters=6):
+    """An Atrous(Depthwise)Conv2D and its keras layer with the same
+    weights."""
+    from keras_deeplab.layers import AtrousConv2D, AtrousDepthwiseConv2D
 
     kwargs = {
-        "filters": filters,
         "kernel_size": kernel_size,
         "dilation_rate": rate,
         "padding": "same",
         "use_bias": use_bias,
         "bias_initializer": "random_normal",
     }
-    native, reference = AtrousConv2D(**kwargs), keras.layers.Conv2D(**kwargs)
+    if depthwise:
+        ours, theirs = AtrousDepthwiseConv2D, keras.layers.DepthwiseConv2D
+    else:
+        ours, theirs = AtrousConv2D, keras.layers.Conv2D
+        kwargs["filters"] = filters
+    native, reference = ours(**kwargs), theirs(**kwargs)
     native.build((None, None, None, 5))
     reference.build((None, None, None, 5))
     reference.set_weights(native.get_weights())
@@ -134,10 +139,15 @@ def _values_and_gradients(layer, images):
 
 @pytest.mark.parametrize("rate", [1, 2, 6, 13])
 @pytest.mark.parametrize("use_bias", [True, False])
-def test_atrous_conv_matches_keras_conv_forward_and_gradients(rate, use_bias):
+@pytest.mark.parametrize("depthwise", [False, True])
+def test_atrous_conv_matches_keras_conv_forward_and_gradients(
+    rate, use_bias, depthwise
+):
     """The native op and its SpaceToBatch gradient equal Keras' Conv2D to
-    1e-5 of each tensor's scale (float32 summation order differs)."""
-    native, reference = _conv_pair(rate, use_bias=use_bias)
+    1e-5 of each tensor's scale (float32 summation order differs); a
+    depthwise conv where this TensorFlow lacks the native kernel runs the
+    Keras form."""
+    native, reference = _conv_pair(rate, use_bias=use_bias, depthwise=depthwise)
     rng = np.random.default_rng(rate)
     images = rng.standard_normal((2, 29, 37, 5)).astype("float32")
     for got, expected in zip(
@@ -166,18 +176,20 @@ _ONEDNN_OFF_GRADIENT = """
 import numpy as np
 import tensorflow as tf
 from tests.test_layers import _conv_pair, _values_and_gradients
-native, reference = _conv_pair(3, use_bias=True)
 images = np.random.default_rng(0).standard_normal((1, 17, 19, 5))
 images = images.astype("float32")
-pairs = zip(_values_and_gradients(native, images),
-            _values_and_gradients(reference, images))
-print(max(float(np.abs(a - b).max() / np.abs(b).max()) for a, b in pairs))
+for depthwise in (False, True):
+    native, reference = _conv_pair(3, use_bias=True, depthwise=depthwise)
+    pairs = zip(_values_and_gradients(native, images),
+                _values_and_gradients(reference, images))
+    print(max(float(np.abs(a - b).max() / np.abs(b).max()) for a, b in pairs))
 """
 
 
 def test_atrous_conv_trains_with_onednn_off(tmp_path):
     """TF has no CPU gradient kernel for a native dilated conv; without
-    oneDNN, Conv2D's own forward path differs too. Both must still work."""
+    oneDNN, Conv2D's own forward path differs too, and a dilated
+    DepthwiseConv2dNative has no kernel at all. All must still work."""
     import os
     import subprocess
     import sys
@@ -194,4 +206,25 @@ def test_atrous_conv_trains_with_onednn_off(tmp_path):
         check=False,
     )
     assert run.returncode == 0, run.stderr[-2000:]
-    assert float(run.stdout.strip().splitlines()[-1]) <= 1e-5
+    differences = [float(x) for x in run.stdout.strip().splitlines()[-2:]]
+    assert max(differences) <= 1e-5, differences
+
+
+@pytest.mark.parametrize("form", ["native", "portable"])
+def test_dilated_depthwise_form_chooses_the_traced_op(form):
+    """Converters trace the native op (TFLite and ONNX have kernels for
+    it); a SavedModel for another machine traces the portable one."""
+    import tensorflow as tf
+
+    from keras_deeplab.layers import dilated_depthwise_form
+
+    layer, _ = _conv_pair(2, use_bias=False, depthwise=True)
+    with dilated_depthwise_form(form):
+        function = tf.function(layer).get_concrete_function(
+            tf.TensorSpec([1, 9, 9, 5], tf.float32)
+        )
+    ops = {node.op for node in function.graph.as_graph_def().node}
+    assert ("SpaceToBatchND" in ops) == (form == "portable"), ops
+    with pytest.raises(ValueError, match="expected one of"):
+        with dilated_depthwise_form("fast"):
+            pass

@@ -35,6 +35,11 @@ from keras_deeplab.export.tflite_metadata import (
     segmenter_metadata,
     with_metadata,
 )
+from keras_deeplab.memory import (
+    peak_rss_mb,
+    release_freed_memory,
+    reset_peak_rss,
+)
 from keras_deeplab.models import class_names
 from keras_deeplab.names import check_model_name
 
@@ -264,7 +269,7 @@ def export_all(
 
     Args:
         log: callable or None. Called with one line per artefact written,
-            with its time (the CLI prints them).
+            with its time and peak resident memory (the CLI prints them).
     """
     steps = [
         (
@@ -335,14 +340,18 @@ def export_all(
     written = []
     for description, write in steps:
         start = time.perf_counter()
+        release_freed_memory()
+        reset_peak_rss()
         if log:
             log(f"writing {description} ...")
         paths = write()
         written.extend(paths)
         if log:
+            peak = peak_rss_mb()
             log(
                 f"  {', '.join(str(p) for p in paths)} "
-                f"({time.perf_counter() - start:.1f} s)"
+                f"({time.perf_counter() - start:.1f} s"
+                + (f", peak memory {peak / 1024:.1f} GB)" if peak else ")")
             )
     return {_artefact_name(path): path for path in written}
 

@@ -20,6 +20,7 @@ from keras_deeplab.export.serving import (
     MASK_PNG_OUTPUT,
     PROBABILITIES_OUTPUT,
 )
+from keras_deeplab.layers import dilated_depthwise_form
 
 # 4096 x 4096: larger images (or decompression bombs claiming to be) are
 # refused before decoding.
@@ -230,10 +231,15 @@ def export_saved_model(
             "int version folder, e.g. --version 1."
         )
     target = Path(out_dir) / model_name / str(version)
-    archive = build_archive(
-        model, max_pixels=max_pixels, probabilities=probabilities
-    )
-    with atomic_directory(target, overwrite=overwrite) as temporary:
+    # The server's TensorFlow may lack the dilated depthwise kernel this
+    # machine has (MobileNetV3 models).
+    with (
+        dilated_depthwise_form("portable"),
+        atomic_directory(target, overwrite=overwrite) as temporary,
+    ):
+        archive = build_archive(
+            model, max_pixels=max_pixels, probabilities=probabilities
+        )
         archive.write_out(str(temporary), verbose=False)
         if labels is not None:
             assets = temporary / "assets"

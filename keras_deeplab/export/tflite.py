@@ -15,6 +15,8 @@ from keras_deeplab.derived import export_model
 from keras_deeplab.errors import UserInputError
 from keras_deeplab.export.layout import IO_TYPES, TFLITE_PRECISIONS
 from keras_deeplab.export.runtimes import tflite_session
+from keras_deeplab.layers import dilated_depthwise_form
+from keras_deeplab.memory import release_freed_memory
 
 _SIGNATURE = "serve"
 
@@ -35,14 +37,16 @@ def _write_serving_saved_model(model, directory, *, size, argmax):
             return {"class_ids": tf.cast(tf.argmax(logits, -1), tf.uint8)}
         return {"logits": logits}
 
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    archive.add_endpoint(
-        _SIGNATURE,
-        serve,
-        input_signature=[tf.TensorSpec(shape, tf.float32, name="images")],
-    )
-    archive.write_out(str(directory), verbose=False)
+    # TFLite has its own dilated depthwise kernel: keep it one op.
+    with dilated_depthwise_form("native"):
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        archive.add_endpoint(
+            _SIGNATURE,
+            serve,
+            input_signature=[tf.TensorSpec(shape, tf.float32, name="images")],
+        )
+        archive.write_out(str(directory), verbose=False)
 
 
 def convert_tflite(
@@ -133,6 +137,7 @@ def convert_tflite_variants(
     with tempfile.TemporaryDirectory() as directory:
         _write_serving_saved_model(model, directory, size=size, argmax=argmax)
         for quantize in quantizations:
+            release_freed_memory()  # the previous conversion's peak
             converter = tf.lite.TFLiteConverter.from_saved_model(
                 directory, signature_keys=[_SIGNATURE]
             )

@@ -5,7 +5,6 @@ import json
 
 import pytest
 
-from benchmarks.measure import peak_rss_mb
 from benchmarks.report import (
     compare,
     format_markdown,
@@ -14,6 +13,7 @@ from benchmarks.report import (
 from benchmarks.results import ResultsFile, result_key
 from benchmarks.suite import BenchmarkPlan, validate_plan
 from keras_deeplab.errors import UserInputError
+from keras_deeplab.memory import peak_rss_mb
 from keras_deeplab.timing import time_calls
 
 
@@ -39,7 +39,11 @@ def _document(peak_gflops=200.0, scale=1.0):
     results = [
         _inference("keras", 8, 2.0 * scale),
         _inference("keras", 16, 0.7 * scale),
-        _inference("onnxruntime", 8, 2.2 * scale),
+        {
+            **_inference("onnxruntime", 8, 2.2 * scale),
+            "export_s": 61.4,
+            "export_peak_mb": 3150,
+        },
         {**_inference("litert_int8", 8, 1.0), "error": "exit 1: boom"},
         {
             "kind": "fit",
@@ -103,6 +107,10 @@ def test_markdown_has_one_row_per_runtime_and_marks_failures():
     assert keras_row.startswith("| `keras` | 2,000 | 700 |")
     int8_row = next(x for x in markdown.splitlines() if "litert_int8" in x)
     assert "failed" in int8_row
+    # Peak RSS, file MB, export seconds and the export's peak memory.
+    assert keras_row.endswith("| 700 | 160 | - | - |")
+    onnx_row = next(x for x in markdown.splitlines() if "`onnxruntime`" in x)
+    assert onnx_row.endswith("| 700 | 160 | 61 | 3,150 |")
     assert "| keras | graph | float32 | 0.40 | - | 30% |" in markdown
 
 

@@ -274,6 +274,32 @@ def test_fixed_size_tflite_files_are_gpu_delegate_compatible(exported):
         ), report.getvalue()[-2000:]
 
 
+def _dilated_depthwise_ops(graph_def):
+    nodes = [*graph_def.node]
+    for function in graph_def.library.function:
+        nodes.extend(function.node_def)
+    return [
+        node
+        for node in nodes
+        if node.op == "DepthwiseConv2dNative"
+        and max(node.attr["dilations"].list.i) > 1
+    ]
+
+
+@pytest.mark.slow
+def test_saved_model_runs_without_a_dilated_depthwise_kernel(exported):
+    """TF Serving's CPU may lack the oneDNN kernel that alone runs a dilated
+    DepthwiseConv2dNative: the SavedModel keeps MobileNetV3's dilated
+    depthwise convs in SpaceToBatch form, whatever the exporting machine
+    has."""
+    import tensorflow as tf
+
+    out, _ = exported
+    serving = tf.saved_model.load(str(out / "serving" / "deeplab" / "1"))
+    graph = serving.signatures["serving_default"].graph.as_graph_def()
+    assert not _dilated_depthwise_ops(graph)
+
+
 @pytest.mark.slow
 def test_tflite_has_no_space_to_batch(exported):
     from ai_edge_litert.interpreter import Interpreter
@@ -286,3 +312,61 @@ def test_tflite_has_no_space_to_batch(exported):
         ops = {op["op_name"] for op in interpreter._get_ops_details()}
         assert "CONV_2D" in ops, name
         assert not ops & {"SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND"}, (name, ops)
+
+
+class _AllImagesAtOnce:
+    """onnxruntime's plain CalibrationDataReader protocol: no set_range."""
+
+    def __init__(self, images):
+        self._feeds = iter([{"images": image[None]} for image in images])
+
+    def get_next(self):
+        return next(self._feeds, None)
+
+
+@pytest.mark.slow
+def test_int8_onnx_calibrated_per_image_has_the_all_at_once_ranges(
+    exported, tmp_path
+):
+    """The int8 ONNX export reduces each calibration image to its ranges
+    before the next (bounded memory); its scales and zero points equal
+    onnxruntime's calibration over all images at once."""
+    import onnx
+    from onnx import numpy_helper
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from keras_deeplab.export.onnx import quantize_onnx_int8
+
+    out, _ = exported
+    images = random_images(3, SIZE, SIZE, seed=5)
+    ours = quantize_onnx_int8(
+        out / "onnx" / "deeplab.onnx",
+        tmp_path / "ours.onnx",
+        representative_images=images,
+    )
+    prepared = tmp_path / "prepared.onnx"
+    quant_pre_process(str(out / "onnx" / "deeplab.onnx"), str(prepared))
+    quantize_static(
+        prepared,
+        tmp_path / "reference.onnx",
+        _AllImagesAtOnce(images),
+        quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        reduce_range=True,
+    )
+
+    def quantization_parameters(path):
+        return {
+            tensor.name: numpy_helper.to_array(tensor)
+            for tensor in onnx.load(str(path)).graph.initializer
+            if tensor.name.endswith(("_scale", "_zero_point"))
+        }
+
+    got = quantization_parameters(ours)
+    expected = quantization_parameters(tmp_path / "reference.onnx")
+    assert len(expected) > 20 and got.keys() == expected.keys()
+    for name, value in expected.items():
+        np.testing.assert_array_equal(got[name], value, err_msg=name)
