@@ -13,7 +13,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +34,7 @@ from benchmarks.results import (
 )
 from keras_deeplab.complexity import FLOPS_PER_MAC, TRAINING_FLOPS_PER_MAC
 from keras_deeplab.errors import UserInputError
-from keras_deeplab.memory import peak_rss_mb, reset_peak_rss
+from keras_deeplab.memory import measured_step
 from keras_deeplab.spec import (
     ARCHITECTURES,
     BACKBONES,
@@ -190,12 +189,11 @@ def peer_architecture(plan, backbone) -> str:
 def _export_cost(costs, runtime):
     """Records the wall time and peak resident memory of the export
     written within, as `costs[runtime]` (the benchmark's export columns)."""
-    start = time.perf_counter()
-    reset_peak_rss()
-    yield
-    peak = peak_rss_mb()
+    with measured_step() as cost:
+        yield
+    peak = cost["peak_mb"]
     costs[runtime] = {
-        "export_s": round(time.perf_counter() - start, 1),
+        "export_s": round(cost["seconds"], 1),
         "export_peak_mb": None if peak is None else round(peak),
     }
 

@@ -6,10 +6,12 @@ benchmark harness records each runtime's peak. Elsewhere (no /proc) every
 reading is None.
 """
 
+import contextlib
 import ctypes
 import ctypes.util
 import functools
 import gc
+import time
 from pathlib import Path
 
 _STATUS = Path("/proc/self/status")
@@ -65,3 +67,21 @@ def release_freed_memory() -> None:
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
+
+
+@contextlib.contextmanager
+def measured_step():
+    """Wall time and peak resident memory of the code within.
+
+    Freed memory is handed back first, so the peak is this step's and not
+    one an earlier step left resident. Yields a dict that is filled on exit
+    with "seconds" and "peak_mb" (None without /proc). Steps do not nest:
+    the process has one peak, and an inner step restarts it.
+    """
+    release_freed_memory()
+    reset_peak_rss()
+    cost = {}
+    start = time.perf_counter()
+    yield cost
+    cost["seconds"] = time.perf_counter() - start
+    cost["peak_mb"] = peak_rss_mb()

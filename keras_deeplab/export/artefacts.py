@@ -8,7 +8,6 @@ beside the TFLite files, `class_names` in the ONNX metadata.
 """
 
 import tempfile
-import time
 from pathlib import Path
 
 from keras_deeplab import __version__
@@ -35,11 +34,7 @@ from keras_deeplab.export.tflite_metadata import (
     segmenter_metadata,
     with_metadata,
 )
-from keras_deeplab.memory import (
-    peak_rss_mb,
-    release_freed_memory,
-    reset_peak_rss,
-)
+from keras_deeplab.memory import measured_step
 from keras_deeplab.models import class_names
 from keras_deeplab.names import check_model_name
 
@@ -339,18 +334,16 @@ def export_all(
     ]
     written = []
     for description, write in steps:
-        start = time.perf_counter()
-        release_freed_memory()
-        reset_peak_rss()
         if log:
             log(f"writing {description} ...")
-        paths = write()
+        with measured_step() as cost:
+            paths = write()
         written.extend(paths)
         if log:
-            peak = peak_rss_mb()
+            peak = cost["peak_mb"]
             log(
                 f"  {', '.join(str(p) for p in paths)} "
-                f"({time.perf_counter() - start:.1f} s"
+                f"({cost['seconds']:.1f} s"
                 + (f", peak memory {peak / 1024:.1f} GB)" if peak else ")")
             )
     return {_artefact_name(path): path for path in written}
