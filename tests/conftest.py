@@ -1,4 +1,6 @@
-"""Shared fixtures (seeding, dtype policy) and how xdist splits the suite."""
+"""Shared fixtures (seeding, dtype policy), how xdist splits the suite, and
+the suite's memory: each test process's peak resident memory per module,
+reported at the end of the run (the modules with the highest peaks)."""
 
 import os
 
@@ -7,7 +9,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import pytest  # noqa: E402
 
-from keras_deeplab.memory import release_freed_memory  # noqa: E402
+from keras_deeplab.memory import (  # noqa: E402
+    peak_rss_mb,
+    release_freed_memory,
+    reset_peak_rss,
+)
+
+# [(process, module, peak MB)] of this process (under xdist, of every
+# worker once it has finished, in the controller).
+_MODULE_PEAKS = []
+_REPORTED = 5
 
 
 def _shares_a_fixture(item):
@@ -38,13 +49,49 @@ def pytest_collection_modifyitems(items):
 
 
 @pytest.fixture(autouse=True, scope="module")
-def released_after_each_module():
+def released_after_each_module(request):
     """Each xdist worker runs hundreds of tests in one process: Keras' global
     state and TensorFlow's traced functions of a finished module are freed
-    (a worker reached 9 GB without this)."""
+    (a worker reached 9 GB without this). The module's peak resident memory
+    is recorded, and the next module's starts afresh."""
     yield
+    peak = peak_rss_mb()
+    if peak is not None:
+        process = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        _MODULE_PEAKS.append((process, request.module.__name__, peak))
     keras.backend.clear_session()
     release_freed_memory()
+    reset_peak_rss()
+
+
+def pytest_sessionfinish(session):
+    if hasattr(session.config, "workeroutput"):  # an xdist worker
+        session.config.workeroutput["module_peaks"] = _MODULE_PEAKS
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """The controller gathers each xdist worker's module peaks."""
+    _MODULE_PEAKS.extend(
+        tuple(peak) for peak in node.workeroutput.get("module_peaks", [])
+    )
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _MODULE_PEAKS:
+        return
+    by_process = {}
+    for process, module, peak in _MODULE_PEAKS:
+        by_process.setdefault(process, []).append((peak, module))
+    terminalreporter.section("peak resident memory of the test processes")
+    for process, peaks in sorted(by_process.items()):
+        highest = sorted(peaks, reverse=True)[:_REPORTED]
+        terminalreporter.write_line(
+            f"{process}: {highest[0][0] / 1024:.1f} GB; highest modules: "
+            + ", ".join(
+                f"{module} {peak / 1024:.1f} GB" for peak, module in highest
+            )
+        )
 
 
 @pytest.fixture(autouse=True)
