@@ -7,6 +7,7 @@ model's class names: `assets/labels.txt` in the SavedModel, `labels.txt`
 beside the TFLite files, `class_names` in the ONNX metadata.
 """
 
+import functools
 import tempfile
 from pathlib import Path
 
@@ -26,9 +27,11 @@ from keras_deeplab.export.layout import (
     TFLITE_PRECISIONS,
     tflite_name,
 )
-from keras_deeplab.export.onnx import export_onnx, quantize_onnx_int8
+from keras_deeplab.export.onnx import export_onnx
+from keras_deeplab.export.onnx_int8 import quantize_onnx_int8
 from keras_deeplab.export.openvino_ir import export_openvino
 from keras_deeplab.export.saved_model import export_saved_model
+from keras_deeplab.export.steps import run as run_step
 from keras_deeplab.export.tflite import convert_tflite_variants
 from keras_deeplab.export.tflite_metadata import (
     segmenter_metadata,
@@ -172,9 +175,7 @@ def _write_onnx(model, out_dir, *, quantize, representative_images, overwrite):
         )
 
 
-def _write_openvino(
-    model, out_dir, *, quantize="fp32", overwrite, onnx_path=None
-):
+def _write_openvino(model, out_dir, *, quantize="fp32", overwrite):
     if quantize != "fp32":
         raise UserInputError(
             f"quantize={quantize!r} is not supported for OpenVINO; it exports "
@@ -182,9 +183,21 @@ def _write_openvino(
         )
     path = out_dir / OPENVINO_FILE
     _refuse_existing(path, overwrite)
-    return export_openvino(
-        model, path, class_names=class_names(model), onnx_path=onnx_path
-    )
+    return export_openvino(model, path, class_names=class_names(model))
+
+
+def _tflite_paths(out_dir, *, size, quantizations, io_type, argmax) -> dict:
+    return {
+        quantize: Path(out_dir)
+        / TFLITE_DIR
+        / tflite_name(
+            precision=quantize,
+            size=size,
+            io_type=io_type if quantize == "int8" else "float32",
+            argmax=argmax,
+        )
+        for quantize in quantizations
+    }
 
 
 def _write_tflite(
@@ -201,17 +214,13 @@ def _write_tflite(
     """TFLite files of one input size, one per precision, each carrying
     MediaPipe/LiteRT metadata and the class names, and the labels file
     beside them; returns their paths."""
-    paths = {
-        quantize: Path(out_dir)
-        / TFLITE_DIR
-        / tflite_name(
-            precision=quantize,
-            size=size,
-            io_type=io_type if quantize == "int8" else "float32",
-            argmax=argmax,
-        )
-        for quantize in quantizations
-    }
+    paths = _tflite_paths(
+        out_dir,
+        size=size,
+        quantizations=quantizations,
+        io_type=io_type,
+        argmax=argmax,
+    )
     for path in paths.values():
         _refuse_existing(path, overwrite)
     flatbuffers = convert_tflite_variants(
@@ -222,28 +231,47 @@ def _write_tflite(
         io_type=io_type,
         argmax=argmax,
     )
-    labels = labels_text(model)
-    atomic_write_text(Path(out_dir) / TFLITE_DIR / LABELS_FILE, labels)
     for quantize, path in paths.items():
-        metadata = segmenter_metadata(
-            model_name=model.name,
-            description=_description(model),
-            labels_file=LABELS_FILE,
+        _write_tflite_file(
+            model,
+            path,
+            flatbuffers[quantize],
             float_input=quantize != "int8" or io_type == "float32",
-            float_output=not argmax,
-            version=f"keras_deeplab {__version__}",
+            argmax=argmax,
         )
-        flatbuffer = with_metadata(
-            flatbuffers[quantize], metadata, {LABELS_FILE: labels.encode()}
-        )
-        atomic_write_bytes(path, flatbuffer)
     return list(paths.values())
+
+
+def _write_tflite_file(model, path, flatbuffer, *, float_input, argmax):
+    """One converted flatbuffer with MediaPipe/LiteRT metadata and the
+    class names, and the labels file beside it."""
+    labels = labels_text(model)
+    atomic_write_text(Path(path).parent / LABELS_FILE, labels)
+    metadata = segmenter_metadata(
+        model_name=model.name,
+        description=_description(model),
+        labels_file=LABELS_FILE,
+        float_input=float_input,
+        float_output=not argmax,
+        version=f"keras_deeplab {__version__}",
+    )
+    atomic_write_bytes(
+        path,
+        with_metadata(flatbuffer, metadata, {LABELS_FILE: labels.encode()}),
+    )
 
 
 def _description(model) -> str:
     names = class_names(model)
     shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
     return f"Semantic segmentation into {len(names)} classes ({shown})."
+
+
+# Models this large run each step of `export_all` in a process of its own
+# (export.steps): DeepLabV3-ResNet-50 (42 M parameters) peaked at 7.5 GB in
+# one process. Below it a fresh process's start (importing TensorFlow: ~10 s
+# a step on a 2-core machine) costs more time than the memory is worth.
+SEPARATE_PROCESSES_FROM_PARAMS = 20_000_000
 
 
 def export_all(
@@ -256,6 +284,7 @@ def export_all(
     version=1,
     overwrite=False,
     probabilities=False,
+    separate_processes=None,
     log=None,
 ) -> dict:
     """SavedModel, TFLite (every precision at `size`, plus fp32 at any
@@ -263,90 +292,187 @@ def export_all(
     {name: path}, named as `artefact_paths` names them.
 
     Args:
+        separate_processes: bool or None. Run each step in a fresh Python
+            process (the model goes to it as a `.keras` file), so the
+            steps' peaks do not add up; None: for models of
+            `SEPARATE_PROCESSES_FROM_PARAMS` parameters or more.
         log: callable or None. Called with one line per artefact written,
             with its time and peak resident memory (the CLI prints them).
+
+    Raises:
+        FileExistsError: if any artefact exists and `overwrite` is False
+            (checked before anything is written).
+        UserInputError: without `representative_images`.
     """
-    steps = [
-        (
-            f"saved_model v{version}",
-            lambda: [
-                export(
-                    model,
+    out_dir = Path(out_dir)
+    if representative_images is None:
+        raise UserInputError(
+            "int8 TFLite and ONNX calibrate activations on training images; "
+            "pass representative_images (export --config CONFIG)."
+        )
+    if separate_processes is None:
+        separate_processes = (
+            model.count_params() >= SEPARATE_PROCESSES_FROM_PARAMS
+        )
+    tflite_paths = {
+        (side, quantize): path
+        for side, precisions in ((size, TFLITE_PRECISIONS), (None, ("fp32",)))
+        for quantize, path in _tflite_paths(
+            out_dir,
+            size=side,
+            quantizations=precisions,
+            io_type="float32",
+            argmax=False,
+        ).items()
+    }
+    serving = out_dir / SERVING_DIR / check_model_name(model_name)
+    onnx_path, onnx_int8_path, xml_path = (
+        out_dir / ONNX_FILE,
+        out_dir / ONNX_INT8_FILE,
+        out_dir / OPENVINO_FILE,
+    )
+    for path in (
+        serving / str(version),
+        *tflite_paths.values(),
+        onnx_path,
+        onnx_int8_path,
+        xml_path,
+    ):
+        _refuse_existing(path, overwrite)
+    with tempfile.TemporaryDirectory(prefix="keras_deeplab_export_") as work:
+        run = _StepRunner(model, Path(work), separate=separate_processes)
+
+        def step(name, **kwargs):
+            """A plan entry: one step that writes one artefact."""
+            return lambda: [Path(run(name, **kwargs))]
+
+        def tflite(size, quantize, path):
+            directory = Path(work) / f"tflite_{size or 'anysize'}"
+            if not directory.exists():
+                run(
+                    "tflite_input",
+                    model=run.model_source,
+                    directory=str(directory),
+                    size=size,
+                    argmax=False,
+                )
+            flatbuffer = run(
+                "tflite",
+                directory=str(directory),
+                flatbuffer_path=str(Path(work) / path.name),
+                quantize=quantize,
+                images=representative_images if quantize == "int8" else None,
+            )
+            _write_tflite_file(
+                model,
+                path,
+                Path(flatbuffer).read_bytes(),
+                float_input=True,
+                argmax=False,
+            )
+            return [path]
+
+        names = list(class_names(model))
+        plan = [
+            (
+                f"saved_model v{version}",
+                step(
                     "saved_model",
-                    out_dir,
+                    model=run.model_source,
+                    out_dir=str(out_dir / SERVING_DIR),
                     model_name=model_name,
                     version=version,
                     overwrite=overwrite,
                     probabilities=probabilities,
-                )
-            ],
-        ),
-        (
-            f"tflite {', '.join(TFLITE_PRECISIONS)} at {size}",
-            lambda: _write_tflite(
-                model,
-                out_dir,
-                size=size,
-                quantizations=TFLITE_PRECISIONS,
-                representative_images=representative_images,
-                overwrite=overwrite,
+                    labels=labels_text(model),
+                ),
             ),
-        ),
-        (
-            "tflite fp32 at any size",
-            lambda: _write_tflite(
-                model,
-                out_dir,
-                size=None,
-                quantizations=("fp32",),
-                representative_images=None,
-                overwrite=overwrite,
-            ),
-        ),
-        (
-            "onnx fp32",
-            lambda: [export(model, "onnx", out_dir, overwrite=overwrite)],
-        ),
-        (
-            "openvino fp32 (from the ONNX graph)",
-            lambda: [
-                _write_openvino(
-                    model,
-                    out_dir,
-                    overwrite=overwrite,
-                    onnx_path=Path(out_dir) / ONNX_FILE,
+            *(
+                (
+                    f"tflite {quantize} at {size or 'any size'}",
+                    functools.partial(tflite, size, quantize, path),
                 )
-            ],
-        ),
-        (
-            "onnx int8",
-            lambda: [
-                export(
-                    model,
+                for (size, quantize), path in tflite_paths.items()
+            ),
+            (
+                "onnx fp32",
+                step(
                     "onnx",
-                    out_dir,
-                    quantize="int8",
-                    representative_images=representative_images,
-                    overwrite=overwrite,
+                    model=run.model_source,
+                    path=str(onnx_path),
+                    metadata={"class_names": names},
+                ),
+            ),
+            (
+                "openvino fp32 (from the ONNX file)",
+                step(
+                    "openvino",
+                    onnx_path=str(onnx_path),
+                    xml_path=str(xml_path),
+                    class_names=names,
+                ),
+            ),
+            (
+                "onnx int8 (from the ONNX file)",
+                step(
+                    "onnx_int8",
+                    source=str(onnx_path),
+                    path=str(onnx_int8_path),
+                    images=representative_images,
+                ),
+            ),
+        ]
+        written = []
+        for description, write in plan:
+            if log:
+                log(f"writing {description} ...")
+            with measured_step() as cost:
+                paths = write()
+            written.extend(paths)
+            if log:
+                log(
+                    f"  {', '.join(str(p) for p in paths)} "
+                    f"({_cost_text(cost, run.take_peak_mb())})"
                 )
-            ],
-        ),
-    ]
-    written = []
-    for description, write in steps:
-        if log:
-            log(f"writing {description} ...")
-        with measured_step() as cost:
-            paths = write()
-        written.extend(paths)
-        if log:
-            peak = cost["peak_mb"]
-            log(
-                f"  {', '.join(str(p) for p in paths)} "
-                f"({cost['seconds']:.1f} s"
-                + (f", peak memory {peak / 1024:.1f} GB)" if peak else ")")
-            )
     return {_artefact_name(path): path for path in written}
+
+
+class _StepRunner:
+    """Runs `export.steps` for one model, here or each in a fresh process
+    (the model saved once to a `.keras` file for them), and keeps the
+    highest peak memory of the processes run since it was last taken."""
+
+    def __init__(self, model, work, *, separate):
+        self.separate = separate
+        self.model_source = model
+        if separate:
+            self.model_source = str(work / "model.keras")
+            model.save(self.model_source)
+        self._peak_mb = None
+
+    def __call__(self, step, **kwargs):
+        result, peak_mb = run_step(
+            step, separate_process=self.separate, **kwargs
+        )
+        if peak_mb is not None:
+            self._peak_mb = max(self._peak_mb or 0, peak_mb)
+        return result
+
+    def take_peak_mb(self):
+        peak_mb, self._peak_mb = self._peak_mb, None
+        return peak_mb
+
+
+def _cost_text(cost, child_peak_mb) -> str:
+    text = f"{cost['seconds']:.1f} s"
+    if cost["peak_mb"] is None:
+        return text
+    if child_peak_mb is None:
+        return f"{text}, peak memory {cost['peak_mb'] / 1024:.1f} GB"
+    return (
+        f"{text}, peak memory {child_peak_mb / 1024:.1f} GB in its own "
+        f"process + {cost['peak_mb'] / 1024:.1f} GB in this one"
+    )
 
 
 def _artefact_name(path) -> str:

@@ -28,6 +28,9 @@ ONNX_FILE = Path("onnx") / "deeplab.onnx"
 ONNX_INT8_FILE = ONNX_FILE.with_name("deeplab_int8.onnx")
 OPENVINO_FILE = Path("openvino") / "deeplab.xml"  # + deeplab.bin beside it
 ANY_SIZE = "anysize"
+# ONNX and OpenVINO tensor names.
+ONNX_INPUT = "images"
+ONNX_OUTPUT = "logits"
 _TFLITE_PREFIX = "deeplab"
 
 

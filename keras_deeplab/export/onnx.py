@@ -6,21 +6,18 @@ into a `tf.function`, frozen, and converted with tf2onnx's own steps
 """
 
 import json
-import tempfile
-from pathlib import Path
 
-import numpy as np
 import tensorflow as tf
 
 from keras_deeplab.atomic import atomic_file
 from keras_deeplab.derived import export_model
+from keras_deeplab.export.layout import ONNX_INPUT as INPUT_NAME
+from keras_deeplab.export.layout import ONNX_OUTPUT as OUTPUT_NAME
 from keras_deeplab.export.runtimes import onnx_session
 from keras_deeplab.layers import dilated_depthwise_form
 from keras_deeplab.memory import release_freed_memory
 
 ONNX_OPSET = 17
-INPUT_NAME = "images"
-OUTPUT_NAME = "logits"
 
 
 def export_onnx(model, path, *, opset=ONNX_OPSET, metadata=None):
@@ -48,9 +45,12 @@ def export_onnx(model, path, *, opset=ONNX_OPSET, metadata=None):
     proto = _function_to_onnx(function, opset=opset)
     for key, value in (metadata or {}).items():
         proto.metadata_props.add(key=key, value=json.dumps(value))
-    onnx.checker.check_model(proto)
     with atomic_file(path) as temporary:
         onnx.save(proto, str(temporary))
+        del proto
+        release_freed_memory()
+        # From the file: a check of the proto would serialize another copy.
+        onnx.checker.check_model(str(temporary))
     return path
 
 
@@ -75,7 +75,7 @@ def _function_to_onnx(function, *, opset):
     for key, tensor in function.structured_outputs.items():
         renames[tensor.name] = key
     with tf.device("/cpu:0"):
-        frozen = tf2onnx.tf_loader.from_function(function, inputs, outputs)
+        frozen = _frozen_and_folded(function, inputs + outputs)
         with tf.Graph().as_default() as graph:
             tf.import_graph_def(frozen, name="")
             del frozen
@@ -86,6 +86,7 @@ def _function_to_onnx(function, *, opset):
                 output_names=outputs,
                 tensors_to_rename=renames,
             )
+    del graph  # its constants: tf2onnx holds the weights as numpy now
     optimizers = {
         name: _collecting_garbage_first(factory)
         for name, factory in tf2onnx.optimizer._get_optimizers().items()
@@ -96,76 +97,50 @@ def _function_to_onnx(function, *, opset):
     return onnx_graph.make_model(f"converted from {function.name}")
 
 
+def _frozen_and_folded(function, fetches):
+    """The function's graph with its variables as constants, after
+    grappler's constant folding, function inlining and dependency passes
+    (what `tf2onnx.tf_loader.from_function` does, and the passes its
+    converter expects), holding fewer copies of the weights at once.
+
+    tf2onnx keeps the frozen function, its GraphDef and a session graph
+    imported from it alive while grappler makes its own copies: a
+    ResNet-50 at 513 px peaked at 3.6 GB there. Here only the MetaGraphDef
+    grappler reads is alive when it runs.
+    """
+    from tensorflow.core.protobuf import config_pb2, meta_graph_pb2
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
+    from tensorflow.python.grappler import tf_optimizer
+
+    frozen = convert_variables_to_constants_v2(
+        function, lower_control_flow=False, aggressive_inlining=True
+    )
+    with tf.Graph().as_default():  # a MetaGraphDef is a graph-mode thing
+        meta_graph = tf.compat.v1.train.export_meta_graph(
+            graph_def=frozen.graph.as_graph_def(add_shapes=True)
+        )
+    del frozen
+    release_freed_memory()
+    fetch = meta_graph_pb2.CollectionDef()
+    fetch.node_list.value.extend(fetches)
+    meta_graph.collection_def["train_op"].CopyFrom(fetch)
+    config = config_pb2.ConfigProto()
+    config.graph_options.infer_shapes = True
+    rewrites = config.graph_options.rewrite_options
+    rewrites.optimizers[:] = ["constfold", "function", "dependency"]
+    # Keep fake-quantization nodes around weights for tf2onnx to convert.
+    rewrites.experimental_disable_folding_quantization_emulation = True
+    return tf_optimizer.OptimizeGraph(config, meta_graph)
+
+
 def _collecting_garbage_first(factory):
     def collect_then_make():
         release_freed_memory()
         return factory()
 
     return collect_then_make
-
-
-class _Calibration:
-    """onnxruntime's CalibrationDataReader over float32 (h, w, 3) images.
-
-    `set_range` lets `quantize_static` calibrate one image at a time
-    (`CalibStridedMinMax`), reducing its activations to their min and max
-    before the next image runs: the same ranges, where keeping every
-    image's activations cost 175 MB per 513 px image for a ResNet-50.
-    """
-
-    def __init__(self, images):
-        self._images = list(images)
-        self.set_range(0, len(self._images))
-
-    def __len__(self):
-        return len(self._images)
-
-    def set_range(self, start_index, end_index):
-        self._pending = iter(self._images[start_index:end_index])
-
-    def get_next(self):
-        image = next(self._pending, None)
-        if image is None:
-            return None
-        return {INPUT_NAME: np.asarray(image, np.float32)[None]}
-
-
-def quantize_onnx_int8(source, path, *, representative_images):
-    """A QDQ int8 copy of an fp32 ONNX export, for onnxruntime on CPU.
-
-    uint8 activations calibrated on `representative_images` (MinMax), int8
-    per-channel weights in a 7-bit range: the combination onnxruntime's x86
-    kernels run fast (int8 activations with int8 weights measured 4x slower
-    here) and without overflow on x86 CPUs with or without VNNI. ORT's
-    pre-processing (symbolic shape inference, graph optimisation) runs first,
-    as its quantization guide asks. Batch, height and width stay dynamic.
-
-    Returns:
-        The path written.
-    """
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    with tempfile.TemporaryDirectory() as directory:
-        prepared = Path(directory) / "prepared.onnx"
-        quant_pre_process(str(source), str(prepared))
-        with atomic_file(path) as temporary:
-            quantize_static(
-                prepared,
-                temporary,
-                _Calibration(representative_images),
-                quant_format=QuantFormat.QDQ,
-                activation_type=QuantType.QUInt8,
-                weight_type=QuantType.QInt8,
-                per_channel=True,
-                # 7-bit weights: on x86 CPUs without VNNI (AVX2 only)
-                # onnxruntime's u8s8 kernels saturate 16-bit sums of
-                # 8-bit products; full-range weights there gave 88.7%
-                # argmax agreement on MobileNetV3 LR-ASPP, 7-bit 98.0%.
-                reduce_range=True,
-                extra_options={"CalibStridedMinMax": 1},
-            )
-    return path
 
 
 def run_onnx(path, images):

@@ -15,7 +15,6 @@ from pathlib import Path
 
 from keras_deeplab.atomic import atomic_file
 from keras_deeplab.errors import UserInputError
-from keras_deeplab.export.onnx import export_onnx
 
 
 def _openvino():
@@ -48,6 +47,7 @@ def onnx_to_openvino(onnx_path, xml_path, *, class_names) -> Path:
         json.dumps(list(class_names)), ["keras_deeplab", "class_names"]
     )
     xml_path = Path(xml_path)
+    xml_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=xml_path.parent) as directory:
         staged = Path(directory) / xml_path.name
         ov.save_model(model, str(staged), compress_to_fp16=False)
@@ -57,17 +57,11 @@ def onnx_to_openvino(onnx_path, xml_path, *, class_names) -> Path:
     return xml_path
 
 
-def export_openvino(model, xml_path, *, class_names, onnx_path=None) -> Path:
-    """Writes `model` as OpenVINO IR at `xml_path` (+ `.bin`).
+def export_openvino(model, xml_path, *, class_names) -> Path:
+    """Writes `model` as OpenVINO IR at `xml_path` (+ `.bin`), through a
+    temporary ONNX export (`export_all` converts the one it wrote)."""
+    from keras_deeplab.export.onnx import export_onnx  # TensorFlow: load late
 
-    Args:
-        onnx_path: an ONNX export of the same model to convert (what
-            `export_all` just wrote); None exports one to a temporary file.
-    """
-    xml_path = Path(xml_path)
-    xml_path.parent.mkdir(parents=True, exist_ok=True)
-    if onnx_path is not None:
-        return onnx_to_openvino(onnx_path, xml_path, class_names=class_names)
     with tempfile.TemporaryDirectory() as directory:
         source = export_onnx(model, Path(directory) / "model.onnx")
         return onnx_to_openvino(source, xml_path, class_names=class_names)

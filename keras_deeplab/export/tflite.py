@@ -21,8 +21,9 @@ from keras_deeplab.memory import release_freed_memory
 _SIGNATURE = "serve"
 
 
-def _write_serving_saved_model(model, directory, *, size, argmax):
-    """A one-signature SavedModel the converter reads with frozen weights.
+def write_converter_input(model, directory, *, size, argmax):
+    """A one-signature SavedModel the converter reads with frozen weights
+    (`convert_saved_model` converts it).
 
     Converting straight from a concrete function keeps Keras 3 variables as
     uninitialised TFLite resource variables (NaN outputs); a SavedModel
@@ -135,20 +136,32 @@ def convert_tflite_variants(
     )
     flatbuffers = {}
     with tempfile.TemporaryDirectory() as directory:
-        _write_serving_saved_model(model, directory, size=size, argmax=argmax)
+        write_converter_input(model, directory, size=size, argmax=argmax)
         for quantize in quantizations:
             release_freed_memory()  # the previous conversion's peak
-            converter = tf.lite.TFLiteConverter.from_saved_model(
-                directory, signature_keys=[_SIGNATURE]
-            )
-            _configure(
-                converter,
+            flatbuffers[quantize] = convert_saved_model(
+                directory,
                 quantize=quantize,
                 io_type=io_type if quantize == "int8" else "float32",
                 representative_images=representative_images,
             )
-            flatbuffers[quantize] = converter.convert()
     return flatbuffers
+
+
+def convert_saved_model(
+    directory, *, quantize, io_type="float32", representative_images=None
+) -> bytes:
+    """One TFLite flatbuffer of what `write_converter_input` wrote."""
+    converter = tf.lite.TFLiteConverter.from_saved_model(
+        str(directory), signature_keys=[_SIGNATURE]
+    )
+    _configure(
+        converter,
+        quantize=quantize,
+        io_type=io_type,
+        representative_images=representative_images,
+    )
+    return converter.convert()
 
 
 def _configure(converter, *, quantize, io_type, representative_images):

@@ -29,6 +29,8 @@ def model(request):
 
 
 _MODELS, _EXPORTS = {}, {}
+# What `export_all` logged for each model, by model name.
+EXPORT_LOGS = {}
 
 
 def _build(architecture):
@@ -51,11 +53,20 @@ def _build(architecture):
 
 @pytest.fixture(scope="session")
 def exported(model, tmp_path_factory):
+    """The ResNet model is exported as full-size models are, each step in
+    a process of its own (export.steps), the MobileNetV3 one in process:
+    every parity test below checks both ways."""
     if model.name not in _EXPORTS:
         out = tmp_path_factory.mktemp("all")
         calibration = list(random_images(8, SIZE, SIZE, seed=1))
+        EXPORT_LOGS[model.name] = []
         paths = export_all(
-            model, out, size=SIZE, representative_images=calibration
+            model,
+            out,
+            size=SIZE,
+            representative_images=calibration,
+            separate_processes="resnet" in model.name,
+            log=EXPORT_LOGS[model.name].append,
         )
         _EXPORTS[model.name] = out, paths
     return _EXPORTS[model.name]

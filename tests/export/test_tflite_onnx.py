@@ -336,7 +336,7 @@ def test_int8_onnx_calibrated_per_image_has_the_all_at_once_ranges(
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from keras_deeplab.export.onnx import quantize_onnx_int8
+    from keras_deeplab.export.onnx_int8 import quantize_onnx_int8
 
     out, _ = exported
     images = random_images(3, SIZE, SIZE, seed=5)
