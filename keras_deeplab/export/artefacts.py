@@ -344,7 +344,7 @@ def export_all(
 
         def step(name, **kwargs):
             """A plan entry: one step that writes one artefact."""
-            return lambda: [Path(run(name, **kwargs))]
+            return lambda: Path(run(name, **kwargs))
 
         def tflite(size, quantize, path):
             directory = Path(work) / f"tflite_{size or 'anysize'}"
@@ -370,7 +370,7 @@ def export_all(
                 float_input=True,
                 argmax=False,
             )
-            return [path]
+            return path
 
         names = list(class_names(model))
         plan = [
@@ -427,13 +427,9 @@ def export_all(
             if log:
                 log(f"writing {description} ...")
             with measured_step() as cost:
-                paths = write()
-            written.extend(paths)
+                written.append(write())
             if log:
-                log(
-                    f"  {', '.join(str(p) for p in paths)} "
-                    f"({_cost_text(cost, run.take_peak_mb())})"
-                )
+                log(f"  {written[-1]} ({_cost_text(cost, run.take_peak_mb())})")
     return {_artefact_name(path): path for path in written}
 
 
