@@ -87,6 +87,7 @@ def _function_to_onnx(function, *, opset):
                 tensors_to_rename=renames,
             )
     del graph  # its constants: tf2onnx holds the weights as numpy now
+    _scalar_addends_as_vectors(onnx_graph)
     optimizers = {
         name: _collecting_garbage_first(factory)
         for name, factory in tf2onnx.optimizer._get_optimizers().items()
@@ -95,6 +96,33 @@ def _function_to_onnx(function, *, opset):
         onnx_graph, optimizers=optimizers
     )
     return onnx_graph.make_model(f"converted from {function.name}")
+
+
+def _scalar_addends_as_vectors(onnx_graph):
+    """Gives each scalar constant added to a tensor the shape (1,): the same
+    broadcast, which tf2onnx's transpose optimizer can handle.
+
+    tf2onnx 1.17's optimizer fails on `Conv (no bias) -> Transpose -> Add
+    (0-d constant)` (`max()` of an empty shape; hard-swish's `x + 3` after a
+    convolution in MobileNetV3), logs a traceback and gives up on the whole
+    graph: the MobileNetV3 models kept 133 NHWC<->NCHW Transposes (ResNets:
+    2).
+    """
+    import numpy as np
+    from tf2onnx import utils
+
+    for node in onnx_graph.get_nodes():
+        if node.type != "Add" or not node.inputs[1].is_const():
+            continue
+        value = node.inputs[1].get_tensor_value(as_list=False)
+        rank = len(onnx_graph.get_shape(node.input[0]) or ())
+        if value.ndim == 0 and rank >= 1:
+            vector = onnx_graph.make_const(
+                utils.make_name(node.name + "_addend"), np.reshape(value, (1,))
+            )
+            onnx_graph.replace_input(
+                node, node.input[1], vector.output[0], input_index=1
+            )
 
 
 def _frozen_and_folded(function, fetches):

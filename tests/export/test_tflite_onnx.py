@@ -218,6 +218,19 @@ def test_onnx_has_one_dilated_conv_per_atrous_layer(model, exported):
     assert [bool(d.dim_param) for d in dims] == [True, True, True, False]
 
 
+@pytest.mark.slow
+def test_onnx_is_channels_first_from_input_to_output(exported):
+    """tf2onnx's transpose optimizer pushed every NHWC<->NCHW Transpose out:
+    one after the input and one before the output. (On MobileNetV3 it once
+    gave up on the whole graph and left 133.)"""
+    import onnx
+
+    out, _ = exported
+    graph = onnx.load(str(out / "onnx" / "deeplab.onnx")).graph
+    transposes = [node for node in graph.node if node.op_type == "Transpose"]
+    assert len(transposes) == 2, [node.name for node in transposes]
+
+
 def _resize_layers(model):
     return [layer for layer in model.layers if "Resize" in type(layer).__name__]
 
