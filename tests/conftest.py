@@ -1,6 +1,7 @@
 """Shared fixtures (seeding, dtype policy), how xdist splits the suite, and
-the suite's memory: each test process's peak resident memory per module,
-reported at the end of the run (the modules with the highest peaks)."""
+the suite's memory: each test process's peak resident memory per module and
+what each module left resident after its cleanup, reported at the end of
+the run (the modules with the highest peaks and the largest leftovers)."""
 
 import os
 
@@ -13,10 +14,11 @@ from keras_deeplab.memory import (  # noqa: E402
     peak_rss_mb,
     release_freed_memory,
     reset_peak_rss,
+    rss_mb,
 )
 
-# [(process, module, peak MB)] of this process (under xdist, of every
-# worker once it has finished, in the controller).
+# [(process, module, peak MB, MB left resident)] of this process (under
+# xdist, of every worker once it has finished, in the controller).
 _MODULE_PEAKS = []
 _REPORTED = 5
 
@@ -53,14 +55,18 @@ def released_after_each_module(request):
     """Each xdist worker runs hundreds of tests in one process: Keras' global
     state and TensorFlow's traced functions of a finished module are freed
     (a worker reached 9 GB without this). The module's peak resident memory
-    is recorded, and the next module's starts afresh."""
+    is recorded with what stayed resident once it was freed (memory a
+    module leaves behind raises every later module's peak), and the next
+    module's peak starts afresh."""
+    start = rss_mb()
     yield
     peak = peak_rss_mb()
-    if peak is not None:
-        process = os.environ.get("PYTEST_XDIST_WORKER", "main")
-        _MODULE_PEAKS.append((process, request.module.__name__, peak))
     keras.backend.clear_session()
     release_freed_memory()
+    if peak is not None:
+        process = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        left = rss_mb() - start
+        _MODULE_PEAKS.append((process, request.module.__name__, peak, left))
     reset_peak_rss()
 
 
@@ -81,16 +87,20 @@ def pytest_terminal_summary(terminalreporter):
     if not _MODULE_PEAKS:
         return
     by_process = {}
-    for process, module, peak in _MODULE_PEAKS:
-        by_process.setdefault(process, []).append((peak, module))
+    for process, *record in _MODULE_PEAKS:
+        by_process.setdefault(process, []).append(record)
     terminalreporter.section("peak resident memory of the test processes")
-    for process, peaks in sorted(by_process.items()):
-        highest = sorted(peaks, reverse=True)[:_REPORTED]
+    for process, records in sorted(by_process.items()):
+        highest = sorted(records, key=lambda r: -r[1])[:_REPORTED]
+        kept = sorted(records, key=lambda r: -r[2])[:_REPORTED]
         terminalreporter.write_line(
-            f"{process}: {highest[0][0] / 1024:.1f} GB; highest modules: "
-            + ", ".join(
-                f"{module} {peak / 1024:.1f} GB" for peak, module in highest
-            )
+            f"{process}: {highest[0][1] / 1024:.1f} GB; highest modules: "
+            + ", ".join(f"{m} {peak / 1024:.1f} GB" for m, peak, _ in highest)
+        )
+        terminalreporter.write_line(
+            f"{process}: {sum(r[2] for r in records) / 1024:+.1f} GB left "
+            "resident by all modules; most by: "
+            + ", ".join(f"{m} {left / 1024:+.2f} GB" for m, _, left in kept)
         )
 
 
