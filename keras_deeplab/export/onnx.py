@@ -7,12 +7,14 @@ into a `tf.function`, frozen, and converted with tf2onnx's own steps
 
 import json
 
+import numpy as np
 import tensorflow as tf
 
 from keras_deeplab.atomic import atomic_file
 from keras_deeplab.derived import export_model
 from keras_deeplab.export.layout import ONNX_INPUT as INPUT_NAME
 from keras_deeplab.export.layout import ONNX_OUTPUT as OUTPUT_NAME
+from keras_deeplab.export.onnx_rewrites import rewrite_for_runtimes
 from keras_deeplab.export.runtimes import onnx_session
 from keras_deeplab.layers import dilated_depthwise_form
 from keras_deeplab.memory import release_freed_memory
@@ -43,6 +45,7 @@ def export_onnx(model, path, *, opset=ONNX_OPSET, metadata=None):
     with dilated_depthwise_form("native"):
         function = serve.get_concrete_function()
     proto = _function_to_onnx(function, opset=opset)
+    rewrite_for_runtimes(proto.graph)
     for key, value in (metadata or {}).items():
         proto.metadata_props.add(key=key, value=json.dumps(value))
     with atomic_file(path) as temporary:
@@ -108,7 +111,6 @@ def _scalar_addends_as_vectors(onnx_graph):
     graph: the MobileNetV3 models kept 133 NHWC<->NCHW Transposes (ResNets:
     2).
     """
-    import numpy as np
     from tf2onnx import utils
 
     for node in onnx_graph.get_nodes():

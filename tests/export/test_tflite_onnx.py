@@ -231,6 +231,27 @@ def test_onnx_is_channels_first_from_input_to_output(exported):
     assert len(transposes) == 2, [node.name for node in transposes]
 
 
+@pytest.mark.slow
+def test_onnx_has_one_op_per_hard_activation(model, exported):
+    """Every hard-swish is one ONNX HardSwish and every hard-sigmoid one
+    HardSigmoid (runtimes fuse them into the convolution), not the Add,
+    Clip and Mul chains tf2onnx writes; no Clip is left."""
+    import onnx
+
+    out, _ = exported
+    graph = onnx.load(str(out / "onnx" / "deeplab.onnx")).graph
+    op_types = [node.op_type for node in graph.node]
+    activations = [
+        layer.get_config()["activation"]
+        for layer in model.layers
+        if isinstance(layer, keras.layers.Activation)
+    ]
+    hard_swishes = [name in ("hard_swish", "hard_silu") for name in activations]
+    assert op_types.count("HardSwish") == sum(hard_swishes)
+    assert op_types.count("HardSigmoid") == activations.count("hard_sigmoid")
+    assert "Clip" not in op_types
+
+
 def _resize_layers(model):
     return [layer for layer in model.layers if "Resize" in type(layer).__name__]
 
@@ -239,7 +260,8 @@ def _resize_layers(model):
 def test_every_upsampling_is_one_resize_op(model, exported):
     """One ONNX Resize (half-pixel linear) and one TFLite RESIZE_BILINEAR
     per resize layer; no Gather touches image data but the RGB->BGR
-    channel gather of the input (the others read tensor shapes)."""
+    channel gather of the input (the others read tensor shapes, e.g. the
+    output size reordered for the channels-last final Resize)."""
     import onnx
     from ai_edge_litert.interpreter import Interpreter
 
@@ -253,10 +275,10 @@ def test_every_upsampling_is_one_resize_op(model, exported):
         modes = {a.name: a.s for a in node.attribute if a.type == a.STRING}
         assert modes["coordinate_transformation_mode"] == b"half_pixel"
         assert modes["mode"] == b"linear"
-    for node in graph.node:
+    for node in graph.node:  # the input's channel gather, or a shape's
         if node.op_type == "Gather":
             source = producers.get(node.input[0])
-            assert source is None or source.op_type == "Shape", node.name
+            assert source is None or source.op_type in ("Shape", "Concat")
     for name in ("deeplab_fp32_65", "deeplab_fp32_anysize"):
         interpreter = Interpreter(
             model_path=str(out / "tflite" / f"{name}.tflite")
