@@ -14,7 +14,6 @@ from keras_deeplab.atomic import atomic_file
 from keras_deeplab.derived import export_model
 from keras_deeplab.export.layout import ONNX_INPUT as INPUT_NAME
 from keras_deeplab.export.layout import ONNX_OUTPUT as OUTPUT_NAME
-from keras_deeplab.export.onnx_rewrites import rewrite_for_runtimes
 from keras_deeplab.export.runtimes import onnx_session
 from keras_deeplab.layers import dilated_depthwise_form
 from keras_deeplab.memory import release_freed_memory
@@ -33,6 +32,10 @@ def export_onnx(model, path, *, opset=ONNX_OPSET, metadata=None):
         The path written.
     """
     import onnx
+
+    # Here, not at the top: SavedModel and TFLite exports import this
+    # module, and the onnx package comes with the `export` extra only.
+    from keras_deeplab.export.onnx_rewrites import rewrite_for_runtimes
 
     spec = [tf.TensorSpec([None, None, None, 3], tf.float32, name=INPUT_NAME)]
     model = export_model(model)

@@ -145,8 +145,8 @@ def _channels_last_resizes(graph):
     """
     to_nhwc = [0, 2, 3, 1]
     nodes, producers, uses = _index(graph)
-    empty = {t.name for t in graph.initializer if not t.dims or 0 in t.dims}
-    empty.add("")
+    empty = {t.name for t in graph.initializer if 0 in t.dims}
+    empty.add("")  # an omitted optional input
     replaced = {}
     for node in nodes:
         perm = _perm(node)
@@ -221,14 +221,14 @@ def _channels_first_preprocessing(graph):
         perm = _perm(node)
         if node.op_type != "Transpose" or perm != to_nchw:
             continue
-        chain, name = [], node.input[0]
+        chain, name = [], node.input[0]  # [(op, its constant's index)]
         while (
             (producer := producers.get(name)) is not None
             and uses[name] == 1
-            and per_channel_operand(producer) is not None
+            and (index := per_channel_operand(producer)) is not None
         ):
-            chain.insert(0, producer)
-            name = producer.input[1 - per_channel_operand(producer)]
+            chain.insert(0, (producer, index))
+            name = producer.input[1 - index]
         if not chain:
             continue
         moved = [
@@ -241,8 +241,7 @@ def _channels_first_preprocessing(graph):
             )
         ]
         current = node.name + "_nchw"
-        for position, op in enumerate(chain):
-            index = per_channel_operand(op)
+        for position, (op, index) in enumerate(chain):
             constant = constants[op.input[index]]
             constant_name = f"{op.name}_channels_first"
             graph.initializer.append(

@@ -160,3 +160,34 @@ def test_existing_version_is_kept_unless_overwrite(exported, tmp_path):
     assert not marker.exists() and (first / "saved_model.pb").is_file()
     with pytest.raises(ValueError, match="version=0 is invalid"):
         export_saved_model(model, tmp_path, version=0)
+
+
+_WITHOUT_EXPORT_EXTRA = """
+import sys
+for name in ("onnx", "tf2onnx", "onnxruntime", "openvino"):
+    sys.modules[name] = None  # `import onnx` and the others now fail
+from keras_deeplab import DeepLabV3
+from keras_deeplab.export import export
+from tests.helpers import TINY
+print(export(DeepLabV3(3, **TINY), "saved_model", sys.argv[1]))
+"""
+
+
+def test_saved_model_export_needs_no_onnx_package(tmp_path):
+    """The ONNX and OpenVINO packages come with the `export` extra; a user
+    without it still exports for TF Serving."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    completed = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_EXPORT_EXTRA, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert (Path(completed.stdout.split()[-1]) / "saved_model.pb").is_file()

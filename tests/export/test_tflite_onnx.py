@@ -275,10 +275,17 @@ def test_every_upsampling_is_one_resize_op(model, exported):
         modes = {a.name: a.s for a in node.attribute if a.type == a.STRING}
         assert modes["coordinate_transformation_mode"] == b"half_pixel"
         assert modes["mode"] == b"linear"
+    sizes_of_resizes = {node.input[3] for node in resizes}
     for node in graph.node:  # the input's channel gather, or a shape's
         if node.op_type == "Gather":
             source = producers.get(node.input[0])
-            assert source is None or source.op_type in ("Shape", "Concat")
+            assert (
+                source is None
+                or source.op_type == "Shape"
+                or node.output[0] in sizes_of_resizes
+            ), node.name
+    # The final upsampling runs channels-last: its Resize is the output.
+    assert producers[graph.output[0].name].op_type == "Resize"
     for name in ("deeplab_fp32_65", "deeplab_fp32_anysize"):
         interpreter = Interpreter(
             model_path=str(out / "tflite" / f"{name}.tflite")
