@@ -252,6 +252,22 @@ def test_onnx_has_one_op_per_hard_activation(model, exported):
     assert "Clip" not in op_types
 
 
+@pytest.mark.slow
+def test_openvino_upsamples_channels_first(exported):
+    """The IR is made from our ONNX file, whose final Resize runs
+    channels-last for ONNX Runtime; OpenVINO runs that 1.6x slower, so its
+    IR upsamples channels-first and transposes the result."""
+    import openvino as ov
+
+    out, _ = exported
+    ir = ov.Core().read_model(str(out / "openvino" / "deeplab.xml"))
+    last = ir.get_results()[0].input_value(0).get_node()
+    assert last.get_type_name() == "Transpose"
+    resize = last.input_value(0).get_node()
+    assert resize.get_type_name() == "Interpolate"
+    assert resize.input_value(0).get_node().get_type_name() != "Transpose"
+
+
 def _resize_layers(model):
     return [layer for layer in model.layers if "Resize" in type(layer).__name__]
 
