@@ -211,24 +211,61 @@ def _tensorflow_atrous_conv(inputs, kernel, *, rates, paddings, depthwise):
     oneDNN runs directly and that the TFLite and ONNX converters keep as one
     convolution. TF has no CPU gradient kernel for it ("Current CPU
     implementations do not yet support dilation rates larger than 1"), so
-    the backward pass differentiates the SpaceToBatch form, which computes
-    the same function; inside a tf.function its unused forward is pruned.
+    the tape records the op under a gradient of ours that differentiates the
+    SpaceToBatch form (`_space_to_batch_gradient`), which computes the same
+    function; inside a tf.function its unused forward is pruned.
+
+    Not `tf.custom_gradient`: in a traced function it registers a new
+    gradient in TensorFlow's global registry on every trace, which keeps
+    the traced graph, and every weight the graph captured, alive for the
+    life of the process (each model built and run leaked its weights).
     """
     import tensorflow as tf  # this path runs on the TensorFlow backend only
 
-    def native(images, weights):
-        if not depthwise:
-            return tf.nn.conv2d(
-                images, weights, strides=1, padding=paddings, dilations=rates
-            )
-        return tf.raw_ops.DepthwiseConv2dNative(
-            input=images,
-            filter=weights,
-            strides=[1, 1, 1, 1],
-            padding="EXPLICIT",
-            explicit_paddings=[side for axis in paddings for side in axis],
-            dilations=[1, *rates, 1],
+    rates, paddings = tuple(rates), tuple(map(tuple, paddings))
+    kernel = tf.convert_to_tensor(kernel)
+    # The tape must not record the native op itself (its gradient has no
+    # CPU kernel): it sees only the op recorded below.
+    outputs = _native_atrous_conv(
+        tf.stop_gradient(inputs),
+        tf.stop_gradient(kernel),
+        rates=rates,
+        paddings=paddings,
+        depthwise=depthwise,
+    )
+    tf.__internal__.record_gradient(
+        _space_to_batch_gradient(rates, paddings, depthwise),
+        [inputs, kernel],
+        None,
+        [outputs],
+    )
+    return outputs
+
+
+def _native_atrous_conv(images, weights, *, rates, paddings, depthwise):
+    import tensorflow as tf
+
+    if not depthwise:
+        return tf.nn.conv2d(
+            images, weights, strides=1, padding=paddings, dilations=rates
         )
+    return tf.raw_ops.DepthwiseConv2dNative(
+        input=images,
+        filter=weights,
+        strides=[1, 1, 1, 1],
+        padding="EXPLICIT",
+        explicit_paddings=[side for axis in paddings for side in axis],
+        dilations=[1, *rates, 1],
+    )
+
+
+@functools.cache
+def _space_to_batch_gradient(rates, paddings, depthwise) -> str:
+    """The name of a gradient, registered once per convolution shape (not
+    per trace), that differentiates the SpaceToBatch form of the dilated
+    conv: `tf.nn.convolution` / `tf.nn.depthwise_conv2d` with "same"
+    padding, equal to the native op's explicit symmetric padding."""
+    import tensorflow as tf
 
     def space_to_batch(images, weights):
         if not depthwise:
@@ -239,19 +276,19 @@ def _tensorflow_atrous_conv(inputs, kernel, *, rates, paddings, depthwise):
             images, weights, [1, 1, 1, 1], "SAME", dilations=rates
         )
 
-    @tf.custom_gradient
-    def convolve(images, weights):
-        def gradient(upstream):
-            with tf.GradientTape() as tape:
-                tape.watch([images, weights])
-                reference = space_to_batch(images, weights)
-            return tape.gradient(
-                reference, [images, weights], output_gradients=upstream
-            )
+    def gradient(op, upstream):
+        images, weights = op.inputs
+        with tf.GradientTape() as tape:
+            tape.watch([images, weights])
+            reference = space_to_batch(images, weights)
+        return tape.gradient(
+            reference, [images, weights], output_gradients=upstream
+        )
 
-        return native(images, weights), gradient
-
-    return convolve(inputs, kernel)
+    kind = "Depthwise" if depthwise else ""
+    name = f"KerasDeeplabAtrous{kind}Conv2D_{rates}_{paddings}"
+    tf.RegisterGradient(name)(gradient)
+    return name
 
 
 # How a dilated depthwise conv traces on TensorFlow: None (the native op

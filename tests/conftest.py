@@ -50,6 +50,35 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.xdist_group(item.module.__name__))
 
 
+def _custom_gradients():
+    """TensorFlow's global gradient registry (a dict of name -> function),
+    or {} on another backend or TensorFlow version."""
+    if keras.backend.backend() != "tensorflow":
+        return {}
+    from tensorflow.python.framework import ops
+
+    registry = getattr(ops, "_gradient_registry", None)
+    return getattr(registry, "_registry", {})
+
+
+def _forget_custom_gradients(registered_before):
+    """Drops the gradients `tf.custom_gradient` registered since then.
+
+    Every trace of a Keras train step registers one (TensorFlow's
+    distribute all-reduce of the gradients uses `tf.custom_gradient`), and
+    the registry, never emptied, keeps the traced graph and every weight
+    and optimizer slot it captured alive: each model a module trained
+    stayed resident after it was freed (tensorflow/tensorflow#97697,
+    keras-team/keras#20245). A finished module traces nothing more, so its
+    entries are never looked up again. Our own layers register no such
+    per-trace gradient (`keras_deeplab.layers._space_to_batch_gradient`).
+    """
+    registry = _custom_gradients()
+    for name in set(registry) - registered_before:
+        if name.startswith("CustomGradient-"):
+            del registry[name]
+
+
 @pytest.fixture(autouse=True, scope="module")
 def released_after_each_module(request):
     """Each xdist worker runs hundreds of tests in one process: Keras' global
@@ -59,9 +88,11 @@ def released_after_each_module(request):
     module leaves behind raises every later module's peak), and the next
     module's peak starts afresh."""
     start = rss_mb()
+    registered_before = set(_custom_gradients())
     yield
     peak = peak_rss_mb()
     keras.backend.clear_session()
+    _forget_custom_gradients(registered_before)
     release_freed_memory()
     if peak is not None:
         process = os.environ.get("PYTEST_XDIST_WORKER", "main")
