@@ -27,10 +27,6 @@ from keras_deeplab.training.callbacks import (
     weights_bytes,
 )
 from keras_deeplab.training.class_weights import split_class_weights
-from keras_deeplab.training.interrupts import (
-    StopWhenInterrupted,
-    interrupts_remembered,
-)
 from keras_deeplab.training.recipe import (
     compile_from_config,
     objective_from_config,
@@ -140,7 +136,6 @@ def train(
         _dtype_policy(config.precision),
         engine.run_scope(),
         engine.failures_reported(),
-        interrupts_remembered() as interrupted,
     ):
         keras.utils.set_random_seed(config.seed)
         with engine.build_scope():
@@ -187,7 +182,6 @@ def train(
             ),
             callbacks=[
                 keras.callbacks.TerminateOnNaN(),
-                StopWhenInterrupted(interrupted),
                 *_callbacks(
                     config,
                     work_dir,
