@@ -593,6 +593,16 @@ def test_training_on_a_full_disk_stops_in_one_line(small_disk):
     assert str(small_disk) in lines[0]
 
 
+def _sigint_as_in_a_terminal():
+    """SIGINT's default disposition, which Python turns into
+    KeyboardInterrupt: a command run in the foreground of a terminal has
+    it, but a POSIX shell starts a background job (`pytest ... &`, or a CI
+    runner launched that way) with SIGINT ignored, and every child inherits
+    that: the trainer then ignores Ctrl-C, as the shell meant, and trained
+    to its last epoch in two fresh-clone CI runs."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_during_training_is_one_line_and_keeps_the_backup(tmp_path):
     settings = [*TINY_TRAIN, "epochs=50", "backup_every_steps=1"]
     process = subprocess.Popen(
@@ -601,6 +611,7 @@ def test_ctrl_c_during_training_is_one_line_and_keeps_the_backup(tmp_path):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_sigint_as_in_a_terminal,
     )
     state = tmp_path / "backup" / "state.json"
     deadline = time.monotonic() + 240
