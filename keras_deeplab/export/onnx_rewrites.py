@@ -5,9 +5,15 @@ and, for OpenVINO, the final upsampling channels-first again.
 """
 
 import collections
+import functools
 
 import numpy as np
 from onnx import helper, numpy_helper
+
+# Transpose perms between the layouts; the channels-last and channels-first
+# resize rewrites are each other's inverse and must agree on them.
+_TO_NHWC = [0, 2, 3, 1]
+_TO_NCHW = [0, 3, 1, 2]
 
 
 def rewrite_for_runtimes(graph):
@@ -26,6 +32,20 @@ def _index(graph):
     uses = collections.Counter(name for node in nodes for name in node.input)
     uses.update(output.name for output in graph.output)
     return nodes, producers, uses
+
+
+def _constants(graph):
+    """name -> the initializer as an array, or None: each is converted when
+    first asked for, so the model's weights, which the rewrites never look
+    at, are not copied (converting every initializer copied all of them)."""
+    tensors = {t.name: t for t in graph.initializer}
+
+    @functools.cache
+    def constant(name):
+        tensor = tensors.get(name)
+        return None if tensor is None else numpy_helper.to_array(tensor)
+
+    return constant
 
 
 def _perm(node):
@@ -62,11 +82,11 @@ def _hard_activations_as_onnx_ops(graph):
     three or four elementwise passes over each MobileNetV3 activation they
     replace are not fused.
     """
-    constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    constant = _constants(graph)
     nodes, producers, uses = _index(graph)
 
     def is_constant(name, value):
-        array = constants.get(name)
+        array = constant(name)
         return (
             array is not None
             and array.size == 1
@@ -144,7 +164,6 @@ def _channels_last_resizes(graph):
     tf2onnx's transpose optimizer pushes every transpose to the outputs, so
     the final upsampling of each model ends this way.
     """
-    to_nhwc = [0, 2, 3, 1]
     nodes, producers, uses = _index(graph)
     empty = {t.name for t in graph.initializer if 0 in t.dims}
     empty.add("")  # an omitted optional input
@@ -153,7 +172,7 @@ def _channels_last_resizes(graph):
         perm = _perm(node)
         resize = node.op_type == "Transpose" and producers.get(node.input[0])
         if (
-            perm != to_nhwc
+            perm != _TO_NHWC
             or not resize
             or resize.op_type != "Resize"
             or uses[resize.output[0]] != 1
@@ -165,7 +184,7 @@ def _channels_last_resizes(graph):
         x, roi, scales, sizes = resize.input
         order = node.name + "_nhwc_order"
         graph.initializer.append(
-            numpy_helper.from_array(np.asarray(to_nhwc, np.int64), order)
+            numpy_helper.from_array(np.asarray(_TO_NHWC, np.int64), order)
         )
         replaced[id(resize)] = [
             helper.make_node(
@@ -173,7 +192,7 @@ def _channels_last_resizes(graph):
                 [x],
                 [node.name + "_input"],
                 name=node.name + "_before_resize",
-                perm=to_nhwc,
+                perm=_TO_NHWC,
             ),
             helper.make_node(
                 "Gather",
@@ -204,8 +223,7 @@ def channels_first_resizes(graph):
     is faster channels-last. The OpenVINO IR is made from our ONNX file, so
     its conversion calls this first.
     """
-    to_nhwc = [0, 2, 3, 1]
-    constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    constant = _constants(graph)
     nodes, producers, uses = _index(graph)
     replaced, dropped = {}, set()
     for node in nodes:
@@ -215,16 +233,16 @@ def channels_first_resizes(graph):
         gather = producers.get(node.input[3])
         if (
             transpose is None
-            or _perm(transpose) != to_nhwc
+            or _perm(transpose) != _TO_NHWC
             or uses[transpose.output[0]] != 1
             or gather is None
             or gather.op_type != "Gather"
             or uses[gather.output[0]] != 1
-            or constants.get(gather.input[1]) is None
-            or constants[gather.input[1]].tolist() != to_nhwc
+            or constant(gather.input[1]) is None
+            or constant(gather.input[1]).tolist() != _TO_NHWC
         ):
             continue
-        x, roi, scales, _ = node.input
+        _, roi, scales, _ = node.input
         resize = helper.make_node(
             "Resize",
             [transpose.input[0], roi, scales, gather.input[0]],
@@ -239,7 +257,7 @@ def channels_first_resizes(graph):
                 [node.name + "_nchw"],
                 list(node.output),
                 name=transpose.name,
-                perm=to_nhwc,
+                perm=_TO_NHWC,
             ),
         ]
         dropped.update((id(transpose), id(gather)))
@@ -254,8 +272,7 @@ def _channels_first_preprocessing(graph):
     than over the last axis of 3 (8 ms of LR-ASPP's 66 ms at 513 px on 2
     threads, where torchvision's graph takes normalised input).
     """
-    to_nchw = [0, 3, 1, 2]
-    constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    constant = _constants(graph)
     nodes, producers, uses = _index(graph)
 
     def per_channel_operand(node):
@@ -263,7 +280,7 @@ def _channels_first_preprocessing(graph):
         if node.op_type not in ("Mul", "Sub", "Add", "Div"):
             return None
         for index, name in enumerate(node.input):
-            array = constants.get(name)
+            array = constant(name)
             if array is not None and array.ndim >= 1 and array.size > 1:
                 if array.size == array.shape[-1]:  # (C,), (1, 1, 1, C)
                     return index
@@ -272,7 +289,7 @@ def _channels_first_preprocessing(graph):
     replaced, dropped = {}, set()
     for node in nodes:
         perm = _perm(node)
-        if node.op_type != "Transpose" or perm != to_nchw:
+        if node.op_type != "Transpose" or perm != _TO_NCHW:
             continue
         chain, name = [], node.input[0]  # [(op, its constant's index)]
         while (
@@ -290,16 +307,15 @@ def _channels_first_preprocessing(graph):
                 [name],
                 [node.name + "_nchw"],
                 name=node.name + "_first",
-                perm=to_nchw,
+                perm=_TO_NCHW,
             )
         ]
         current = node.name + "_nchw"
         for position, (op, index) in enumerate(chain):
-            constant = constants[op.input[index]]
             constant_name = f"{op.name}_channels_first"
             graph.initializer.append(
                 numpy_helper.from_array(
-                    constant.reshape(-1, 1, 1), constant_name
+                    constant(op.input[index]).reshape(-1, 1, 1), constant_name
                 )
             )
             inputs = [current, current]
