@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 
+from keras_deeplab.image_size import height_width
 from keras_deeplab.memory import peak_rss_mb, rss_mb
 from keras_deeplab.timing import time_calls
 
@@ -145,9 +146,10 @@ def make_runner(spec):
 def inference(spec) -> dict:
     """Latency of one runtime at one batch size on random RGB images."""
     run = make_runner(spec)
-    size, batch = spec["size"], spec["batch"]
+    height, width = height_width(spec["size"])
     rng = np.random.default_rng(0)
-    images = rng.uniform(0, 255, (batch, size, size, 3)).astype(np.float32)
+    images = rng.uniform(0, 255, (spec["batch"], height, width, 3))
+    images = images.astype(np.float32)
     return time_calls(
         lambda: run(images), warmup=spec["warmup"], repeats=spec["repeats"]
     )

@@ -4,11 +4,17 @@ from pathlib import Path
 
 from benchmarks.results import result_key
 from keras_deeplab.atomic import atomic_file, atomic_write_text
+from keras_deeplab.image_size import height_width
 
 MARKDOWN_FILE = "results.md"
 CHART_FILE = "latency.png"
 DEFAULT_THRESHOLD = 0.10  # slowdowns above 10% are regressions
 PEER = "torchvision"  # the runtime every other one is compared with
+
+
+def _size_label(size) -> str:
+    """Height x width of a plan's input size, e.g. 513x513 or 512x1024."""
+    return "x".join(map(str, height_width(size)))
 
 
 def _records(document, kind):
@@ -182,13 +188,13 @@ def format_markdown(document) -> str:
     if models:
         parts.append(
             f"Model cost of {model} ({plan['variant']} layout) at "
-            f"{plan['size']}x{plan['size']}:"
+            f"{_size_label(plan['size'])}:"
         )
         parts.append(_model_table(models))
     inference = _records(document, "inference")
     for backbone in dict.fromkeys(r["backbone"] for r in inference):
         parts.append(
-            f"Inference, {model} {backbone}, {plan['size']}x{plan['size']} "
+            f"Inference, {model} {backbone}, {_size_label(plan['size'])} "
             f"(median of {plan['repeats']} after {plan['warmup']} warm-up):"
         )
         parts.append(_inference_table(inference, backbone))
@@ -246,8 +252,8 @@ def save_chart(document, path) -> Path:
             rotation=30,
             ha="right",
         )
-        size = document["plan"]["size"]
-        axis.set(ylabel="ms (batch 1, median)", title=f"{backbone} {size}px")
+        size = _size_label(document["plan"]["size"])
+        axis.set(ylabel="ms (batch 1, median)", title=f"{backbone} {size}")
         axis.legend()
     figure.suptitle(document["machine"]["cpu"], fontsize=9)
     figure.tight_layout()

@@ -27,6 +27,7 @@ from benchmarks.suite import (
     run_benchmark,
 )
 from keras_deeplab.errors import UserInputError
+from keras_deeplab.image_size import parse_size
 from keras_deeplab.spec import (
     ARCHITECTURES,
     BACKBONES,
@@ -76,7 +77,14 @@ def _parser():
         choices=ARCHITECTURES,
         help="our model (default: deeplabv3; the torchvision peers are V3)",
     )
-    for field in ("size", "repeats", "warmup", "threads", "backbone_width"):
+    parser.add_argument(
+        "--size",
+        metavar="H[xW]",
+        default=str(_DEFAULTS.size),
+        help=f"input side, or height x width, e.g. 512x1024 (default: "
+        f"{_DEFAULTS.size})",
+    )
+    for field in ("repeats", "warmup", "threads", "backbone_width"):
         _add_int(parser, field)
     for field in ("head_filters", "fit_size", "fit_batch", "fit_steps"):
         _add_int(parser, field)
@@ -123,6 +131,9 @@ def _plan(args) -> BenchmarkPlan:
     }
     if "none" in values["fit_modes"]:
         values["fit_modes"] = ()
+    # A square size stays a number, as in the results of earlier runs.
+    height, width = parse_size(values["size"], option="--size")
+    values["size"] = height if height == width else f"{height}x{width}"
     return BenchmarkPlan(
         **{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
     )

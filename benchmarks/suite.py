@@ -34,6 +34,7 @@ from benchmarks.results import (
 )
 from keras_deeplab.complexity import FLOPS_PER_MAC, TRAINING_FLOPS_PER_MAC
 from keras_deeplab.errors import UserInputError
+from keras_deeplab.image_size import height_width, parse_size
 from keras_deeplab.memory import measured_step
 from keras_deeplab.spec import (
     ARCHITECTURES,
@@ -72,7 +73,9 @@ def default_runtimes() -> tuple:
 class BenchmarkPlan:
     """What to measure. Defaults are the full suite of the README."""
 
-    size: int = 513  # square input side (pixels): the paper's eval crop
+    # Input size: a side (513, the paper's eval crop) or "HxW" text
+    # ("512x1024": height 512, width 1024, Cityscapes at half resolution).
+    size: int | str = 513
     batches: tuple = (1, 8)
     output_strides: tuple = OUTPUT_STRIDES
     backbones: tuple = ("resnet50", "resnet101")
@@ -120,7 +123,8 @@ def validate_plan(plan: BenchmarkPlan) -> BenchmarkPlan:
     if plan.fit_modes:
         _check_subset("fit_modes", plan.fit_modes, FIT_MODES)
         _check_subset("fit_precisions", plan.fit_precisions, FIT_PRECISIONS)
-    for name in ("size", "warmup", "repeats", "threads", "fit_size"):
+    parse_size(plan.size, option="--size")
+    for name in ("warmup", "repeats", "threads", "fit_size"):
         if getattr(plan, name) < (0 if name == "warmup" else 1):
             raise UserInputError(
                 f"{name}={getattr(plan, name)} must be a positive integer."
@@ -172,8 +176,11 @@ def measure(spec: dict) -> dict:
 def _calibration_images(plan):
     from keras_deeplab.data.synthetic import synthetic_sample
 
+    height, width = height_width(plan.size)
     return [
-        synthetic_sample(i, size=plan.size)[0].astype(np.float32)
+        synthetic_sample(i, size=max(height, width))[0][:height, :width].astype(
+            np.float32
+        )
         for i in range(plan.calibration_images)
     ]
 
@@ -292,7 +299,7 @@ def model_spec(plan, backbone, output_stride) -> ModelSpec:
 def _build_model(plan, backbone, output_stride, size=None):
     from keras_deeplab.models import build_model
 
-    shape = (size, size, 3) if size else (None, None, 3)
+    shape = (*height_width(size), 3) if size else (None, None, 3)
     return build_model(
         model_spec(plan, backbone, output_stride), input_shape=shape
     )

@@ -3,6 +3,7 @@
 import keras
 
 from keras_deeplab.errors import UserInputError
+from keras_deeplab.image_size import height_width
 
 FLOPS_PER_MAC = 2  # a multiply and an add
 # A training step costs about three forward passes: the forward pass, the
@@ -46,20 +47,21 @@ def model_macs(model: keras.Model) -> int:
     )
 
 
-def graph_conv_macs(model: keras.Model, *, size: int) -> int:
+def graph_conv_macs(model: keras.Model, *, size) -> int:
     """MACs per image of the convolution ops TensorFlow actually runs.
 
     Counted by the TensorFlow profiler on the frozen inference graph of one
-    `size` x `size` image. Unlike `model_macs` it sees how the backend lowers
-    each layer: TensorFlow runs an atrous convolution as SpaceToBatch + Conv2D
-    + BatchToSpace, whose padding makes the convolution itself larger.
+    image of `size` (a side or (height, width)). Unlike `model_macs` it sees
+    how the backend lowers each layer: TensorFlow runs an atrous convolution
+    as SpaceToBatch + Conv2D + BatchToSpace, whose padding makes the
+    convolution itself larger.
     """
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import (
         convert_variables_to_constants_v2,
     )
 
-    spec = tf.TensorSpec([1, size, size, 3], tf.float32)
+    spec = tf.TensorSpec([1, *height_width(size), 3], tf.float32)
     forward = tf.function(lambda images: model(images, training=False))
     graph = convert_variables_to_constants_v2(
         forward.get_concrete_function(spec)

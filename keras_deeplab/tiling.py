@@ -19,6 +19,7 @@ import dataclasses
 import numpy as np
 
 from keras_deeplab.errors import UserInputError
+from keras_deeplab.image_size import parse_size
 from keras_deeplab.inference import predict_probabilities
 
 WINDOWS = ("mean", "gaussian")
@@ -27,19 +28,7 @@ _MIN_GAUSSIAN_WEIGHT = 1e-3  # of the centre weight: tile corners still count
 
 def parse_tile(text) -> tuple:
     """(height, width) from "512" or "512x1024" (`--tile`)."""
-    parts = str(text).lower().split("x")
-    try:
-        size = tuple(int(part) for part in parts)
-    except ValueError:
-        size = ()
-    if len(size) == 1:
-        size = size * 2
-    if len(size) != 2 or min(size) < 8:
-        raise UserInputError(
-            f"--tile {text!r} is invalid; expected a side or HxW in pixels, "
-            "each at least 8, e.g. --tile 512 or --tile 512x1024."
-        )
-    return size
+    return parse_size(text, option="--tile")
 
 
 def tile_starts(length: int, tile: int, stride: int) -> list:

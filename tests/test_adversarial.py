@@ -436,11 +436,13 @@ def test_output_paths_that_cannot_be_folders(tiny_model_file, tmp_path, capsys):
         capsys,
     )
     assert str(a_file / "sub") in line and "cannot be created" in line
-    with pytest.raises(SystemExit) as exit_info:
-        main(["export", "--model", str(tiny_model_file), "--format", "tflite"]
-             + ["--size", "-5", "--out", str(tmp_path)])  # fmt: skip
-    assert exit_info.value.code == USER_ERROR_EXIT
-    assert "'-5' is not a positive int" in capsys.readouterr().err
+    for size in ("-5", "512x", "0x64"):
+        line = _cli(
+            ["export", "--model", tiny_model_file, "--format", "tflite"]
+            + ["--size", size, "--out", tmp_path],
+            capsys,
+        )
+        assert f"--size {size!r} is invalid" in line and "512x1024" in line
 
 
 # Serving inputs --------------------------------------------------------------

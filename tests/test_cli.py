@@ -162,6 +162,45 @@ def test_trained_model_exports_from_a_fresh_quiet_process(
     assert "single_machine.cc" not in stderr["--quiet-default"]
 
 
+def test_tflite_exports_and_verifies_at_height_by_width(
+    trained_dir, tmp_path, capsys
+):
+    """`--size HxW`: fixed-size TFLite files of that height and width,
+    int8 calibrated on crops of that shape, compared by verify-export at
+    the same --size; at another size it names the file's own."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    model = ["--model", str(trained_dir / "best.keras"), "--config", "demo"]
+    for quantize in ("fp32", "int8"):
+        code = main(
+            ["export", *model, *SETS, "--format", "tflite"]
+            + [
+                "--quantize",
+                quantize,
+                "--size",
+                "40x64",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        assert code == 0
+        path = tmp_path / "tflite" / f"deeplab_{quantize}_40x64.tflite"
+        shape = Interpreter(str(path)).get_input_details()[0]["shape"]
+        assert list(shape) == [1, 40, 64, 3]
+    capsys.readouterr()
+    verify = ["verify-export", str(tmp_path), *model, *SETS, "--count", "4"]
+    assert main([*verify, "--size", "40x64"]) == 0
+    rows = {
+        row["name"]: row
+        for row in json.loads((tmp_path / "parity.json").read_text())
+    }
+    assert rows["deeplab_fp32_40x64"]["relative_diff"] <= 2e-5
+    assert rows["deeplab_int8_40x64"]["argmax_agreement"] >= 0.9
+    assert main(verify) == 2  # the config's export_size, 128x128
+    (line,) = _error_lines(capsys)
+    assert "takes 40x64 images (exported with --size 40x64)" in line
+
+
 def test_config_and_model_options_and_changed_settings(
     trained_dir, tmp_path, capsys
 ):

@@ -15,6 +15,7 @@ LAYERS = [
         "errors",
         "labels",
         "names",
+        "image_size",
         "atomic",
         "timing",
         "memory",

@@ -151,6 +151,16 @@ def validate_data(args):
     return 0 if all(report.ok for report in reports) else DATA_PROBLEM_EXIT
 
 
+def _export_size(args, config):
+    """`--size` as (height, width), else the config's export_size (None
+    without a config: any size)."""
+    from keras_deeplab.image_size import parse_size
+
+    if args.size:
+        return parse_size(args.size, option="--size")
+    return config.export_size if config else None
+
+
 def export(args):
     from keras_deeplab.data.configured import calibration_images
     from keras_deeplab.export.artefacts import (
@@ -161,7 +171,7 @@ def export(args):
 
     config = _config(args, required=False)
     out = output_dir(args.out)
-    size = args.size or (config.export_size if config else None)
+    size = _export_size(args, config)
     calibrates = args.format == "all" or args.quantize == "int8"
     if calibrates and config is None:
         raise UserInputError(
@@ -213,7 +223,7 @@ def verify_export(args):
     config = _config(args)
     model = _model(args, config)
     images, masks = validation_batch(
-        config, size=config.export_size, count=args.count
+        config, size=_export_size(args, config), count=args.count
     )
     rows = verify_exports(
         model,

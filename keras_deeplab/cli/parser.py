@@ -218,10 +218,11 @@ def _add_export(commands):
     )
     export.add_argument(
         "--size",
-        type=positive_int,
+        metavar="H[xW]",
         default=None,
-        help="fixed TFLite input side; default: the config's export_size "
-        "with --config, any size without",
+        help="fixed TFLite input size: a side (513) or height x width "
+        "(512x1024); default: the config's export_size with --config, any "
+        "size without",
     )
     export.add_argument(
         "--argmax", action="store_true", help="TFLite returns uint8 class ids"
@@ -244,6 +245,14 @@ def _add_export(commands):
         type=positive_int,
         default=16,
         help="validation images to compare on",
+    )
+    verify.add_argument(
+        "--size",
+        metavar="H[xW]",
+        default=None,
+        help="size of the compared images (padded or center-cropped, never "
+        "resized), as the fixed-size TFLite files were exported; default: "
+        "the config's export_size",
     )
     _add_precision(verify, help="bfloat16: add a Keras bf16 row to the table")
 

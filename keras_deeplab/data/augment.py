@@ -8,6 +8,7 @@ pipeline is reproducible.
 
 import tensorflow as tf
 
+from keras_deeplab.image_size import height_width
 from keras_deeplab.labels import IGNORE_INDEX
 from keras_deeplab.layers import IMAGENET_MEAN_RGB
 
@@ -42,14 +43,16 @@ def pad_to_size(image, mask, *, height, width):
 
 
 def center_fit(image, mask, *, size):
-    """Pads (mean pixel, ignore label) and center-crops both to size x size:
-    a fixed-size batch from images of any size, nothing resized."""
-    image, mask = pad_to_size(image, mask, height=size, width=size)
-    top = (tf.shape(image)[0] - size) // 2
-    left = (tf.shape(image)[1] - size) // 2
+    """Pads (mean pixel, ignore label) and center-crops both to `size` (a
+    side or (height, width)): a fixed-size batch from images of any size,
+    nothing resized."""
+    height, width = height_width(size)
+    image, mask = pad_to_size(image, mask, height=height, width=width)
+    top = (tf.shape(image)[0] - height) // 2
+    left = (tf.shape(image)[1] - width) // 2
     return (
-        image[top : top + size, left : left + size],
-        mask[top : top + size, left : left + size],
+        image[top : top + height, left : left + width],
+        mask[top : top + height, left : left + width],
     )
 
 

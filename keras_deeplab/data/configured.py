@@ -24,6 +24,7 @@ from keras_deeplab.data.sources import (
     voc_examples,
 )
 from keras_deeplab.errors import UserInputError
+from keras_deeplab.image_size import height_width
 
 # Synthetic splits are generated from (seed, split number): never the same.
 _TRAIN_SPLIT_CODE, _OTHER_SPLIT_CODE = 0, 1
@@ -134,30 +135,37 @@ class DataSplits:
             **kwargs,
         )
 
-    def arrays(self, split, *, size: int, count: int, training: bool):
-        """(images, masks) numpy arrays of `count` examples at `size`.
+    def arrays(self, split, *, size, count: int, training: bool):
+        """(images, masks) numpy arrays of `count` examples at `size` (a
+        side or (height, width)).
 
-        Training examples are augmented crops (repeating a split smaller
-        than `count`); others are padded or center-cropped to `size`, never
-        resized.
+        Training examples are augmented square crops of the longer side
+        (repeating a split smaller than `count`), center-cropped to `size`;
+        others are padded or center-cropped to `size`, never resized.
 
         Raises:
             UserInputError: if the split has no examples.
         """
+        height, width = height_width(size)
         dataset = self.dataset(
             split,
             training=training,
             batch_size=1,
-            crop_size=size,
-            fixed_size=None if training else size,
+            crop_size=max(height, width),
+            fixed_size=None if training else (height, width),
         )
         if training:
             dataset = dataset.repeat()
         pairs = list(dataset.take(count).as_numpy_iterator())
         if not pairs:
             raise UserInputError(f"split {split!r} has no examples.")
-        images, masks = zip(*pairs, strict=True)
-        return np.concatenate(images), np.concatenate(masks)
+        images, masks = (
+            np.concatenate(arrays) for arrays in zip(*pairs, strict=True)
+        )
+        top = (images.shape[1] - height) // 2
+        left = (images.shape[2] - width) // 2
+        window = np.s_[:, top : top + height, left : left + width]
+        return images[window], masks[window]
 
 
 def split_dataset(config, split, *, training: bool, **kwargs):
@@ -170,17 +178,19 @@ def split_size(config, split) -> int:
     return DataSplits(config).size(split)
 
 
-def calibration_images(config, *, size: int, count: int = 32) -> list:
-    """Augmented training crops that calibrate int8 activations."""
+def calibration_images(config, *, size, count: int = 32) -> list:
+    """Augmented training crops (`size`: a side or (height, width)) that
+    calibrate int8 activations."""
     images, _ = DataSplits(config).arrays(
         config.train_split, size=size, count=count, training=True
     )
     return list(images)
 
 
-def validation_batch(config, *, size: int, count: int = 16):
+def validation_batch(config, *, size, count: int = 16):
     """(images, masks) from the validation split, padded or center-cropped
-    to `size` (the parity images of `verify-export`)."""
+    to `size`, a side or (height, width) (the parity images of
+    `verify-export`)."""
     return DataSplits(config).arrays(
         config.val_split, size=size, count=count, training=False
     )

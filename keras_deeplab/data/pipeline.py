@@ -218,7 +218,7 @@ def make_dataset(
     shuffle_buffer: int = 1000,
     first_epoch: int = 0,
     full_batches: bool = False,
-    fixed_size: int | None = None,
+    fixed_size=None,
 ):
     """Batched (images float32 (b, h, w, 3), masks int32 (b, h, w)).
 
@@ -226,7 +226,7 @@ def make_dataset(
     per-example stateless seeds drawn from `seed`, into crop_size crops.
     Evaluation examples keep their own size: a batch is padded to its
     largest image with the mean pixel and the ignore label (which no metric
-    counts); `fixed_size` instead pads or center-crops each to that square.
+    counts); `fixed_size` instead pads or center-crops each to that size.
     Every mask's labels are checked against `num_classes` as it is decoded.
 
     Args:
@@ -245,8 +245,8 @@ def make_dataset(
         full_batches: bool. Evaluation only: pad a short last batch to
             `batch_size` with examples whose mask is all ignore label, which
             change no metric (data-parallel replicas need equal shares).
-        fixed_size: int or None. Evaluation only: one square size for all
-            (calibration and parity images of fixed-size exports).
+        fixed_size: int, (height, width) or None. Evaluation only: one size
+            for all (the parity images of fixed-size exports).
     """
     seed = seed + first_epoch * _RESUME_SEED_STRIDE
     dataset = source.map(

@@ -15,6 +15,7 @@ from keras_deeplab import __version__
 from keras_deeplab.atomic import atomic_write_bytes, atomic_write_text
 from keras_deeplab.errors import UserInputError
 from keras_deeplab.export.layout import (
+    ANY_SIZE,
     FORMATS,
     LABELS_FILE,
     LEGACY_QUANTIZE,
@@ -37,6 +38,7 @@ from keras_deeplab.export.tflite_metadata import (
     segmenter_metadata,
     with_metadata,
 )
+from keras_deeplab.image_size import size_text
 from keras_deeplab.memory import measured_step
 from keras_deeplab.models import class_names
 from keras_deeplab.names import check_model_name
@@ -81,7 +83,8 @@ def export(
         model: segmentation keras.Model (with or without aux head).
         fmt: str. "saved_model", "tflite", "onnx" or "openvino".
         out_dir: str or Path. Export folder (the layout above).
-        size: int or None. TFLite: fixed square input side; None: any size.
+        size: int, (height, width) or None. TFLite: fixed input size (a
+            side, or height and width); None: any size.
         quantize: str. TFLite: "fp32", "fp16", "drq_int8" or "int8"; ONNX:
             "fp32" or "int8" ("none" and "dynamic" are the old names of
             fp32 and drq_int8).
@@ -347,7 +350,9 @@ def export_all(
             return lambda: Path(run(name, **kwargs))
 
         def tflite(size, quantize, path):
-            directory = Path(work) / f"tflite_{size or 'anysize'}"
+            directory = (
+                Path(work) / f"tflite_{size_text(size) if size else ANY_SIZE}"
+            )
             if not directory.exists():
                 run(
                     "tflite_input",
@@ -389,7 +394,8 @@ def export_all(
             ),
             *(
                 (
-                    f"tflite {quantize} at {size or 'any size'}",
+                    f"tflite {quantize} at "
+                    + (size_text(size) if size else "any size"),
                     functools.partial(tflite, size, quantize, path),
                 )
                 for (size, quantize), path in tflite_paths.items()

@@ -1,7 +1,7 @@
 """The export formats, their options and the one artefact layout.
 
     <out>/serving/<model_name>/<version>/         SavedModel (TF Serving)
-    <out>/tflite/deeplab_<precision>_<size|anysize>[_<io>][_argmax].tflite
+    <out>/tflite/deeplab_<precision>_<size|HxW|anysize>[_<io>][_argmax].tflite
     <out>/tflite/labels.txt                        class names, one a line
     <out>/onnx/deeplab.onnx, deeplab_int8.onnx     (QDQ, for onnxruntime)
     <out>/openvino/deeplab.xml, deeplab.bin        OpenVINO IR (fp32)
@@ -13,6 +13,8 @@ Python, so the CLI and the docs tests read it without TensorFlow.
 """
 
 from pathlib import Path
+
+from keras_deeplab.image_size import size_text
 
 FORMATS = ("saved_model", "tflite", "onnx", "openvino")
 TFLITE_PRECISIONS = ("fp32", "fp16", "drq_int8", "int8")
@@ -37,8 +39,9 @@ _TFLITE_PREFIX = "deeplab"
 def tflite_name(
     *, precision="fp32", size=None, io_type="float32", argmax=False
 ) -> str:
-    """File name of a TFLite variant, e.g. deeplab_int8_513_uint8.tflite."""
-    parts = [_TFLITE_PREFIX, precision, str(size) if size else ANY_SIZE]
+    """File name of a TFLite variant, e.g. deeplab_int8_513_uint8.tflite
+    or deeplab_fp32_512x1024.tflite (`size`: a side or (height, width))."""
+    parts = [_TFLITE_PREFIX, precision, size_text(size) if size else ANY_SIZE]
     if io_type != "float32":
         parts.append(io_type)
     if argmax:

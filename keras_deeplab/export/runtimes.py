@@ -11,6 +11,7 @@ import numpy as np
 
 from keras_deeplab.errors import UserInputError
 from keras_deeplab.export.layout import ANY_SIZE
+from keras_deeplab.image_size import size_text
 
 
 def onnx_session(path, *, num_threads=None):
@@ -81,7 +82,7 @@ def tflite_session(model_bytes, *, num_threads=None):
         if -1 not in fixed_size and list(images.shape[1:3]) != fixed_size:
             raise UserInputError(
                 f"this TFLite model takes {fixed_size[0]}x{fixed_size[1]} "
-                f"images (exported with --size {fixed_size[0]}); got "
+                f"images (exported with --size {size_text(fixed_size)}); got "
                 f"{images.shape[1]}x{images.shape[2]}. Resize the images, "
                 f"or use the any-size model (*_{ANY_SIZE}.tflite)."
             )

@@ -15,6 +15,7 @@ from keras_deeplab.derived import export_model
 from keras_deeplab.errors import UserInputError
 from keras_deeplab.export.layout import IO_TYPES, TFLITE_PRECISIONS
 from keras_deeplab.export.runtimes import tflite_session
+from keras_deeplab.image_size import height_width
 from keras_deeplab.layers import dilated_depthwise_form
 from keras_deeplab.memory import release_freed_memory
 
@@ -29,7 +30,7 @@ def write_converter_input(model, directory, *, size, argmax):
     uninitialised TFLite resource variables (NaN outputs); a SavedModel
     written by ExportArchive is frozen correctly by the converter.
     """
-    shape = [1, size, size, 3] if size else [1, None, None, 3]
+    shape = [1, *height_width(size), 3] if size else [1, None, None, 3]
     model = export_model(model)
 
     def serve(images):
@@ -63,9 +64,9 @@ def convert_tflite(
 
     Args:
         model: DeepLabV3 keras.Model with preprocessing included.
-        size: int or None. Fixed square input side (e.g. 513 or 257); None
-            keeps height and width dynamic (call `resize_tensor_input` before
-            `allocate_tensors`).
+        size: int, (height, width) or None. Fixed input size (e.g. 513 or
+            (512, 1024)); None keeps height and width dynamic (call
+            `resize_tensor_input` before `allocate_tensors`).
         quantize: "fp32", "fp16" (fp16 weights), "drq_int8" (dynamic range:
             int8 weights, float activations) or "int8" (full integer; needs
             `representative_images`).

@@ -9,7 +9,7 @@ from benchmarks.measure import RUNTIMES
 from benchmarks.run import main
 
 TINY_RUN = [
-    "--size", "65", "--backbone-width", "8", "--head-filters", "16",
+    "--size", "65x97", "--backbone-width", "8", "--head-filters", "16",
     "--output-stride", "16", "--backbone", "resnet50", "--batch", "1",
     "--repeats", "1", "--fit-mode", "graph", "--fit-precision", "float32",
     "--fit-size", "65", "--fit-batch", "2", "--fit-steps", "1",
@@ -27,6 +27,9 @@ def test_benchmark_cli_measures_every_runtime_and_compares(tmp_path, capsys):
         if r["kind"] == "inference"
     }
     assert set(records) == {(runtime, 1) for runtime in RUNTIMES}
+    # Height x width: every runtime (the fixed-size TFLite files too) ran it.
+    assert document["plan"]["size"] == "65x97"
+    assert {record["size"] for record in records.values()} == {"65x97"}
     # int8 kernels may exceed the fp32 matmul peak: no upper bound here.
     for record in records.values():
         assert record["efficiency"] > 0 and math.isfinite(record["efficiency"])
@@ -44,6 +47,7 @@ def test_benchmark_cli_measures_every_runtime_and_compares(tmp_path, capsys):
     assert all(fit["images_per_s"] > 0 for fit in fits.values())
     report = (out / "results.md").read_text()
     assert "`litert_int8`" in report and "÷ torchvision" in report
+    assert "resnet50, 65x97 (median" in report
     assert (out / "latency.png").stat().st_size > 1000
 
     # Comparing with itself passes; with a twice-as-fast baseline it fails.
@@ -64,6 +68,8 @@ def test_benchmark_cli_rejects_bad_input(tmp_path, capsys):
     out = str(tmp_path / "run")
     assert main(["--out", out, "--repeats", "0"]) == 2
     assert "repeats=0 must be a positive integer" in capsys.readouterr().err
+    assert main(["--out", out, "--size", "65x0"]) == 2
+    assert "--size '65x0' is invalid" in capsys.readouterr().err
     assert main(["--out", out, "--report-only"]) == 2
     assert "results.json" in capsys.readouterr().err
 
