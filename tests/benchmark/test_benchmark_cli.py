@@ -9,7 +9,7 @@ from benchmarks.measure import RUNTIMES
 from benchmarks.run import main
 
 TINY_RUN = [
-    "--size", "65x97", "--backbone-width", "8", "--head-filters", "16",
+    "--size", "49x85", "--backbone-width", "8", "--head-filters", "16",
     "--output-stride", "16", "--backbone", "resnet50", "--batch", "1",
     "--repeats", "1", "--fit-mode", "graph", "--fit-precision", "float32",
     "--fit-size", "65", "--fit-batch", "2", "--fit-steps", "1",
@@ -28,8 +28,8 @@ def test_benchmark_cli_measures_every_runtime_and_compares(tmp_path, capsys):
     }
     assert set(records) == {(runtime, 1) for runtime in RUNTIMES}
     # Height x width: every runtime (the fixed-size TFLite files too) ran it.
-    assert document["plan"]["size"] == "65x97"
-    assert {record["size"] for record in records.values()} == {"65x97"}
+    assert document["plan"]["size"] == "49x85"
+    assert {record["size"] for record in records.values()} == {"49x85"}
     # int8 kernels may exceed the fp32 matmul peak: no upper bound here.
     for record in records.values():
         assert record["efficiency"] > 0 and math.isfinite(record["efficiency"])
@@ -47,7 +47,7 @@ def test_benchmark_cli_measures_every_runtime_and_compares(tmp_path, capsys):
     assert all(fit["images_per_s"] > 0 for fit in fits.values())
     report = (out / "results.md").read_text()
     assert "`litert_int8`" in report and "÷ torchvision" in report
-    assert "resnet50, 65x97 (median" in report
+    assert "resnet50, 49x85 (median" in report
     assert (out / "latency.png").stat().st_size > 1000
 
     # Comparing with itself passes; with a twice-as-fast baseline it fails.
