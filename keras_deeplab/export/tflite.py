@@ -15,6 +15,7 @@ from keras_deeplab.derived import export_model
 from keras_deeplab.errors import UserInputError
 from keras_deeplab.export.layout import IO_TYPES, TFLITE_PRECISIONS
 from keras_deeplab.export.runtimes import tflite_session
+from keras_deeplab.export.tflite_ranges import clipped_activation_ranges
 from keras_deeplab.image_size import height_width
 from keras_deeplab.layers import dilated_depthwise_form
 from keras_deeplab.memory import release_freed_memory
@@ -162,7 +163,10 @@ def convert_saved_model(
         io_type=io_type,
         representative_images=representative_images,
     )
-    return converter.convert()
+    if quantize != "int8":
+        return converter.convert()
+    with clipped_activation_ranges():
+        return converter.convert()
 
 
 def _configure(converter, *, quantize, io_type, representative_images):

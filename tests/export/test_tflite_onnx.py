@@ -149,6 +149,7 @@ def test_argmax_and_uint8_input_variants(model, tmp_path):
         representative_images=list(images),
     )
     logits = run_tflite(int8, images)
+    assert logits.dtype == np.float32  # uint8 in, float32 logits out
     assert (logits.argmax(-1) == reference).mean() >= 0.95
 
 
