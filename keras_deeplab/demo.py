@@ -14,6 +14,7 @@ from keras_deeplab.data.configured import (
     split_dataset,
     validation_batch,
 )
+from keras_deeplab.errors import UserInputError
 from keras_deeplab.export.artefacts import export_all
 from keras_deeplab.export.verify import (
     format_table,
@@ -27,7 +28,10 @@ from keras_deeplab.models import class_names
 from keras_deeplab.training.evaluate import evaluate_model, format_results
 from keras_deeplab.training.fit import train
 from keras_deeplab.training.workdir import (
+    BACKUP_DIR,
     BEST_MODEL,
+    CONFIG_FILE,
+    FINAL_MODEL,
     HISTORY_FILE,
     read_history,
 )
@@ -83,6 +87,32 @@ def _export_and_verify(model, config, export_dir):
     return rows
 
 
+def finished_training(config, work_dir, *, resume) -> bool:
+    """Whether `--resume` finds this config's training already finished in
+    `work_dir` (a later step failed), so the demo goes on from its models.
+
+    Raises:
+        UserInputError: if the finished run there is of another config.
+    """
+    work_dir = Path(work_dir)
+    finished = (work_dir / FINAL_MODEL).is_file() and not (
+        work_dir / BACKUP_DIR
+    ).exists()
+    if not (resume and finished):
+        return False
+    if load_config(str(work_dir / CONFIG_FILE)).to_json() != config.to_json():
+        raise UserInputError(
+            f"--resume: {str(work_dir)!r} holds a finished training of "
+            "another config; drop --resume to train again, or choose another "
+            "--out."
+        )
+    print(
+        f"training finished earlier in {work_dir}; evaluating and exporting it",
+        flush=True,
+    )
+    return True
+
+
 def run_demo(out_dir, *, preset="demo", overrides=(), resume=False):
     """Trains a config preset ("demo", or "mobile" for LR-ASPP on
     MobileNetV3), evaluates it, exports and verifies it.
@@ -101,7 +131,8 @@ def run_demo(out_dir, *, preset="demo", overrides=(), resume=False):
     size = (config.crop_size, config.crop_size, 3)
     print(describe(model_from_config(config, input_shape=size)), flush=True)
     work_dir = out_dir / TRAIN_DIR
-    train(config, work_dir, resume=resume, overwrite=not resume)
+    if not finished_training(config, work_dir, resume=resume):
+        train(config, work_dir, resume=resume, overwrite=not resume)
     model = load_trained_model(work_dir / BEST_MODEL)
     val = split_dataset(config, config.val_split, training=False)
     results = evaluate_model(model, val, num_classes=config.num_classes)

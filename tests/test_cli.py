@@ -14,6 +14,7 @@ from PIL import Image
 from keras_deeplab import visualize
 from keras_deeplab.cli import main
 from keras_deeplab.data.synthetic import synthetic_sample
+from keras_deeplab.errors import UserInputError
 from keras_deeplab.labels import SYNTHETIC_CLASSES
 from tests.data.fixtures import make_folder_dataset, write_mask
 from tests.helpers import assert_loads_with_plain_keras
@@ -335,3 +336,15 @@ def test_demo_end_to_end_tiny(tmp_path, capsys):
     assert main([*predict, str(tmp_path / "masks")]) == 0
     assert (tmp_path / "masks" / "shapes_mask.png").is_file()
     assert_loads_with_plain_keras(model, tmp_path / "train" / "final.keras")
+    # A demo that failed after training (in the export, say) resumes from
+    # the finished training instead of refusing for want of a backup.
+    from keras_deeplab import demo
+    from keras_deeplab.config import load_config
+
+    config = load_config("demo", [item for item in sets if item != "--set"])
+    train_dir = tmp_path / "train"
+    assert demo.finished_training(config, train_dir, resume=True)
+    other = load_config("demo", [*TINY_TRAIN, "epochs=3"])
+    with pytest.raises(UserInputError, match="another config"):
+        demo.finished_training(other, train_dir, resume=True)
+    assert not demo.finished_training(config, train_dir, resume=False)

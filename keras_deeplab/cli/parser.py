@@ -298,7 +298,10 @@ def _add_convert_presets_demo(commands):
         "on MobileNetV3-Large (default demo)",
     )
     demo.add_argument(
-        "--resume", action="store_true", help="continue an interrupted demo run"
+        "--resume",
+        action="store_true",
+        help="continue an interrupted demo run: its training, or the steps "
+        "after a finished training",
     )
     _add_set(demo, help="override one value of the demo preset; repeatable")
 
