@@ -27,7 +27,7 @@ from benchmarks.suite import (
     run_benchmark,
 )
 from keras_deeplab.errors import UserInputError
-from keras_deeplab.image_size import parse_size
+from keras_deeplab.image_size import parse_size, size_text
 from keras_deeplab.spec import (
     ARCHITECTURES,
     BACKBONES,
@@ -133,7 +133,7 @@ def _plan(args) -> BenchmarkPlan:
         values["fit_modes"] = ()
     # A square size stays a number, as in the results of earlier runs.
     height, width = parse_size(values["size"], option="--size")
-    values["size"] = height if height == width else f"{height}x{width}"
+    values["size"] = height if height == width else size_text((height, width))
     return BenchmarkPlan(
         **{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
     )

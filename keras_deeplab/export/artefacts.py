@@ -15,7 +15,6 @@ from keras_deeplab import __version__
 from keras_deeplab.atomic import atomic_write_bytes, atomic_write_text
 from keras_deeplab.errors import UserInputError
 from keras_deeplab.export.layout import (
-    ANY_SIZE,
     FORMATS,
     LABELS_FILE,
     LEGACY_QUANTIZE,
@@ -26,6 +25,7 @@ from keras_deeplab.export.layout import (
     SERVING_DIR,
     TFLITE_DIR,
     TFLITE_PRECISIONS,
+    size_name,
     tflite_name,
 )
 from keras_deeplab.export.onnx import export_onnx
@@ -350,9 +350,7 @@ def export_all(
             return lambda: Path(run(name, **kwargs))
 
         def tflite(size, quantize, path):
-            directory = (
-                Path(work) / f"tflite_{size_text(size) if size else ANY_SIZE}"
-            )
+            directory = Path(work) / f"tflite_{size_name(size)}"
             if not directory.exists():
                 run(
                     "tflite_input",

@@ -36,12 +36,18 @@ ONNX_OUTPUT = "logits"
 _TFLITE_PREFIX = "deeplab"
 
 
+def size_name(size) -> str:
+    """A TFLite input size as file names show it: "513", "512x1024" or
+    "anysize" for None."""
+    return size_text(size) if size else ANY_SIZE
+
+
 def tflite_name(
     *, precision="fp32", size=None, io_type="float32", argmax=False
 ) -> str:
     """File name of a TFLite variant, e.g. deeplab_int8_513_uint8.tflite
     or deeplab_fp32_512x1024.tflite (`size`: a side or (height, width))."""
-    parts = [_TFLITE_PREFIX, precision, size_text(size) if size else ANY_SIZE]
+    parts = [_TFLITE_PREFIX, precision, size_name(size)]
     if io_type != "float32":
         parts.append(io_type)
     if argmax:

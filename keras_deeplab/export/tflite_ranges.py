@@ -7,8 +7,9 @@ after the ADD ran, so it gets the sum's range (tensorflow/tensorflow#127842:
 every residual branch, up to 3.5x too wide in our ResNets), and a few
 extreme values (a handful of pixels among millions) set the int8 step of a
 whole tensor. Inside `clipped_activation_ranges()` the converter's
-calibration step runs the calibrated float model again on the same images
-with every tensor kept, and records for each inner activation the range
+calibration step runs the calibrated float model again on the same images,
+its activations made outputs (a few hundred MB of them per run), and
+records for each inner activation the range
 without the most extreme `OUTLIER_FRACTION` of its values at each end
 (values beyond it saturate). Every other step (the quantization itself,
 integer input types, signatures) stays the converter's own. The model's
@@ -119,9 +120,12 @@ def _extremes(model, chunk, samples) -> dict:
     interpreter = Interpreter(model_content=probe)
     (model_input,) = interpreter.get_input_details()
     extremes = {index: _Extremes(len(samples)) for index in chunk}
+    allocated_shape = None
     for sample in samples:
-        interpreter.resize_tensor_input(model_input["index"], sample.shape)
-        interpreter.allocate_tensors()
+        if sample.shape != allocated_shape:  # any-size models: per image
+            interpreter.resize_tensor_input(model_input["index"], sample.shape)
+            interpreter.allocate_tensors()
+            allocated_shape = sample.shape
         interpreter.set_tensor(model_input["index"], sample)
         interpreter.invoke()
         for index in chunk:
