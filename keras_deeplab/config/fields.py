@@ -133,6 +133,7 @@ class DeepLabConfig(ModelSpec):
 
     # export
     export_size: int = 513  # fixed-size TFLite export, pixels
+    calibration_images: int = 32  # training crops calibrating int8 exports
     model_name: str = "deeplab"  # TF Serving model name
 
     def differences(self) -> dict:
@@ -259,6 +260,7 @@ class DeepLabConfig(ModelSpec):
             "epochs",
             "backup_every_steps",
             "export_size",
+            "calibration_images",
         ):
             check_range(name, getattr(self, name), low=1)
         check_range("synthetic_image_size", self.synthetic_image_size, low=8)

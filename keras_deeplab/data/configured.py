@@ -178,11 +178,15 @@ def split_size(config, split) -> int:
     return DataSplits(config).size(split)
 
 
-def calibration_images(config, *, size, count: int = 32) -> list:
+def calibration_images(config, *, size, count: int | None = None) -> list:
     """Augmented training crops (`size`: a side or (height, width)) that
-    calibrate int8 activations."""
+    calibrate int8 activations; `count` of them, by default the config's
+    `calibration_images`."""
     images, _ = DataSplits(config).arrays(
-        config.train_split, size=size, count=count, training=True
+        config.train_split,
+        size=size,
+        count=count or config.calibration_images,
+        training=True,
     )
     return list(images)
 

@@ -5,7 +5,11 @@ import pytest
 import tensorflow as tf
 
 from keras_deeplab.config import load_config
-from keras_deeplab.data.configured import split_dataset, split_size
+from keras_deeplab.data.configured import (
+    calibration_images,
+    split_dataset,
+    split_size,
+)
 from keras_deeplab.data.sources import DataError
 from keras_deeplab.data.validate import require_valid, validate_data
 from keras_deeplab.layers import IMAGENET_MEAN_RGB
@@ -134,3 +138,21 @@ def test_tfds_adapter_with_mock_data():
     np.testing.assert_array_equal(
         masks.numpy()[0, ::20, ::20], [[0, 1], [2, 0]]
     )
+
+
+def test_calibration_images_are_the_configs_count_of_training_crops():
+    config = load_config(
+        "demo",
+        [
+            "synthetic_train_size=4",
+            "synthetic_image_size=40",
+            "crop_size=40",
+            "calibration_images=6",
+        ],
+    )
+    images = calibration_images(config, size=(24, 32))
+    assert len(images) == 6  # more than the split holds: it repeats
+    assert {image.shape for image in images} == {(24, 32, 3)}
+    assert len(calibration_images(config, size=24, count=2)) == 2
+    with pytest.raises(ValueError, match="calibration_images=0"):
+        load_config("demo", ["calibration_images=0"])
