@@ -28,11 +28,10 @@ from keras_deeplab.models import class_names
 from keras_deeplab.training.evaluate import evaluate_model, format_results
 from keras_deeplab.training.fit import train
 from keras_deeplab.training.workdir import (
-    BACKUP_DIR,
     BEST_MODEL,
     CONFIG_FILE,
-    FINAL_MODEL,
     HISTORY_FILE,
+    finished_run,
     read_history,
 )
 
@@ -95,10 +94,7 @@ def finished_training(config, work_dir, *, resume) -> bool:
         UserInputError: if the finished run there is of another config.
     """
     work_dir = Path(work_dir)
-    finished = (work_dir / FINAL_MODEL).is_file() and not (
-        work_dir / BACKUP_DIR
-    ).exists()
-    if not (resume and finished):
+    if not (resume and finished_run(work_dir)):
         return False
     if load_config(str(work_dir / CONFIG_FILE)).to_json() != config.to_json():
         raise UserInputError(

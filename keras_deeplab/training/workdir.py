@@ -36,6 +36,15 @@ def read_history(history_csv) -> dict:
     return {key: [float(row[key]) for row in rows] for key in rows[0]}
 
 
+def finished_run(work_dir) -> bool:
+    """Whether `work_dir` holds a run that completed: `train` writes
+    final.keras, then removes the backup."""
+    work_dir = Path(work_dir)
+    return (work_dir / FINAL_MODEL).is_file() and not (
+        work_dir / BACKUP_DIR
+    ).exists()
+
+
 def _finished_a_step(work_dir, backup) -> bool:
     """A run counts once it finished a step: a backup, a model or an epoch
     in its history. One stopped before (bad data, a typo found late)
