@@ -179,6 +179,11 @@ def format_markdown(document) -> str:
         f"fp32 matmul peak {document['matmul']['matmul_gflops']:.0f} GFLOP/s "
         f"(measured in the run). {versions}. Updated {document['updated']}.",
     ]
+    if "cpu_flags" in machine:  # runs before 2026-12-07 did not record them
+        parts.append(
+            f"CPU flags: {' '.join(machine['cpu_flags']) or 'none listed'}; "
+            f"TensorFlow oneDNN: {machine['onednn']}."
+        )
     models = sorted(
         _records(document, "model"),
         key=lambda r: (r["backbone"], r["output_stride"]),

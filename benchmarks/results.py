@@ -12,8 +12,51 @@ from keras_deeplab.atomic import atomic_write_text
 RESULTS_FILE = "results.json"
 
 
+# The CPU features that decide which kernels TensorFlow, oneDNN, PyTorch
+# and OpenVINO run (and whether oneDNN is on by default in TensorFlow).
+_VECTOR_FLAGS = (
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "amx_tile",
+    "amx_bf16",
+    "amx_int8",
+)
+ONEDNN_ENV = "TF_ENABLE_ONEDNN_OPTS"
+
+
+def cpu_flags() -> list:
+    """The vector-ISA flags of this CPU that change the kernels libraries
+    run (Linux /proc/cpuinfo; empty elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            lines = [x for x in handle if x.startswith("flags")]
+    except OSError:
+        return []
+    present = set(lines[0].split(":", 1)[1].split()) if lines else set()
+    return [flag for flag in _VECTOR_FLAGS if flag in present]
+
+
+def onednn_setting() -> str:
+    """Whether TensorFlow runs oneDNN in this process, and why: set by
+    TF_ENABLE_ONEDNN_OPTS, or TensorFlow's default for this CPU (on where
+    it has AVX512_VNNI, AVX512_BF16 or AMX)."""
+    value = os.environ.get(ONEDNN_ENV)
+    why = f"{ONEDNN_ENV}={value}" if value else "TensorFlow's default here"
+    try:  # TensorFlow's own answer; a private module, so guarded
+        from tensorflow.python.util import _pywrap_util_port
+
+        enabled = _pywrap_util_port.IsMklEnabled()
+    except (ImportError, AttributeError):
+        return f"unknown ({why})"
+    return f"{'on' if enabled else 'off'} ({why})"
+
+
 def machine_info() -> dict:
-    """CPU model, core count, memory and library versions of this run."""
+    """CPU model, flags, core count, memory, oneDNN and library versions."""
     from importlib import metadata
 
     cpu = platform.processor()
@@ -30,6 +73,8 @@ def machine_info() -> dict:
     versions["ai-edge-litert"] = metadata.version("ai-edge-litert")
     return {
         "cpu": cpu,
+        "cpu_flags": cpu_flags(),
+        "onednn": onednn_setting(),
         "logical_cpus": os.cpu_count(),
         "memory_gib": round(pages / 2**30, 1),
         "python": platform.python_version(),

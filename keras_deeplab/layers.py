@@ -249,12 +249,16 @@ def _native_atrous_conv(images, weights, *, rates, paddings, depthwise):
         return tf.nn.conv2d(
             images, weights, strides=1, padding=paddings, dilations=rates
         )
+    # "SAME", not the explicit `paddings`: at stride 1 TensorFlow's SAME pads
+    # total // 2 before and the rest after, which is exactly `paddings`; and
+    # with oneDNN on, Grappler fuses an EXPLICIT DepthwiseConv2dNative and
+    # a following bias add into _FusedDepthwiseConv2dNative, whose shape
+    # function aborts the process (docs/development.md, upstream bugs).
     return tf.raw_ops.DepthwiseConv2dNative(
         input=images,
         filter=weights,
         strides=[1, 1, 1, 1],
-        padding="EXPLICIT",
-        explicit_paddings=[side for axis in paddings for side in axis],
+        padding="SAME",
         dilations=[1, *rates, 1],
     )
 

@@ -108,9 +108,12 @@ def pytest_sessionfinish(session):
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node, error):
-    """The controller gathers each xdist worker's module peaks."""
+    """The controller gathers each xdist worker's module peaks. A worker
+    that crashed (a native abort) sends none: xdist reports the test it was
+    running as failed and starts another worker, and the run goes on."""
+    workeroutput = getattr(node, "workeroutput", {})
     _MODULE_PEAKS.extend(
-        tuple(peak) for peak in node.workeroutput.get("module_peaks", [])
+        tuple(peak) for peak in workeroutput.get("module_peaks", [])
     )
 
 

@@ -1,7 +1,8 @@
 """Rewrites of tf2onnx's ONNX graph that runtimes execute faster, each
 giving the same values (see docs/export.md): hard activations as one op
 each, the final upsampling channels-last, the preprocessing channels-first;
-and, for OpenVINO, the final upsampling channels-first again.
+and, for OpenVINO, the final upsampling channels-first again. Dilated
+"SAME" convolutions get explicit pads, which every runtime runs.
 """
 
 import collections
@@ -18,6 +19,7 @@ _TO_NCHW = [0, 3, 1, 2]
 
 def rewrite_for_runtimes(graph):
     """Applies every rewrite below to an ONNX GraphProto, in place."""
+    _explicit_same_pads(graph)
     _hard_activations_as_onnx_ops(graph)
     _channels_last_resizes(graph)
     _channels_first_preprocessing(graph)
@@ -70,6 +72,39 @@ def _replace(graph, nodes, replaced, dropped):
     initializers = [t for t in graph.initializer if t.name in used]
     del graph.initializer[:]
     graph.initializer.extend(initializers)
+
+
+_SAME_PADS = ("SAME_UPPER", "SAME_LOWER")
+
+
+def _explicit_same_pads(graph):
+    """Gives each stride-1 `Conv` that tf2onnx wrote with `auto_pad`
+    SAME_UPPER / SAME_LOWER (a "SAME" TensorFlow conv at a dynamic input
+    size) the same padding as explicit `pads`, in place: ONNX Runtime
+    refuses dilation with a SAME `auto_pad`. At stride 1 the total padding
+    along an axis is `dilation * (kernel - 1)` whatever the input size;
+    SAME_UPPER puts the odd pixel at the end, SAME_LOWER at the start.
+    """
+    for node in graph.node:
+        attributes = {a.name: a for a in node.attribute}
+        auto_pad = attributes.get("auto_pad")
+        if node.op_type != "Conv" or auto_pad is None:
+            continue
+        mode = auto_pad.s.decode()
+        kernel = list(attributes["kernel_shape"].ints)
+        strides = list(getattr(attributes.get("strides"), "ints", []))
+        if mode not in _SAME_PADS or any(s != 1 for s in strides):
+            continue
+        dilations = list(getattr(attributes.get("dilations"), "ints", []))
+        dilations = dilations or [1] * len(kernel)
+        totals = [d * (k - 1) for d, k in zip(dilations, kernel, strict=True)]
+        smaller = [total // 2 for total in totals]
+        larger = [t - s for t, s in zip(totals, smaller, strict=True)]
+        begins, ends = (
+            (smaller, larger) if mode == "SAME_UPPER" else (larger, smaller)
+        )
+        node.attribute.remove(auto_pad)
+        node.attribute.append(helper.make_attribute("pads", begins + ends))
 
 
 def _hard_activations_as_onnx_ops(graph):

@@ -147,3 +147,34 @@ def test_time_calls_excludes_warmup_and_reports_median():
     assert len(calls) == 5
     assert 0 <= timing["min_s"] <= timing["median_s"]
     assert peak_rss_mb() > 10
+
+
+def test_interleaving_alternates_the_runners_and_times_each_round():
+    from benchmarks.interleaved import interleave
+
+    calls = []
+    runners = {
+        "ours": lambda images: calls.append("ours"),
+        "theirs": lambda images: calls.append("theirs"),
+    }
+    timings = interleave(runners, None, rounds=3, warmup=1)
+    assert calls == ["ours", "theirs"] * 4
+    assert [len(t["seconds"]) for t in timings.values()] == [3, 3]
+    for timing in timings.values():
+        assert timing["min_s"] <= timing["median_s"]
+
+
+def test_every_report_names_the_cpu_flags_and_onednn():
+    from benchmarks.results import machine_info
+
+    document = _document()
+    document["machine"] = {
+        **document["machine"],
+        "cpu_flags": ["avx2", "avx512f", "avx512_vnni"],
+        "onednn": "on (TF_ENABLE_ONEDNN_OPTS=1)",
+    }
+    text = format_markdown(document)
+    assert "CPU flags: avx2 avx512f avx512_vnni; TensorFlow oneDNN: on" in text
+    machine = machine_info()
+    assert isinstance(machine["cpu_flags"], list)
+    assert machine["onednn"].split()[0] in ("on", "off", "unknown")
