@@ -183,3 +183,227 @@ def test_pre_04_tar_files_and_other_zips_say_what_they_are(tmp_path):
         read_torch_file(other_zip)
     with pytest.raises(FileNotFoundError, match="missing.pth"):
         read_torch_file(tmp_path / "missing.pth")
+
+
+# -- the adversarial pass of 2026-12 (probe ids T-...) -----------------------
+
+_FOUR = np.arange(4, dtype=np.float32)
+
+
+def _clean_file(tmp_path):
+    return _save({"w": torch.arange(4.0)}, tmp_path / "clean.pth", "zip")
+
+
+@pytest.mark.parametrize(
+    ("name", "payload"),
+    [
+        # T-P01: BUILD sets bfloat16=True on the shared FloatStorage type.
+        (
+            "storage",
+            b"\x80\x02ctorch\nFloatStorage\n}X\x08\x00\x00\x00bfloat16"
+            b"\x88sb0}.",
+        ),
+        # T-P04: BUILD rewrites the defaults of a rebuild function.
+        (
+            "function",
+            b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\n}X\x0c\x00\x00\x00"
+            b"__defaults__)sb0}.",
+        ),
+    ],
+)
+def test_a_build_on_an_allow_listed_object_is_refused_and_poisons_nothing(
+    tmp_path, name, payload
+):
+    """A crafted file once changed objects every later read shared: the
+    next genuine file read back as [0, 9.2e-41, ...] or was refused."""
+    from tests.torch_crafted import write_zip
+
+    crafted = write_zip(tmp_path / f"{name}.pth", payload, {})
+    with pytest.raises(UserInputError, match="crafted|BUILD") as refusal:
+        read_torch_file(crafted)
+    assert f"{name}.pth" in str(refusal.value)
+    assert "\n" not in str(refusal.value)
+    np.testing.assert_array_equal(
+        read_torch_file(_clean_file(tmp_path))["w"], _FOUR
+    )
+
+
+def test_the_second_gate_calls_nothing_but_rebuild_functions(tmp_path):
+    """If the scan before unpickling were ever bypassed, the restricted
+    builder still calls only its own rebuild functions (T-G01..G05: the
+    legacy header pickles were loaded with plain pickle.loads)."""
+    import importlib
+    import pickle
+
+    from keras_deeplab.convert import restricted_pickle
+    from tests.helpers import PicklePayload
+
+    marker = tmp_path / "payload-ran"
+    data = pickle.dumps(PicklePayload(marker), protocol=2)
+
+    def anything(module, name):  # what a broken allow-list would give
+        return getattr(importlib.import_module(module), name)
+
+    with pytest.raises(restricted_pickle.RefusedError, match="calling"):
+        restricted_pickle.load(data, find_class=anything)
+    assert not marker.exists()
+
+
+def test_legacy_header_pickles_go_through_both_gates(tmp_path, monkeypatch):
+    """T-G01: a legacy file whose system-info pickle names
+    torch.ByteStorage with an argument: refused by the scan, and refused
+    again by the builder with the scan switched off; torch never runs."""
+    import pickle
+
+    from keras_deeplab.convert import torch_file
+    from tests.torch_crafted import legacy_bytes, op_global, op_int
+
+    sys_info = (
+        b"\x80\x02"
+        + op_global("torch", "ByteStorage")
+        + b"("
+        + op_int(2**40)
+        + b"tR."
+    )
+    path = tmp_path / "legacy.pth"
+    path.write_bytes(
+        legacy_bytes(pickle.dumps({}, protocol=2), {}, sys_info=sys_info)
+    )
+    with pytest.raises(UserInputError, match="torch.ByteStorage"):
+        read_torch_file(path)
+    monkeypatch.setattr(torch_file, "_check_globals", lambda *args: None)
+    with pytest.raises(UserInputError, match="legacy.pth.*torch.ByteStorage"):
+        read_torch_file(path)
+
+
+def test_views_that_copy_far_more_than_the_file_holds_are_refused(tmp_path):
+    """T-M01: 12 floats viewed as 40000x25000 with zero strides (3.7 GiB)
+    from a 566-byte file; T-M02: one storage viewed a thousand times."""
+    from keras_deeplab.memory import peak_rss_mb, reset_peak_rss
+
+    base = torch.arange(12.0)
+    zero_strides = _save(
+        {"w": base.as_strided((40000, 25000), (0, 0))},
+        tmp_path / "zero.pth",
+        "zip",
+    )
+    shared = torch.zeros(1 << 18)  # 1 MiB
+    many = _save(
+        {f"v{i}": shared[:] for i in range(1000)},
+        tmp_path / "many.pth",
+        "zip",
+    )
+    reset_peak_rss()
+    before = peak_rss_mb()
+    for path in (zero_strides, many):
+        with pytest.raises(UserInputError, match="would copy") as refusal:
+            read_torch_file(path)
+        assert path.name in str(refusal.value)
+    if before is not None:
+        assert peak_rss_mb() - before < 200
+    # One tensor saved under a thousand names is one array, as in torch.
+    same = _save(
+        {f"v{i}": shared for i in range(1000)}, tmp_path / "same.pth", "zip"
+    )
+    arrays = read_torch_file(same)
+    assert len({id(array) for array in arrays.values()}) == 1
+
+
+def test_an_inflating_record_or_pickle_is_refused_before_it_is_read(tmp_path):
+    """T-M03/M04: a deflated storage record or data.pkl that inflates
+    thousands of times (a zip bomb) is refused from its header."""
+    from tests.torch_crafted import op_tensor, state_dict_pickle, write_zip
+
+    numel = 50 * 2**20 // 4  # 50 MiB of float zeros, ~50 KB deflated
+    data_pkl = state_dict_pickle(
+        {"w": op_tensor("FloatStorage", "0", numel, size=(numel,), stride=(1,))}
+    )
+    bomb = write_zip(
+        tmp_path / "bomb.pth",
+        data_pkl,
+        {"0": bytes(numel * 4)},
+        compression=zipfile.ZIP_DEFLATED,
+    )
+    with pytest.raises(UserInputError, match="bomb.pth.*inflates"):
+        read_torch_file(bomb)
+    big_pickle = write_zip(
+        tmp_path / "pickle.pth",
+        b"\x80\x02N" + b"0N" * (40 * 2**20) + b".",
+        {},
+        compression=zipfile.ZIP_DEFLATED,
+    )
+    with pytest.raises(UserInputError, match="pickle.pth.*pickle"):
+        read_torch_file(big_pickle)
+
+
+def test_a_storage_record_of_another_size_is_refused(tmp_path):
+    from tests.torch_crafted import op_tensor, state_dict_pickle, write_zip
+
+    data_pkl = state_dict_pickle(
+        {"w": op_tensor("FloatStorage", "0", 4, size=(4,), stride=(1,))}
+    )
+    path = write_zip(tmp_path / "short.pth", data_pkl, {"0": bytes(12)})
+    with pytest.raises(UserInputError, match="short.pth.*12 bytes.*16"):
+        read_torch_file(path)
+
+
+@pytest.mark.parametrize(
+    ("size", "stride", "message"),
+    [
+        ((2**40, 2**40), (0, 0), "would copy|memory limit"),  # T-X01
+        ((2**64,), (1,), "size"),  # T-X02
+        ((2**62, 2**62, 0), (1, 1, 1), "size"),  # T-X03
+        ((4,), (-1,), "size"),
+    ],
+)
+def test_absurd_shapes_are_one_line(tmp_path, size, stride, message):
+    from tests.torch_crafted import op_tensor, state_dict_pickle, write_zip
+
+    data_pkl = state_dict_pickle(
+        {"w": op_tensor("FloatStorage", "0", 4, size=size, stride=stride)}
+    )
+    path = write_zip(tmp_path / "shape.pth", data_pkl, {"0": bytes(16)})
+    with pytest.raises(UserInputError, match=message) as refusal:
+        read_torch_file(path)
+    assert "shape.pth" in str(refusal.value)
+
+
+@pytest.mark.parametrize("byteorder", [b"middle", b"\xff\xfe", b"x" * 100])
+def test_a_byteorder_other_than_little_or_big_is_refused(tmp_path, byteorder):
+    """T-X04, T-S01: `middle` was read as big-endian (garbage weights,
+    exit 0); bytes that are not UTF-8 were a traceback."""
+    from tests.torch_crafted import op_tensor, state_dict_pickle, write_zip
+
+    data_pkl = state_dict_pickle(
+        {"w": op_tensor("FloatStorage", "0", 4, size=(4,), stride=(1,))}
+    )
+    path = write_zip(
+        tmp_path / "order.pth",
+        data_pkl,
+        {"0": _FOUR.tobytes()},
+        byteorder=byteorder,
+    )
+    with pytest.raises(UserInputError, match="order.pth.*byteorder"):
+        read_torch_file(path)
+    big = write_zip(
+        tmp_path / "big.pth",
+        data_pkl,
+        {"0": _FOUR.astype(">f4").tobytes()},
+        byteorder=b"big",
+    )
+    np.testing.assert_array_equal(read_torch_file(big)["w"], _FOUR)
+
+
+def test_the_memory_limit_can_be_raised_for_a_trusted_file(
+    tmp_path, monkeypatch
+):
+    path = _save({"w": torch.zeros(1 << 20)}, tmp_path / "four_mib.pth", "zip")
+    with pytest.raises(UserInputError, match="four_mib.pth.*max_bytes"):
+        read_torch_file(path, max_bytes=2**20)
+    monkeypatch.setenv("KERAS_DEEPLAB_MAX_CHECKPOINT_BYTES", str(2**20))
+    with pytest.raises(UserInputError, match="limit"):
+        read_torch_file(path)
+    assert read_torch_file(path, max_bytes=8 * 2**20)["w"].shape == (1 << 20,)
+    monkeypatch.setenv("KERAS_DEEPLAB_MAX_CHECKPOINT_BYTES", "lots")
+    with pytest.raises(UserInputError, match="MAX_CHECKPOINT_BYTES='lots'"):
+        read_torch_file(path)

@@ -5,236 +5,87 @@ archive (`torch.save` since PyTorch 1.6, 2020) or appended after the pickle
 (the legacy format of earlier releases, which torchvision's 2019 DeepLabV3
 files and many research checkpoints still use). Both are read here.
 
-Unpickling runs code named by the file, so only what a file of weights needs
-is accepted: tensor and parameter rebuilding, storages, `OrderedDict`, and the
-numpy scalars and dtypes some training scripts store beside the weights (e.g.
-VainF's `best_score`). The whole pickle is scanned first and any other global
-is refused, listed, before anything is unpickled; the unpickler refuses them
-again as a second gate. Tensor views are bounds-checked against their storage.
-The tar format of PyTorch < 0.4, sparse and quantized tensors, and whole
+Unpickling runs code named by the file, so two gates stand in front of it.
+The whole pickle is scanned first and any global outside what a file of
+weights needs (`torch_values`) is refused, listed, before anything is built.
+Then every pickle of both formats, the legacy header ones included, is built
+by `restricted_pickle`, which makes plain values itself, calls only the
+allow-listed rebuild functions of this one read, and refuses `BUILD` on
+anything it did not make. Sizes are checked before bytes are read or
+inflated: each storage record against its element count, each view against
+its storage, and the total against `max_bytes` (docs/pretrained.md). The
+tar format of PyTorch < 0.4, sparse and quantized tensors, and whole
 pickled `nn.Module`s are refused with a message saying so.
 """
 
-import collections
-import io
-import pickle
+import os
 import pickletools
 import struct
 import tarfile
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 
+from keras_deeplab.convert import restricted_pickle
+from keras_deeplab.convert.restricted_pickle import MalformedError, RefusedError
+from keras_deeplab.convert.torch_values import (
+    LimitError,
+    TorchLoad,
+    materialised,
+)
 from keras_deeplab.errors import UserInputError
 
-# torch storage class -> numpy dtype (bfloat16 is widened to float32).
-_STORAGE_DTYPES = {
-    "DoubleStorage": np.float64,
-    "FloatStorage": np.float32,
-    "HalfStorage": np.float16,
-    "BFloat16Storage": "bfloat16",
-    "LongStorage": np.int64,
-    "IntStorage": np.int32,
-    "ShortStorage": np.int16,
-    "CharStorage": np.int8,
-    "ByteStorage": np.uint8,
-    "BoolStorage": np.bool_,
-}
+MAX_BYTES_ENV = "KERAS_DEEPLAB_MAX_CHECKPOINT_BYTES"
+# The largest published DeepLab checkpoints are ~250 MB; a whole training
+# state (weights and optimizer moments) of a ResNet-101 is ~750 MB.
+DEFAULT_MAX_BYTES = 4 * 2**30
+# A state dict's pickle is a few hundred KB (names, shapes, strides).
+MAX_PICKLE_BYTES = 64 * 2**20
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL = 1001
 _ZIP_PICKLE = "data.pkl"
+_BYTE_ORDERS = ("little", "big")
 _MAX_LISTED = 8
+# torch.save stores records uncompressed; a re-zipped file may deflate them.
+_COMPRESSIONS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
+_ENCRYPTED = 0x1
+# Float weights deflate by less than 2x; a record that inflates 64x more
+# than its compressed size is a zip bomb, not weights.
+_MAX_INFLATION = 64
+_SMALL_RECORD = 1 << 20
 
 
-class _StorageType:
-    """Stands for a torch storage class (`torch.FloatStorage`, ...)."""
-
-    def __init__(self, name):
-        self.name = name
-        dtype = _STORAGE_DTYPES[name]
-        self.bfloat16 = dtype == "bfloat16"
-        self.dtype = np.dtype(np.uint16 if self.bfloat16 else dtype)
-
-
-class _Storage:
-    """One storage of a checkpoint: its element type, count and raw bytes
-    (the legacy format attaches them after the pickle is read)."""
-
-    def __init__(self, storage_type, numel, data=None):
-        if not isinstance(numel, int) or numel < 0:
-            raise _RefusedError(f"a storage of {numel!r} elements")
-        self.type = storage_type
-        self.numel = numel
-        self.data = data
-
-    def array(self):
-        """The elements as a flat numpy array."""
-        nbytes = self.numel * self.type.dtype.itemsize
-        if self.data is None or len(self.data) != nbytes:
-            size = "no" if self.data is None else len(self.data)
-            raise _RefusedError(
-                f"a storage of {self.numel} elements with {size} bytes of data"
+def max_checkpoint_bytes(max_bytes=None) -> int:
+    """`max_bytes`, else `$KERAS_DEEPLAB_MAX_CHECKPOINT_BYTES`, else 4 GiB."""
+    if max_bytes is None:
+        text = os.environ.get(MAX_BYTES_ENV, "").strip()
+        if not text:
+            return DEFAULT_MAX_BYTES
+        try:
+            max_bytes = int(text)
+        except ValueError:
+            max_bytes = None
+        if max_bytes is None or max_bytes < 1:
+            raise UserInputError(
+                f"{MAX_BYTES_ENV}={text!r} is invalid; expected a positive "
+                "number of bytes, e.g. 8589934592 for 8 GiB."
             )
-        array = np.frombuffer(self.data, self.type.dtype)
-        if self.type.bfloat16:
-            # bfloat16 is the upper half of a float32.
-            array = (array.astype(np.uint32) << 16).view(np.float32)
-        return array
-
-
-class _TensorRef:
-    """A tensor's place in its storage, read once every storage is known."""
-
-    def __init__(self, storage, offset, size, stride):
-        if not isinstance(storage, _Storage):
-            kind = type(storage).__name__
-            raise _RefusedError(f"a tensor rebuilt from {kind}")
-        size, stride = tuple(size), tuple(stride)
-        if (
-            len(size) != len(stride)
-            or not all(isinstance(n, int) for n in (*size, *stride, offset))
-            or min((*size, *stride, offset), default=0) < 0
-        ):
-            raise _RefusedError(f"a tensor of size {size} and stride {stride}")
-        self.storage, self.offset = storage, offset
-        self.size, self.stride = size, stride
-
-    def array(self):
-        """A contiguous copy, checked to lie inside its storage."""
-        flat = self.storage.array()
-        if 0 in self.size:
-            return np.zeros(self.size, flat.dtype)
-        pairs = zip(self.size, self.stride, strict=True)
-        last = self.offset + sum((n - 1) * s for n, s in pairs)
-        if last >= flat.size:
-            raise _RefusedError(
-                f"a tensor of size {self.size} that reads past its storage "
-                f"of {flat.size} elements"
-            )
-        view = np.lib.stride_tricks.as_strided(
-            flat[self.offset :],
-            shape=self.size,
-            strides=[s * flat.itemsize for s in self.stride],
-            writeable=False,
+    if not isinstance(max_bytes, int) or max_bytes < 1:
+        raise UserInputError(
+            f"max_bytes={max_bytes!r} is invalid; expected a positive number "
+            "of bytes."
         )
-        return np.array(view)
+    return max_bytes
 
 
-def _rebuild_tensor(
-    storage, offset, size, stride, requires_grad, hooks, metadata=None
-):
-    del requires_grad, hooks  # autograd state, not part of a weight
-    if metadata:
-        raise _RefusedError("a tensor with conjugate or negative bits")
-    return _TensorRef(storage, offset, size, stride)
-
-
-def _rebuild_parameter(data, requires_grad, hooks, state=None):
-    del requires_grad, hooks
-    if state:
-        raise _RefusedError("a parameter with extra Python state")
-    return data
-
-
-def _rebuild_from_type(function, new_type, args, state):
-    # What `torch.save` writes for a tensor subclass or a tensor with
-    # attributes; only plain tensors and parameters are weights.
-    if new_type not in (_TENSOR, _PARAMETER) or state:
-        raise _RefusedError("a tensor subclass or a tensor with attributes")
-    return function(*args)
-
-
-_TENSOR, _PARAMETER = object(), object()  # torch.Tensor, nn.Parameter markers
-
-
-def _numpy_scalar(dtype, data=None):
-    """numpy.core.multiarray.scalar: one number from its bytes."""
-    if not isinstance(dtype, np.dtype) or dtype.hasobject:
-        raise _RefusedError(f"a numpy scalar of {dtype!r}")
-    return np.frombuffer(data or b"", dtype, count=1)[0]
-
-
-def _latin1_bytes(text, encoding):
-    """_codecs.encode: how pickle protocol 2 stores a bytes object."""
-    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
-        raise _RefusedError(f"an encoded string ({encoding!r})")
-    return text.encode("latin1")
-
-
-def _allowed_globals():
-    allowed = {
-        ("collections", "OrderedDict"): collections.OrderedDict,
-        ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
-        ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
-        ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
-        ("torch._tensor", "_rebuild_from_type_v2"): _rebuild_from_type,
-        ("torch", "Tensor"): _TENSOR,
-        ("torch.nn.parameter", "Parameter"): _PARAMETER,
-        ("numpy", "dtype"): np.dtype,
-        ("_codecs", "encode"): _latin1_bytes,
-    }
-    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        allowed[(module, "scalar")] = _numpy_scalar
-    for name in _STORAGE_DTYPES:
-        allowed[("torch", name)] = _StorageType(name)
-    return allowed
-
-
-_ALLOWED = _allowed_globals()
-
-
-class _RefusedError(Exception):
-    """Something a file of weights never holds."""
-
-
-_STRING_PUSHES = ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8")
-_MEMO_GETS = ("GET", "BINGET", "LONG_BINGET")
-_MEMO_PUTS = ("PUT", "BINPUT", "LONG_BINPUT")
-
-
-def _referenced_globals(data):
-    """The dotted names of every global the pickle refers to.
-
-    GLOBAL and INST carry their name; STACK_GLOBAL takes it from the two
-    strings pushed just before it (directly or from the memo). A name that
-    cannot be read off the opcodes is reported as computed, and refused.
-    """
-    found, memo = [], {}
-    previous = None  # the string the last pushing opcode pushed, or None
-    strings = []  # strings pushed by consecutive opcodes, most recent last
-    for opcode, argument, _ in pickletools.genops(data):
-        name = opcode.name
-        if name in _MEMO_PUTS or name == "MEMOIZE":
-            key = len(memo) if name == "MEMOIZE" else argument
-            memo[key] = previous
-            continue
-        if name in ("GLOBAL", "INST"):
-            found.append(argument.replace(" ", "."))
-        elif name == "STACK_GLOBAL":
-            found.append(
-                ".".join(strings[-2:])
-                if len(strings) >= 2
-                else "<a global with a computed name>"
-            )
-        elif name in ("EXT1", "EXT2", "EXT4", "OBJ"):
-            found.append(f"<{name} opcode>")
-        if name in _STRING_PUSHES:
-            previous = argument
-        elif name in _MEMO_GETS:
-            previous = memo.get(argument)
-        else:
-            previous = None
-        strings = strings + [previous] if previous is not None else []
-    return found
-
-
-def _check_globals(data, path):
+def _check_globals(data, path, allowed):
     try:
-        names = set(_referenced_globals(data))
+        names = set(restricted_pickle.referenced_globals(data))
     except (ValueError, EOFError) as err:  # what genops raises on junk
         raise _unreadable(path, err) from err
-    refused = sorted(names - {".".join(key) for key in _ALLOWED})
+    refused = sorted(names - allowed)
     if refused:
         shown = ", ".join(refused[:_MAX_LISTED])
         raise UserInputError(
@@ -245,41 +96,25 @@ def _check_globals(data, path):
         )
 
 
-class _Unpickler(pickle.Unpickler):
-    """Accepts only the allowlisted globals; `storage(*id)` makes storages."""
-
-    def __init__(self, data, *, storage):
-        super().__init__(io.BytesIO(data))
-        self._storage = storage
-
-    def find_class(self, module, name):
-        try:
-            return _ALLOWED[(module, name)]
-        except KeyError:
-            raise _RefusedError(f"the Python object {module}.{name}") from None
-
-    def persistent_load(self, pid):
-        if not isinstance(pid, tuple) or not pid or pid[0] != "storage":
-            kind = pid[0] if isinstance(pid, tuple) and pid else pid
-            raise _RefusedError(f"a persistent object {kind!r} (not a storage)")
-        return self._storage(*pid[1:])
-
-
-def _unpickle(data, path, storage):
-    _check_globals(data, path)
-    try:
-        return _Unpickler(data, storage=storage).load()
-    except _RefusedError as err:
-        raise _refused(path, err) from err
-    except (pickle.UnpicklingError, EOFError, TypeError, ValueError) as err:
-        raise _unreadable(path, err) from err
-
-
-def _refused(path, err):
-    return UserInputError(
-        f"checkpoint {str(path)!r} is refused: it holds {err}, which a file "
-        "of weights never needs."
+def _unpickle(data, path, load, *, persistent_load=None):
+    """Both gates: the scan, then the restricted build."""
+    _check_globals(data, path, load.allowed_names())
+    return restricted_pickle.load(
+        data,
+        find_class=load.find_class,
+        persistent_load=persistent_load,
+        build=load.build,
     )
+
+
+def _plain_value(data, path):
+    """A header pickle of the legacy format: plain values, no globals."""
+    _check_globals(data, path, set())
+    return restricted_pickle.load(data, find_class=_no_globals)
+
+
+def _no_globals(module, name):
+    raise RefusedError(f"the Python object {module}.{name}")
 
 
 def _unreadable(path, err):
@@ -290,80 +125,164 @@ def _unreadable(path, err):
     )
 
 
-def _storage_type(storage_type):
-    if not isinstance(storage_type, _StorageType):
-        raise _RefusedError(f"a storage of type {storage_type!r}")
-    return storage_type
+def _refused(path, err):
+    if isinstance(err, LimitError):
+        return UserInputError(
+            f"checkpoint {str(path)!r} is refused: {err}. A file you trust "
+            f"may raise the limit: read_torch_file(..., max_bytes=N) or "
+            f"{MAX_BYTES_ENV}=N."
+        )
+    return UserInputError(
+        f"checkpoint {str(path)!r} is refused: it holds {err}, which a file "
+        "of weights never needs."
+    )
 
 
-def _materialised(value):
-    """`value` with every tensor reference replaced by its array."""
-    if isinstance(value, _TensorRef):
-        return value.array()
-    if isinstance(value, dict):
-        items = [(key, _materialised(item)) for key, item in value.items()]
-        return type(value)(items)
-    if isinstance(value, (list, tuple)):
-        return type(value)(_materialised(item) for item in value)
-    return value
+def _read_record(archive, info, size, what):
+    """The bytes of one zip record that must hold exactly `size` bytes,
+    refused before it is inflated when its header says otherwise and read
+    no further than `size` + 1 when the header lies."""
+    if info.file_size != size:
+        raise MalformedError(
+            f"{what} {info.filename!r} holds {info.file_size:,} bytes where "
+            f"{size:,} were declared"
+        )
+    if info.flag_bits & _ENCRYPTED or info.compress_type not in _COMPRESSIONS:
+        raise MalformedError(
+            f"{what} {info.filename!r} is encrypted or compressed in a way "
+            "torch.save never writes"
+        )
+    if info.file_size > _MAX_INFLATION * info.compress_size + _SMALL_RECORD:
+        raise LimitError(
+            f"{what} {info.filename!r} inflates {info.compress_size:,} bytes "
+            f"to {info.file_size:,} (weights compress less than "
+            f"{_MAX_INFLATION}x)"
+        )
+    with archive.open(info) as handle:
+        data = handle.read(size + 1)
+    if len(data) != size:
+        raise MalformedError(f"{what} {info.filename!r} is not its stated size")
+    return data
 
 
-def _read_zip(path):
+def _zip_pickle(archive, path):
+    infos = {info.filename: info for info in archive.infolist()}
+    pickles = [
+        name
+        for name in infos
+        if name.endswith("/" + _ZIP_PICKLE) and name.count("/") == 1
+    ]
+    if len(pickles) != 1:
+        raise UserInputError(
+            f"checkpoint {str(path)!r} is a zip file without one "
+            f"<name>/{_ZIP_PICKLE} record ({len(pickles)} found): not a "
+            "torch.save file (a TorchScript archive or another zip)."
+        )
+    info = infos[pickles[0]]
+    if info.file_size > MAX_PICKLE_BYTES:
+        raise LimitError(
+            f"a {info.file_size:,}-byte pickle (at most {MAX_PICKLE_BYTES:,})"
+        )
+    data = _read_record(archive, info, info.file_size, "pickle")
+    return infos, pickles[0][: -len(_ZIP_PICKLE)], data
+
+
+def _zip_byteorder(archive, infos, prefix):
+    info = infos.get(f"{prefix}byteorder")
+    if info is None:
+        return "little"
+    if info.file_size > 16:
+        raise MalformedError(f"a byteorder record of {info.file_size} bytes")
+    text = _read_record(archive, info, info.file_size, "record")
+    try:
+        byteorder = text.decode("ascii").strip()
+    except UnicodeDecodeError:
+        byteorder = repr(text)
+    if byteorder not in _BYTE_ORDERS:
+        raise MalformedError(
+            f"byteorder {byteorder!r}; expected one of {_BYTE_ORDERS}"
+        )
+    return byteorder
+
+
+def _read_zip(path, load):
     with zipfile.ZipFile(path) as archive:
-        names = set(archive.namelist())
-        pickles = [
-            name
-            for name in names
-            if name.endswith("/" + _ZIP_PICKLE) and name.count("/") == 1
-        ]
-        if len(pickles) != 1:
-            raise UserInputError(
-                f"checkpoint {str(path)!r} is a zip file without one "
-                f"<name>/{_ZIP_PICKLE} record ({len(pickles)} found): not a "
-                "torch.save file (a TorchScript archive or another zip)."
-            )
-        prefix = pickles[0][: -len(_ZIP_PICKLE)]
-        byteorder = "little"
-        if f"{prefix}byteorder" in names:
-            byteorder = archive.read(f"{prefix}byteorder").decode().strip()
+        infos, prefix, data = _zip_pickle(archive, path)
+        byteorder = _zip_byteorder(archive, infos, prefix)
         storages = {}
 
-        def storage(storage_type, key, location, numel):
-            del location  # every tensor is read to the CPU
-            storage_type = _storage_type(storage_type)
-            record = f"{prefix}data/{key}"
-            if record not in names:
-                raise _RefusedError(f"a tensor without its data record {key!r}")
+        def storage(pid):
+            if not (isinstance(pid, tuple) and len(pid) == 5):
+                raise RefusedError(f"a persistent object {pid!r}")
+            kind, storage_type, key, _location, numel = pid
+            if kind != "storage" or not isinstance(key, str):
+                raise RefusedError(f"a persistent object {kind!r}")
             if key not in storages:
-                data = _from_byteorder(
-                    archive.read(record), storage_type, byteorder
-                )
-                storages[key] = _Storage(storage_type, numel, data)
-            return storages[key]
+                record = infos.get(f"{prefix}data/{key}")
+                if record is None:
+                    raise MalformedError(f"no data record for storage {key!r}")
+                new = load.new_storage(storage_type, numel)
+                raw = _read_record(archive, record, new.nbytes, "record")
+                new.data = _from_byteorder(raw, new.type.dtype, byteorder)
+                storages[key] = new
+            found = storages[key]
+            if (found.type, found.numel) != (storage_type, numel):
+                raise MalformedError(f"storage {key!r} declared twice")
+            return found
 
-        return _unpickle(archive.read(pickles[0]), path, storage)
+        return _unpickle(data, path, load, persistent_load=storage)
 
 
-def _from_byteorder(data, storage_type, byteorder):
-    if byteorder == "little" or storage_type.dtype.itemsize == 1:
+def _from_byteorder(data, dtype, byteorder):
+    if byteorder == "little" or dtype.itemsize == 1:
         return data
-    big_endian = storage_type.dtype.newbyteorder(">")
-    return np.frombuffer(data, big_endian).astype(storage_type.dtype).tobytes()
+    return np.frombuffer(data, dtype.newbyteorder(">")).astype(dtype).tobytes()
+
+
+class _BoundedReader:
+    """The file API genops reads a pickle with, over `data` from `offset`,
+    refusing any read that would take the pickle past MAX_PICKLE_BYTES
+    (before the bytes are copied)."""
+
+    def __init__(self, data, offset):
+        self.data, self.start, self.position = data, offset, offset
+
+    def _take(self, end):
+        if end - self.start > MAX_PICKLE_BYTES:
+            raise LimitError(f"a pickle over {MAX_PICKLE_BYTES:,} bytes")
+        chunk = bytes(self.data[self.position : end])
+        self.position += len(chunk)
+        return chunk
+
+    def read(self, size=-1):
+        end = len(self.data) if size is None or size < 0 else size
+        return self._take(min(len(self.data), self.position + end))
+
+    def readline(self):
+        newline = self.data.obj.find(b"\n", self.position)
+        end = len(self.data) if newline < 0 else newline + 1
+        return self._take(end)
+
+    def tell(self):
+        return self.position
 
 
 def _next_pickle(data, offset):
     """The bytes of the pickle starting at `offset` (read, never loaded)."""
-    handle = io.BytesIO(data)
-    handle.seek(offset)
-    for opcode, _, _ in pickletools.genops(handle):
+    reader = _BoundedReader(data, offset)
+    for opcode, _, _ in pickletools.genops(reader):
         if opcode.name == "STOP":
-            return data[offset : handle.tell()]
+            return bytes(data[offset : reader.tell()])
     raise EOFError("a pickle without its STOP opcode")
 
 
-def _read_legacy(path, data):
+def _read_legacy(path, load):
     """Legacy format: pickles of the magic number, the protocol, system info,
     the object and its storage keys, then each storage's raw data."""
+    size = path.stat().st_size
+    if size > load.max_bytes + MAX_PICKLE_BYTES:
+        raise LimitError(f"a file of {size:,} bytes")
+    data = memoryview(path.read_bytes())  # storages are views of it
     parts, offset = [], 0
     try:
         for _ in range(5):
@@ -372,54 +291,58 @@ def _read_legacy(path, data):
     except (ValueError, EOFError) as err:
         raise _unreadable(path, err) from err
     magic, protocol, sys_info, main, keys = parts
-    for part in (magic, protocol, sys_info, keys):
-        _check_globals(part, path)  # plain values: no global may appear
-    if (pickle.loads(magic), pickle.loads(protocol)) != (
+    if (_plain_value(magic, path), _plain_value(protocol, path)) != (
         _LEGACY_MAGIC,
         _LEGACY_PROTOCOL,
     ):
         raise _unreadable(path, ValueError("no PyTorch magic number"))
-    info, key_order = pickle.loads(sys_info), pickle.loads(keys)
+    info, key_order = _plain_value(sys_info, path), _plain_value(keys, path)
     if not isinstance(info, dict) or not info.get("little_endian", True):
         raise UserInputError(
             f"checkpoint {str(path)!r} was written on a big-endian machine in "
             "the legacy format; re-save it with a current torch.save."
         )
+    if not isinstance(key_order, list):
+        raise MalformedError("a storage key list that is no list")
     storages = {}
 
-    def storage(storage_type, key, location, numel, view_metadata=None):
-        del location
+    def storage(pid):
+        if not (isinstance(pid, tuple) and len(pid) == 6):
+            raise RefusedError(f"a persistent object {pid!r}")
+        kind, storage_type, key, _location, numel, view_metadata = pid
+        if kind != "storage":
+            raise RefusedError(f"a persistent object {kind!r}")
         if view_metadata is not None:
-            raise _RefusedError("a storage view (written by PyTorch < 1.0)")
+            raise RefusedError("a storage view (written by PyTorch < 1.0)")
         if key not in storages:
-            storages[key] = _Storage(_storage_type(storage_type), numel)
+            storages[key] = load.new_storage(storage_type, numel)
         return storages[key]
 
-    result = _unpickle(main, path, storage)
+    result = _unpickle(main, path, load, persistent_load=storage)
     for key in key_order:
         if key not in storages:
-            raise _unreadable(path, KeyError(f"storage {key!r} is unused"))
-        storage = storages[key]
-        nbytes = storage.numel * storage.type.dtype.itemsize
+            raise MalformedError(f"storage {key!r} is unused")
+        found = storages[key]
         count = (
             struct.unpack_from("<q", data, offset)[0]
             if len(data) >= offset + 8
             else None
         )
-        if count != storage.numel or len(data) < offset + 8 + nbytes:
-            raise _unreadable(
-                path, EOFError(f"storage {key!r} is truncated or resized")
-            )
-        storage.data = data[offset + 8 : offset + 8 + nbytes]
-        offset += 8 + nbytes
+        if count != found.numel or len(data) < offset + 8 + found.nbytes:
+            raise MalformedError(f"storage {key!r} is truncated or resized")
+        found.data = data[offset + 8 : offset + 8 + found.nbytes]
+        offset += 8 + found.nbytes
     return result
 
 
-def read_torch_file(path):
+def read_torch_file(path, *, max_bytes=None):
     """Unpickles a PyTorch checkpoint with numpy arrays in place of tensors.
 
     Args:
         path: str or Path. A file written by `torch.save` (zip or legacy).
+        max_bytes: int or None. The most memory the file's storages, and
+            separately the arrays made from them, may take; None:
+            `$KERAS_DEEPLAB_MAX_CHECKPOINT_BYTES`, else 4 GiB.
 
     Returns:
         The saved object (dicts, lists, numbers, strings) with every tensor
@@ -428,17 +351,24 @@ def read_torch_file(path):
     Raises:
         FileNotFoundError: if `path` does not exist.
         UserInputError: for a file that is not a PyTorch checkpoint, is
-            truncated, or holds anything but weights and plain values.
+            truncated, needs more memory than allowed, or holds anything
+            but weights and plain values.
     """
     path = Path(path)
+    if path.is_dir():
+        raise UserInputError(
+            f"checkpoint {str(path)!r} is a folder; expected a .pth/.pt file "
+            "written by torch.save."
+        )
     if not path.is_file():
         raise FileNotFoundError(
             f"checkpoint {str(path)!r} does not exist; expected a .pth/.pt "
             "file written by torch.save."
         )
+    load = TorchLoad(max_bytes=max_checkpoint_bytes(max_bytes))
     try:
         if zipfile.is_zipfile(path):
-            result = _read_zip(path)
+            result = _read_zip(path, load)
         elif tarfile.is_tarfile(path):
             raise UserInputError(
                 f"checkpoint {str(path)!r} is in the tar format of PyTorch < "
@@ -446,11 +376,23 @@ def read_torch_file(path):
                 "re-save its state dict with torch.save."
             )
         else:
-            result = _read_legacy(path, path.read_bytes())
-        return _materialised(result)
-    except _RefusedError as err:
+            result = _read_legacy(path, load)
+        load.check_views()
+        return materialised(result)
+    except UserInputError:
+        raise  # already the reader's own message
+    except RefusedError as err:
         raise _refused(path, err) from err
-    except (zipfile.BadZipFile, OSError, EOFError) as err:
+    except (
+        MalformedError,
+        zlib.error,
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        OSError,
+        EOFError,
+        ValueError,
+        NotImplementedError,  # a zip compression method zipfile lacks
+    ) as err:
         raise _unreadable(path, err) from err
     except RecursionError as err:
         raise _refused(path, "objects nested thousands deep") from err
