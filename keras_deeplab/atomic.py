@@ -2,14 +2,15 @@
 
 Each helper writes into a temporary sibling (same file system) and renames it
 into place with `os.replace`, which POSIX guarantees to be atomic. A process
-killed mid-write leaves its temporary sibling behind; the next write of the
-same path removes it (each path has one writer at a time).
+killed mid-write leaves its temporary sibling behind, named with its pid;
+the next write of the same path removes it once that process is gone.
 """
 
 import contextlib
 import errno
 import glob
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -43,16 +44,53 @@ def require_free_space(path, nbytes: int):
         raise _disk_full(path, None)
 
 
+_PARTIAL_PID = re.compile(r"\.(\d+)-[^.]*\.partial")
+
+
+def _writer_alive(stale: Path) -> bool:
+    """Whether the process that named this temporary still runs (names
+    carry the writer's pid; an older name without one counts as dead)."""
+    match = _PARTIAL_PID.search(stale.name)
+    if match is None:
+        return False
+    try:
+        os.kill(int(match.group(1)), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's live process
+    return True
+
+
+def _remove(stale: Path):
+    if stale.is_dir():
+        shutil.rmtree(stale, ignore_errors=True)
+    else:
+        stale.unlink(missing_ok=True)
+
+
+def remove_dead_partials(folder):
+    """Removes the temporaries in `folder` whose writer was killed mid-way
+    (a live writer's are kept)."""
+    for stale in Path(folder).glob(".*.partial*"):
+        if not _writer_alive(stale):
+            _remove(stale)
+
+
 def _remove_leftovers(path):
     """Temporaries of earlier writes of `path` that were killed mid-way."""
     for stale in path.parent.glob(f".{glob.escape(path.name)}.*.partial*"):
-        if stale.is_dir():
-            shutil.rmtree(stale, ignore_errors=True)
-        else:
-            stale.unlink(missing_ok=True)
+        if not _writer_alive(stale):
+            _remove(stale)
     retired = path.with_name(f".{path.name}.old")
     if retired.exists():
         shutil.rmtree(retired, ignore_errors=True)
+
+
+def _temporary_prefix(path: Path) -> str:
+    # The writer's pid, so a later writer removes only the temporaries of
+    # killed processes, never those of a live one beside it.
+    return f".{path.name}.{os.getpid()}-"
 
 
 def _umask() -> int:
@@ -82,7 +120,9 @@ def atomic_file(path):
     _remove_leftovers(path)
     suffix = "".join(path.suffixes)
     handle, temporary = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=f".partial{suffix}", dir=path.parent
+        prefix=_temporary_prefix(path),
+        suffix=f".partial{suffix}",
+        dir=path.parent,
     )
     os.close(handle)
     os.unlink(temporary)  # writers such as h5py want to create it themselves
@@ -135,7 +175,7 @@ def atomic_directory(path, *, overwrite: bool = False):
     _remove_leftovers(path)
     temporary = Path(
         tempfile.mkdtemp(
-            prefix=f".{path.name}.", suffix=".partial", dir=path.parent
+            prefix=_temporary_prefix(path), suffix=".partial", dir=path.parent
         )
     )
     # mkdtemp creates 0700; a published folder gets the usual permissions so

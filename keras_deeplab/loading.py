@@ -38,20 +38,30 @@ from keras_deeplab.pretrained import (
     preset_model_file,
     url_download_path,
 )
-from keras_deeplab.pretrained.download import download
+from keras_deeplab.pretrained.download import (
+    check_sha256,
+    download,
+    file_sha256,
+)
 from keras_deeplab.spec import ModelSpec
 
 
-def _model_file(source, *, arch, sha256, output_stride) -> Path:
+def _model_file(source, *, arch, sha256, output_stride, class_names) -> Path:
     """The `.keras` file a preset name, URL or local path stands for."""
     text = str(source)
     if is_preset(text):
-        return preset_model_file(text)
+        if class_names is not None:
+            raise UserInputError(
+                f"class_names= does not apply to the preset {text!r}: a "
+                "preset keeps its own class names. To train on other "
+                "classes, pass num_classes= (the classifier starts afresh)."
+            )
+        return preset_model_file(text, sha256=sha256)
     suffix = Path(text.split("?")[0]).suffix
     if suffix == ".keras" and is_url(text):
         return download(text, url_download_path(text), sha256=sha256)
     if suffix == ".keras":
-        return existing_model_file(text)
+        return _checked(existing_model_file(text), sha256)
     if suffix in CHECKPOINT_SUFFIXES or is_url(text):
         if arch is None:
             raise UserInputError(
@@ -60,11 +70,28 @@ def _model_file(source, *, arch, sha256, output_stride) -> Path:
                 "which model it holds."
             )
         return checkpoint_model_file(
-            text, arch=arch, sha256=sha256, output_stride=output_stride
+            text,
+            arch=arch,
+            sha256=sha256,
+            output_stride=output_stride,
+            class_names=class_names,
         )
     if looks_like_a_name(text) and not Path(text).exists():
         get_preset(text)  # raises with the closest names
-    return existing_model_file(text)
+    return _checked(existing_model_file(text), sha256)
+
+
+def _checked(path, sha256):
+    """`path`, after checking its SHA-256 when one is given."""
+    expected = check_sha256(sha256)
+    if expected is not None:
+        actual = file_sha256(path)
+        if not actual.startswith(expected):
+            raise UserInputError(
+                f"model file {str(path)!r} has SHA-256 {actual}, but "
+                f"{expected} was expected; check the file and the hash."
+            )
+    return path
 
 
 def from_preset(
@@ -74,6 +101,7 @@ def from_preset(
     sha256: str | None = None,
     num_classes: int | None = None,
     output_stride: int | None = None,
+    class_names=None,
 ) -> keras.Model:
     """A ready segmentation model from a preset, a checkpoint or a file.
 
@@ -87,12 +115,17 @@ def from_preset(
         arch: str or None. The architecture of a checkpoint that is not a
             preset, e.g. "deeplabv3_resnet50" (`convert.ARCHS`).
         sha256: str or None. Expected SHA-256 (or a prefix of >= 8 hex
-            digits) of a URL's or path's file.
+            digits) of the file. With a preset name: your own copy of that
+            preset's layout (re-hosted or fine-tuned), which then keeps the
+            preset's class names, stride and metadata
+            (docs/pretrained.md, "Using your own checkpoint").
         num_classes: int or None. For fine-tuning on other classes: the
             classifier starts afresh with this many classes; every other
             layer keeps the pretrained weights.
         output_stride: int or None. Run at this stride (the weights do not
             depend on it); None keeps the preset's.
+        class_names: sequence of str, or None. What a checkpoint's logits
+            mean (with `arch=`); None gives `class_0`, `class_1`, ...
 
     Returns:
         A `DeepLab` returning float32 logits for RGB images in [0, 255],
@@ -105,7 +138,11 @@ def from_preset(
         FileNotFoundError: for a path that does not exist.
     """
     path = _model_file(
-        source, arch=arch, sha256=sha256, output_stride=output_stride
+        source,
+        arch=arch,
+        sha256=sha256,
+        output_stride=output_stride,
+        class_names=None if class_names is None else tuple(class_names),
     )
     model = inference_model(load_model_file(path))
     spec = spec_of(model)

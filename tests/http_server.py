@@ -6,14 +6,18 @@ import contextlib
 import functools
 import http.server
 import threading
+import time
 from pathlib import Path
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
     """Serves `directory`; files named in `truncated` are sent half, with
-    their full Content-Length, then the connection closes."""
+    their full Content-Length, then the connection closes; files named in
+    `trickled` are sent one byte every `TRICKLE_S` (a server that never
+    lets a read time out)."""
 
     truncated = frozenset()
+    trickled = frozenset()
     requests = None  # list shared with the test: paths asked for
 
     def log_message(self, *args):  # keep the test output clean
@@ -23,15 +27,26 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         self.requests.append(self.path)
         name = self.path.lstrip("/").split("?")[0]
         path = Path(self.directory) / name
-        if name not in self.truncated or not path.is_file():
+        special = name in self.truncated or name in self.trickled
+        if not special or not path.is_file():
             return super().do_GET()
         data = path.read_bytes()
         self.send_response(200)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
-        self.wfile.write(data[: len(data) // 2])
+        if name in self.truncated:
+            self.wfile.write(data[: len(data) // 2])
+        else:
+            with contextlib.suppress(OSError):  # the client gave up
+                for byte in data:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(TRICKLE_S)
         self.close_connection = True
         return None
+
+
+TRICKLE_S = 0.2
 
 
 @contextlib.contextmanager
@@ -76,7 +91,7 @@ def predicting(answer):
 
 
 @contextlib.contextmanager
-def serving(directory, *, truncated=()):
+def serving(directory, *, truncated=(), trickled=()):
     """Yields (base URL, list of requested paths) while serving `directory`
     on a free port of 127.0.0.1; the server stops when the block ends."""
     requests = []
@@ -84,7 +99,11 @@ def serving(directory, *, truncated=()):
         type(
             "Handler",
             (_Handler,),
-            {"truncated": frozenset(truncated), "requests": requests},
+            {
+                "truncated": frozenset(truncated),
+                "trickled": frozenset(trickled),
+                "requests": requests,
+            },
         ),
         directory=str(directory),
     )

@@ -14,19 +14,23 @@ import pytest
 
 from keras_deeplab.cli import main
 from keras_deeplab.convert import ARCHS
+from keras_deeplab.errors import UserInputError
 from keras_deeplab.labels import VOC_CLASSES
 from keras_deeplab.pretrained import (
     MODEL_PRESETS,
     Preset,
+    checkpoint_model_file,
     preset_model_file,
     preset_rows,
 )
 from keras_deeplab.pretrained.download import (
     CACHE_ENV,
+    DEADLINE_ENV,
     MIRROR_ENV,
     DownloadError,
     download,
     file_sha256,
+    mirrored,
 )
 from tests.helpers import PicklePayload
 from tests.http_server import closed_port_url, serving
@@ -49,10 +53,21 @@ def test_every_preset_is_complete_and_consistent():
         assert len(set(preset.class_names)) == len(preset.class_names) > 1
         assert preset.metric and preset.evaluation and preset.licence
         if preset.url.startswith("https://download.pytorch.org/"):
-            # torch.hub's convention: <name>-<sha256 prefix>.pth
+            # torch.hub's convention: <name>-<sha256 prefix>.pth; the full
+            # digest agrees with it, and the byte size with torchvision's
+            # `_file_size` (MiB, three decimals).
             assert preset.url.endswith(preset.file_name)
-            assert preset.file_name.split("-")[-1] == f"{preset.sha256}.pth"
+            prefix = preset.file_name.split("-")[-1].removesuffix(".pth")
+            assert len(preset.sha256) == 64
+            assert preset.sha256.startswith(prefix), name
             assert preset.class_names == VOC_CLASSES
+            stated = {
+                "deeplabv3_resnet50_coco": 160.515,
+                "deeplabv3_resnet101_coco": 233.217,
+                "deeplabv3_mobilenet_v3_large_coco": 42.301,
+                "lraspp_mobilenet_v3_large_coco": 12.49,
+            }[name]
+            assert round(preset.size_bytes / 2**20, 3) == stated
 
 
 def test_preset_rows_list_every_preset_uncached(tmp_path, monkeypatch):
@@ -191,7 +206,7 @@ def _preset(path, digest, url):
         evaluation="none",
         source="tests",
         licence="tests",
-        size_mb=None,
+        size_bytes=None,
     )
 
 
@@ -388,3 +403,202 @@ def test_preset_model_file_names_the_cache_for_offline_use(
         preset_model_file(preset.name)
     expected = tmp_path / "downloads" / preset.file_name
     assert f"place the file at {str(expected)!r} by hand" in str(info.value)
+
+
+# ---- the adversarial pass of 2026-12 and the first-hour round ---------------
+
+
+def test_a_trickling_server_meets_the_deadline(served, monkeypatch):
+    """DL-09: a server sending a byte every 0.2 s never lets a read time
+    out; the whole download has a deadline, and nothing is kept."""
+    site, target, _ = served
+    monkeypatch.setenv(DEADLINE_ENV, "1.5")
+    with serving(site, trickled={"weights.pth"}) as (url, _):
+        with pytest.raises(DownloadError, match="deadline of 1.5 s"):
+            download(f"{url}/weights.pth", target)
+    assert not target.exists() and not _leftovers(target.parent)
+
+
+_KILLED_DOWNLOAD = """
+import sys
+from keras_deeplab.pretrained.download import download
+download(sys.argv[1], sys.argv[2])
+"""
+
+
+def test_a_killed_download_leaves_nothing_once_the_next_one_runs(served):
+    """A download killed mid-way leaves its temporary file (nothing can run
+    at SIGKILL); the next download into the folder removes it, whatever
+    file it fetches, and keeps those of a live download."""
+    import signal
+    import time
+
+    site, target, data = served
+    (site / "other.pth").write_bytes(b"PK\x03\x04other")
+    with serving(site, trickled={"weights.pth"}) as (url, _):
+        child = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                _KILLED_DOWNLOAD,
+                f"{url}/weights.pth",
+                str(target),
+            ],
+            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        )
+        deadline = time.monotonic() + 60
+        while not _leftovers(target.parent) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _leftovers(target.parent)
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        download(f"{url}/other.pth", target.parent / "other.pth")
+    assert not _leftovers(target.parent) and not target.exists()
+
+
+def test_a_mirror_must_be_a_url(tmp_path, monkeypatch, capsys):
+    """DL-12/13, CLI-03: a bare path was `ValueError: unknown url type`;
+    a file:// URL is a mirror too."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "w.pth").write_bytes(b"PK\x03\x04")
+    monkeypatch.setenv(MIRROR_ENV, str(site))
+    with pytest.raises(UserInputError, match="not a URL.*file://"):
+        mirrored("https://example.com/w.pth", "w.pth")
+    monkeypatch.setenv(MIRROR_ENV, site.as_uri())
+    url = mirrored("https://example.com/w.pth", "w.pth")
+    assert download(url, tmp_path / "cache" / "w.pth").read_bytes() == (
+        b"PK\x03\x04"
+    )
+    assert "was not verified" in capsys.readouterr().out
+
+
+def test_an_unhashed_download_must_be_a_torch_file(tmp_path, monkeypatch):
+    """DL-05: a sign-in page served as model.pth was kept, and every later
+    call failed on it without naming the cached file."""
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "model.pth").write_text("<!DOCTYPE html><title>Sign in</title>")
+    with serving(site) as (url, _):
+        with pytest.raises(DownloadError, match="not a PyTorch checkpoint"):
+            checkpoint_model_file(
+                f"{url}/model.pth", arch="lraspp_mobilenet_v3_large"
+            )
+    assert not list((tmp_path / "cache").rglob("model.pth"))
+    assert not _leftovers(tmp_path / "cache")
+
+
+def _unreachable_preset(monkeypatch, tmp_path, **fields):
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    monkeypatch.delenv(MIRROR_ENV, raising=False)
+    preset = dataclasses.replace(
+        MODEL_PRESETS["lraspp_mobilenet_v3_large_coco"],
+        url=closed_port_url(),
+        **fields,
+    )
+    monkeypatch.setitem(MODEL_PRESETS, preset.name, preset)
+    return preset
+
+
+def test_a_hand_placed_file_that_fails_its_check_is_kept_and_named(
+    tmp_path, monkeypatch
+):
+    """A file placed by hand, as the offline error says, whose hash is not
+    the publisher's was deleted ("downloading it again"); it is moved aside
+    and named, and the error says why."""
+    preset = _unreachable_preset(monkeypatch, tmp_path)
+    placed = tmp_path / "downloads" / preset.file_name
+    placed.parent.mkdir(parents=True)
+    placed.write_bytes(b"PK\x03\x04 my fine-tuned copy")
+    with pytest.raises(DownloadError) as info:
+        preset_model_file(preset.name)
+    message = str(info.value)
+    aside = placed.with_name(placed.name + ".rejected")
+    assert f"moved to {str(aside)!r}" in message
+    assert f"expected {preset.sha256}" in message
+    assert aside.read_bytes() == b"PK\x03\x04 my fine-tuned copy"
+    assert "\n" not in message
+
+
+def test_your_own_copy_of_a_preset_is_looked_for_under_its_hash(
+    tmp_path, monkeypatch
+):
+    """from_preset(name, sha256=...) checks that hash, not the
+    publisher's, at a place of its own (a prefix was silently ignored)."""
+    preset = _unreachable_preset(monkeypatch, tmp_path)
+    mine = "ab" * 32
+    with pytest.raises(DownloadError) as info:
+        preset_model_file(preset.name, sha256=mine)
+    expected = tmp_path / "downloads" / mine[:16] / preset.file_name
+    assert f"place the file at {str(expected)!r}" in str(info.value)
+
+
+def test_a_keras_file_is_checked_against_a_given_hash(tmp_path):
+    """AP-14: from_preset("m.keras", sha256=...) loaded unchecked."""
+    import keras_deeplab as kd
+
+    path = tmp_path / "m.keras"
+    path.write_bytes(b"PK\x03\x04 not checked before")
+    with pytest.raises(UserInputError, match="m.keras.*00000000 was expected"):
+        kd.from_preset(path, sha256="00000000")
+
+
+@pytest.mark.slow
+def test_a_cached_conversion_that_changed_is_converted_again(
+    with_test_preset, capsys
+):
+    """CA-01: a corrupt cached model was sticky. Each conversion's record
+    holds its source's and its own SHA-256; a file that no longer matches
+    is moved aside, said so, and converted again from the download."""
+    import keras_deeplab as kd
+    from keras_deeplab.pretrained.cache import converted_path
+
+    target = converted_path(TEST_PRESET)
+    record = target.with_suffix(".json")
+    assert json.loads(record.read_text())["source_sha256"].startswith(
+        with_test_preset["preset"].sha256
+    )
+    target.write_bytes(target.read_bytes() + b"changed")
+    model = kd.from_preset(TEST_PRESET)
+    out = capsys.readouterr().out
+    assert "failed its check (it changed after it was written)" in out
+    assert target.with_name(target.name + ".rejected").is_file()
+    assert json.loads(record.read_text())["keras_sha256"] == file_sha256(target)
+    assert model.spec.names == VOC_CLASSES
+
+
+@pytest.mark.slow
+def test_your_own_checkpoint_keeps_the_class_names(with_test_preset, tmp_path):
+    """Your own (re-hosted or fine-tuned) copy of a preset's layout: by the
+    preset name and its hash, or by path with arch= and class_names=, or
+    through convert-torchvision --class-names; each keeps the names
+    (these routes gave class_0 ... class_20)."""
+    import keras_deeplab as kd
+    from tests.torch_reference import deeplabv3, torch
+
+    state = deeplabv3(TEST_ARCH, aux_loss=False).state_dict()
+    path = tmp_path / "mine.pth"  # "fine-tuned": every float moved a little
+    torch.save(
+        {k: v + 0.01 if v.is_floating_point() else v for k, v in state.items()},
+        path,
+    )
+    digest = file_sha256(path)
+    preset = with_test_preset["preset"]
+    placed = with_test_preset["cache"] / "downloads" / digest[:16]
+    placed.mkdir(parents=True)
+    (placed / preset.file_name).write_bytes(path.read_bytes())
+    mine = kd.from_preset(TEST_PRESET, sha256=digest)
+    publisher = kd.from_preset(TEST_PRESET)
+    assert mine.spec.names == VOC_CLASSES
+    assert mine.spec.output_stride == preset.output_stride
+    assert not np.array_equal(
+        mine.get_layer("conv").get_weights()[0],
+        publisher.get_layer("conv").get_weights()[0],
+    )
+    by_path = kd.from_preset(path, arch=TEST_ARCH, class_names=VOC_CLASSES)
+    assert by_path.spec.names == VOC_CLASSES
+    out = tmp_path / "converted.keras"
+    argv = ["convert-torchvision", str(path), "--arch", TEST_ARCH]
+    assert main([*argv, "--class-names", TEST_PRESET, "--out", str(out)]) == 0
+    assert kd.from_preset(out).spec.names == VOC_CLASSES

@@ -237,6 +237,31 @@ def verify_export(args):
     print(f"wrote {save_report(rows, args.export_dir)}")
 
 
+def _class_names(source):
+    """--class-names: a preset's names, or one name per line of a file."""
+    from keras_deeplab.pretrained import MODEL_PRESETS
+
+    if source is None:
+        return None
+    if source in MODEL_PRESETS and not Path(source).exists():
+        return MODEL_PRESETS[source].class_names
+    path = Path(source)
+    if not path.is_file():
+        raise UserInputError(
+            f"--class-names {source!r} is neither a file nor a preset name; "
+            "expected a UTF-8 file with one class name per line, or a preset "
+            "(keras-deeplab presets)."
+        )
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise UserInputError(
+            f"--class-names file {source!r} is not UTF-8 text ({err.reason} "
+            f"at byte {err.start}); expected one class name per line."
+        ) from err
+    return tuple(line.strip() for line in lines if line.strip())
+
+
 def convert_torchvision(args):
     from keras_deeplab.atomic import atomic_file
     from keras_deeplab.convert.torchvision import (
@@ -255,6 +280,7 @@ def convert_torchvision(args):
         arch=args.arch,
         output_stride=args.output_stride,
         num_classes=args.num_classes,
+        class_names=_class_names(args.class_names),
     )
     with atomic_file(out) as temporary:
         model.save(temporary)

@@ -280,6 +280,14 @@ def _add_convert_presets_demo(commands):
         default=None,
         help="check the classifier has this many classes",
     )
+    convert.add_argument(
+        "--class-names",
+        metavar="FILE|PRESET",
+        default=None,
+        help="what the classes are: a UTF-8 file with one name per line, or "
+        "a preset whose names the checkpoint shares (e.g. "
+        "deeplabv3_resnet50_coco); default class_0, class_1, ...",
+    )
     convert.add_argument("--out", required=True, help="MODEL.keras to write")
 
     commands.add_parser(

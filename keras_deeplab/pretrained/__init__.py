@@ -14,9 +14,13 @@ import hashlib
 import urllib.parse
 from pathlib import Path
 
-from keras_deeplab.atomic import atomic_file
 from keras_deeplab.convert import ARCHS
 from keras_deeplab.errors import UserInputError
+from keras_deeplab.pretrained.cache import (
+    cached_conversion,
+    convert_once,
+    converted_path,
+)
 from keras_deeplab.pretrained.download import (
     DOWNLOADS,
     cache_dir,
@@ -27,12 +31,12 @@ from keras_deeplab.pretrained.download import (
 )
 from keras_deeplab.pretrained.registry import MODEL_PRESETS, Preset
 
-# Bumped whenever conversion changes what it writes: older converted files
-# in the cache are then converted again from their downloads.
-CONVERTED_FORMAT = 1
-CONVERTED = "models"
 CHECKPOINT_SUFFIXES = (".pth", ".pt")
 _URL_SCHEMES = ("http", "https")
+# How torch.save files start: a zip archive, or (legacy) pickle protocol 2
+# with the magic number as its first object.
+_ZIP_MAGIC = b"PK\x03\x04"
+_LEGACY_START = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8"
 
 __all__ = [
     "MODEL_PRESETS",
@@ -44,6 +48,7 @@ __all__ = [
     "is_url",
     "preset_model_file",
     "preset_rows",
+    "torch_file_problem",
 ]
 
 
@@ -82,55 +87,65 @@ def url_download_path(url: str) -> Path:
     return cache_dir() / DOWNLOADS / folder / name
 
 
-def _downloaded(preset: Preset) -> Path:
-    return cache_dir() / DOWNLOADS / preset.file_name
+def _downloaded(preset: Preset, sha256=None) -> Path:
+    """Where a preset's file is kept: the publisher's under its own name;
+    another copy of the same layout (`sha256=` of your own file) in a
+    folder named by its hash, so the two never replace each other."""
+    if sha256 is None:
+        return cache_dir() / DOWNLOADS / preset.file_name
+    return cache_dir() / DOWNLOADS / sha256[:16] / preset.file_name
 
 
-def _converted_path(stem: str) -> Path:
-    return cache_dir() / CONVERTED / f"{stem}.v{CONVERTED_FORMAT}.keras"
-
-
-def _convert_once(checkpoint, target, *, arch, output_stride, class_names):
-    """Converts `checkpoint` into `target` (atomically) unless it is there."""
-    if target.is_file():
-        return target
-    # Keras loads only when a conversion is due (`presets` lists without it).
-    from keras_deeplab.convert.torchvision import convert_torchvision
-
-    print(f"converting {checkpoint} ({arch}) -> {target}", flush=True)
-    model = convert_torchvision(
-        checkpoint,
-        arch=arch,
-        output_stride=output_stride,
-        class_names=class_names,
+def torch_file_problem(path) -> str | None:
+    """What shows `path` is not a torch.save file (e.g. an HTML sign-in
+    page saved under the checkpoint's name), or None."""
+    with open(path, "rb") as handle:
+        start = handle.read(len(_LEGACY_START))
+    if start.startswith(_ZIP_MAGIC) or start == _LEGACY_START:
+        return None
+    shown = start[:12].decode("latin1").encode("unicode_escape").decode()
+    return (
+        f"not a PyTorch checkpoint (it starts with {shown!r}; a web page or "
+        "an error message?)"
     )
-    with atomic_file(target) as temporary:
-        model.save(temporary)
-    return target
 
 
-def preset_model_file(name: str) -> Path:
+def preset_model_file(name: str, *, sha256=None) -> Path:
     """The cached `.keras` file of a preset: downloaded and converted once.
 
     Registry downloads come from `$KERAS_DEEPLAB_MIRROR/<file name>` when
     that variable is set.
+
+    Args:
+        name: str. A registered preset name.
+        sha256: str or None. Your own copy of the preset's layout (re-hosted
+            or fine-tuned): its SHA-256 replaces the publisher's; the class
+            names, stride and metadata stay the preset's. Place the file
+            where the error says, or serve it from the mirror.
 
     Raises:
         UserInputError: for an unknown name; DownloadError (one) when the
             file cannot be fetched whole and verified.
     """
     preset = get_preset(name)
-    target = _converted_path(preset.name)
-    if target.is_file():
+    sha256 = check_sha256(sha256)
+    own = sha256 is not None and not (preset.sha256 or "").startswith(sha256)
+    expected = sha256 if own else preset.sha256
+    stem = f"{preset.name}-{sha256[:12]}" if own else preset.name
+    target = converted_path(stem)
+    if cached_conversion(target, expected) is not None:
         return target
     checkpoint = download(
         mirrored(preset.url, preset.file_name),
-        _downloaded(preset),
-        sha256=preset.sha256,
+        _downloaded(preset, sha256 if own else None),
+        sha256=expected,
+        size=None if own else preset.size_bytes,
+        check=torch_file_problem,
     )
-    return _convert_once(
+    return convert_once(
         checkpoint,
         target,
+        source_sha256=expected,
         arch=preset.arch,
         output_stride=preset.output_stride,
         class_names=preset.class_names,
@@ -161,7 +176,8 @@ def checkpoint_model_file(
         sha256: str or None. Expected SHA-256 (or a prefix of >= 8 digits).
         output_stride: int or None. Stride of the converted model; None:
             the checkpoint's own (`convert.torchvision.native_output_stride`).
-        class_names: tuple of str or None.
+        class_names: tuple of str or None. What the logits mean; None gives
+            `class_0`, `class_1`, ...
     """
     _check_arch(arch, source)
     sha256 = check_sha256(sha256)
@@ -172,7 +188,12 @@ def checkpoint_model_file(
                 f"URL {source!r} names no file; expected a URL ending in the "
                 "checkpoint's file name, e.g. .../model.pth."
             )
-        path = download(source, url_download_path(source), sha256=sha256)
+        path = download(
+            source,
+            url_download_path(source),
+            sha256=sha256,
+            check=torch_file_problem,
+        )
     else:
         path = Path(source)
         if not path.is_file():
@@ -187,14 +208,24 @@ def checkpoint_model_file(
             "was expected; check the file and the hash."
         )
     stride = output_stride or "native"
-    target = _converted_path(f"{path.stem}-{arch}-os{stride}-{digest[:12]}")
-    return _convert_once(
+    names = "" if class_names is None else "-" + _names_key(class_names)
+    target = converted_path(
+        f"{path.stem}-{arch}-os{stride}{names}-{digest[:12]}"
+    )
+    return convert_once(
         path,
         target,
+        source_sha256=digest,
         arch=arch,
         output_stride=output_stride,
         class_names=class_names,
     )
+
+
+def _names_key(class_names) -> str:
+    """8 hex digits that tell two class-name lists apart in a file name."""
+    text = "\n".join(class_names).encode()
+    return hashlib.sha256(text).hexdigest()[:8]
 
 
 def preset_rows() -> list:
@@ -207,7 +238,7 @@ def preset_rows() -> list:
             "dataset": preset.dataset,
             "metric": f"{preset.metric} ({preset.evaluation})",
             "size_mb": preset.size_mb,
-            "cached": _converted_path(preset.name).is_file()
+            "cached": converted_path(preset.name).is_file()
             or _downloaded(preset).is_file(),
         }
         for preset in MODEL_PRESETS.values()

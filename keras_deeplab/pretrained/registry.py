@@ -2,7 +2,9 @@
 
 Each entry was checked against its publisher's own source: torchvision's
 `torchvision/models/segmentation/deeplabv3.py` and `lraspp.py` (URL, the
-SHA-256 prefix in the file name, `meta["metrics"]`, `_file_size`) and the
+SHA-256 prefix in the file name, `meta["metrics"]`, `_file_size`; the full
+SHA-256 and byte sizes are those projects re-hosting the files publish,
+checked against both) and the
 README of VainF/DeepLabV3Plus-Pytorch (file names, download links, mIoU,
 training and validation protocol). Nothing here is downloaded at import.
 """
@@ -35,9 +37,10 @@ class Preset:
         name: str. The short name `from_preset` takes.
         url: str. Where the publisher serves the file.
         file_name: str. The file's name (also its name on a mirror).
-        sha256: str or None. The SHA-256 the publisher states: a prefix of
-            at least 8 hex digits (torchvision's file names carry 8) or the
-            full digest; None where none is published.
+        sha256: str or None. The file's full SHA-256 (torchvision's file
+            names carry its first 8 hex digits; the full digests are those
+            re-hosting projects publish, each checked against that prefix);
+            None where none is published.
         arch: str. `convert.ARCHS` entry the file converts with.
         output_stride: int. The stride the model runs at by default.
         class_names: tuple of str. What the logits mean, in order.
@@ -46,7 +49,8 @@ class Preset:
         evaluation: str. The dataset, split and protocol of that result.
         source: str. Where the result and the file are published.
         licence: str. Licence of the code and terms of the weights.
-        size_mb: float or None. File size the publisher states, in MB.
+        size_bytes: int or None. The file's exact size (torchvision states
+            it as `_file_size` in MiB, to three decimals).
     """
 
     name: str
@@ -61,16 +65,21 @@ class Preset:
     evaluation: str
     source: str
     licence: str
-    size_mb: float | None
+    size_bytes: int | None
+
+    @property
+    def size_mb(self) -> float | None:
+        return None if self.size_bytes is None else self.size_bytes / 2**20
 
 
-def _torchvision(name, *, file_name, module, weights, arch, metric, size):
+def _torchvision(
+    name, *, file_name, sha256, size, module, weights, arch, metric
+):
     return Preset(
         name=name,
         url=_TORCHVISION + file_name,
         file_name=file_name,
-        # torch.hub names files <name>-<first 8 hex digits of the SHA-256>.
-        sha256=file_name.rsplit("-", 1)[1].split(".")[0],
+        sha256=sha256,
         arch=arch,
         output_stride=(16 if "mobilenet" in arch else 8),
         class_names=VOC_CLASSES,
@@ -79,7 +88,7 @@ def _torchvision(name, *, file_name, module, weights, arch, metric, size):
         evaluation=_TORCHVISION_EVALUATION,
         source=_TORCHVISION_SOURCE.format(module=module, weights=weights),
         licence=_TORCHVISION_LICENCE,
-        size_mb=size,
+        size_bytes=size,
     )
 
 
@@ -101,7 +110,7 @@ def _vainf(name, *, file_name, url, arch, metric, classes, evaluation):
         evaluation=evaluation,
         source=_VAINF_SOURCE,
         licence=_VAINF_LICENCE,
-        size_mb=None,
+        size_bytes=None,
     )
 
 
@@ -116,38 +125,54 @@ MODEL_PRESETS = {
         _torchvision(
             "deeplabv3_resnet50_coco",
             file_name="deeplabv3_resnet50_coco-cd0a2569.pth",
+            sha256=(
+                "cd0a25694c4a0f7106b38f4938bf90a8"
+                "74f2f241cc410b8f63c7024399538f06"
+            ),
+            size=168_312_152,
             module="segmentation/deeplabv3.py",
             weights="DeepLabV3_ResNet50_Weights",
             arch="deeplabv3_resnet50",
             metric="66.4 mIoU, 92.4 pixel accuracy",
-            size=160.515,
         ),
         _torchvision(
             "deeplabv3_resnet101_coco",
             file_name="deeplabv3_resnet101_coco-586e9e4e.pth",
+            sha256=(
+                "586e9e4e203fcbf17e1ad45533d8d33a"
+                "b133fc762bf03101c5dd743995c08c0d"
+            ),
+            size=244_545_539,
             module="segmentation/deeplabv3.py",
             weights="DeepLabV3_ResNet101_Weights",
             arch="deeplabv3_resnet101",
             metric="67.4 mIoU, 92.4 pixel accuracy",
-            size=233.217,
         ),
         _torchvision(
             "deeplabv3_mobilenet_v3_large_coco",
             file_name="deeplabv3_mobilenet_v3_large-fc3c493d.pth",
+            sha256=(
+                "fc3c493d68e89cc31ef488c803d5d7dd"
+                "2f3190fb570598faa49fef69be8e5e70"
+            ),
+            size=44_356_159,
             module="segmentation/deeplabv3.py",
             weights="DeepLabV3_MobileNet_V3_Large_Weights",
             arch="deeplabv3_mobilenet_v3_large",
             metric="60.3 mIoU, 91.2 pixel accuracy",
-            size=42.301,
         ),
         _torchvision(
             "lraspp_mobilenet_v3_large_coco",
             file_name="lraspp_mobilenet_v3_large-d234d4ea.pth",
+            sha256=(
+                "d234d4eae9d55d5f76de18b77cf0dc62"
+                "c66fe5c5482758209d00f950c92bb280"
+            ),
+            size=13_097_061,
             module="segmentation/lraspp.py",
             weights="LRASPP_MobileNet_V3_Large_Weights",
             arch="lraspp_mobilenet_v3_large",
             metric="57.9 mIoU, 91.2 pixel accuracy",
-            size=12.49,
         ),
         _vainf(
             "deeplabv3_resnet50_voc",
