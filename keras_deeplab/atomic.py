@@ -12,6 +12,7 @@ import glob
 import os
 import re
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -21,16 +22,43 @@ _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 # HDF5 crashes the process when a write fails half-way (exit 139 was seen),
 # so the writers that go through it check for room first, with a margin.
 _SPACE_MARGIN = 1.2
+# Free bytes below which a failed write is taken for a full disk.
+_NEARLY_FULL = 64 * 1024
 
 
 class DiskFullError(UserInputError):
     """No room for a file; the message names it. Nothing half-written stays."""
 
 
+def _write_errors() -> tuple:
+    """The errors a writer raises when the disk fills: OSError (ENOSPC, or
+    numpy's "N requested and M written"), RuntimeError (h5py wraps ENOSPC
+    in one) and, once TensorFlow is loaded, its ResourceExhaustedError
+    (what a SavedModel write raises)."""
+    errors = (OSError, RuntimeError)
+    tensorflow = sys.modules.get("tensorflow")
+    if tensorflow is not None:
+        errors += (tensorflow.errors.ResourceExhaustedError,)
+    return errors
+
+
+def _is_disk_full(err, path) -> bool:
+    if getattr(err, "errno", None) in _DISK_FULL:
+        return True
+    text = str(err)
+    if "No space left on device" in text or "errno = 28" in text:
+        return True
+    # A short write without an errno (numpy's tofile): the disk is full if
+    # the file system has nothing left.
+    folder = next(p for p in (path, *path.parents) if p.exists())
+    return shutil.disk_usage(folder).free < _NEARLY_FULL
+
+
 def _disk_full(path, err):
     return DiskFullError(
         f"no space left on the device writing {str(path)!r} "
-        f"({err.strerror if err else 'not enough free space'}); free some "
+        f"({getattr(err, 'strerror', None) or 'not enough free space'}); "
+        "free some "
         "space and run again (nothing half-written was kept)."
     )
 
@@ -130,8 +158,8 @@ def atomic_file(path):
     try:
         yield temporary
         os.replace(temporary, path)
-    except OSError as err:
-        if err.errno in _DISK_FULL:
+    except _write_errors() as err:
+        if _is_disk_full(err, path.parent):
             raise _disk_full(path, err) from err
         raise
     finally:
@@ -184,8 +212,8 @@ def atomic_directory(path, *, overwrite: bool = False):
     try:
         try:
             yield temporary
-        except OSError as err:
-            if err.errno in _DISK_FULL:
+        except _write_errors() as err:
+            if _is_disk_full(err, path.parent):
                 raise _disk_full(path, err) from err
             raise
         if path.exists():

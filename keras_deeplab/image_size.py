@@ -8,10 +8,18 @@ the CLI parses sizes without loading TensorFlow.
 
 from keras_deeplab.errors import UserInputError
 
+# The largest side of a training crop or a fixed-size export: 8x the
+# paper's 513 and 4x Cityscapes' full height; one 4096^2 float32 image
+# through ResNet-50 at output stride 8 needs ~10 GB of activations.
+MAX_IMAGE_SIDE = 4096
 
-def parse_size(text, *, option: str, minimum: int = 8) -> tuple:
+
+def parse_size(
+    text, *, option: str, minimum: int = 8, maximum: int | None = None
+) -> tuple:
     """(height, width) from "512" or "512x1024"; `option` names the
-    argument in the error (e.g. "--size")."""
+    argument in the error (e.g. "--size"); sides above `maximum` are
+    refused with the reason."""
     parts = str(text).lower().split("x")
     try:
         size = tuple(int(part) for part in parts)
@@ -24,6 +32,13 @@ def parse_size(text, *, option: str, minimum: int = 8) -> tuple:
             f"{option} {text!r} is invalid; expected a side or HxW (height "
             f"x width) in pixels, each at least {minimum}, e.g. {option} 512 "
             f"or {option} 512x1024."
+        )
+    if maximum is not None and max(size) > maximum:
+        raise UserInputError(
+            f"{option} {text!r} is too large; each side is at most {maximum} "
+            f"pixels (a fixed input of {maximum}x{maximum} already needs "
+            "gigabytes of activations, and phones' and servers' runtimes "
+            "refuse far less)."
         )
     return size
 

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from keras_deeplab.atomic import atomic_write_text
+from keras_deeplab.errors import UserInputError
 from keras_deeplab.figures import confusion_matrix_figure, save_figure
 from keras_deeplab.training.evaluate import PER_CLASS_COLUMNS
 
@@ -32,6 +33,23 @@ def _per_class_csv(results) -> str:
             + [results["pixels"][index]]
         )
     return text.getvalue()
+
+
+REPORT_FILES = (REPORT_FILE, PER_CLASS_FILE, CONFUSION_FIGURE)
+
+
+def check_report_dir(directory, *, overwrite: bool):
+    """Refuses a folder holding an earlier report unless `overwrite`
+    (checked before an evaluation that may take hours)."""
+    existing = [
+        name for name in REPORT_FILES if (Path(directory) / name).exists()
+    ]
+    if existing and not overwrite:
+        raise UserInputError(
+            f"--report {str(directory)!r} already holds an earlier report "
+            f"({', '.join(existing)}); pass --overwrite to replace it or "
+            "choose another folder."
+        )
 
 
 def write_report(results, directory) -> list:

@@ -364,6 +364,8 @@ def _write_backup(work_dir, state, *, config=None):
         ("", None, "is unreadable"),
         ("{not json", None, "is unreadable"),
         ('{"epoch": "abc", "step": 0}', None, 'expected {"epoch": int'),
+        # N-R01: a bool is an int to Python; it resumed silently.
+        ('{"epoch": true, "step": 0}', None, 'expected {"epoch": int'),
         ('{"epoch": 99, "step": 0}', None, "is at epoch 99 but this run"),
         ('{"epoch": 1, "step": 0}', b"truncated", "cannot be resumed"),
         ('{"epoch": 1, "step": 0}', "other", "cannot be resumed"),
@@ -595,6 +597,66 @@ def test_training_on_a_full_disk_stops_in_one_line(small_disk):
     assert str(small_disk) in lines[0]
 
 
+@pytest.fixture
+def disk_of(tmp_path):
+    """disk_of(size): a small file system, unmounted after the test."""
+    mounted = []
+
+    def make(size):
+        disk = _tmpfs(tmp_path / f"disk{len(mounted)}", size)
+        mounted.append(disk)
+        return disk
+
+    yield make
+    for disk in mounted:
+        subprocess.run(["umount", str(disk)], check=False)
+
+
+def test_a_disk_that_fills_during_training_is_one_line(disk_of):
+    """N-D01: the backup passes the free-space check, then h5py's write
+    fails half-way: a RuntimeError wrapping ENOSPC, 28 lines of traceback."""
+    disk = disk_of("2m")
+    completed = subprocess.run(
+        train_command(disk / "run", TINY_TRAIN),
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert completed.returncode == USER_ERROR_EXIT, completed.stderr[-2000:]
+    lines = completed.stderr.strip().splitlines()
+    assert len(lines) == 1, completed.stderr[-2000:]
+    assert "no space left on the device" in lines[0] and str(disk) in lines[0]
+    assert not [p for p in disk.rglob("*") if "partial" in p.name]
+
+
+def test_a_full_disk_in_saved_model_and_probability_writes_is_one_line(
+    disk_of, tiny_model_file, tmp_path, capsys
+):
+    """N-D04: a SavedModel export (TensorFlow's ResourceExhaustedError);
+    N-D05: predict --probabilities (numpy's "requested and written")."""
+    disk = disk_of("400k")
+    line = _cli(
+        ["export", "--model", tiny_model_file, "--format", "saved_model"]
+        + ["--out", disk / "exported"],
+        capsys,
+    )
+    assert "no space left on the device" in line and str(disk) in line
+    assert not [p for p in disk.rglob("*") if "partial" in p.name]
+    photo = tmp_path / "big.png"
+    pixels = np.random.default_rng(0).integers(0, 255, (500, 600, 3))
+    Image.fromarray(pixels.astype(np.uint8)).save(photo)
+    disk = disk_of("1m")
+    line = _cli(
+        ["predict", photo, "--model", tiny_model_file, "--probabilities"]
+        + ["--out", disk / "masks"],
+        capsys,
+    )
+    assert "no space left on the device" in line and str(disk) in line
+    assert not [p for p in disk.rglob("*") if "partial" in p.name]
+
+
 def _sigint_as_in_a_terminal():
     """SIGINT's default disposition, which Python turns into
     KeyboardInterrupt: a command run in the foreground of a terminal has
@@ -763,3 +825,145 @@ def test_a_mixed_precision_model_exports_to_tflite(tmp_path):
     assert completed.returncode == 0, completed.stderr[-2000:]
     agreement = float(completed.stdout.split("AGREE")[1])
     assert agreement >= 0.95  # bf16 Keras against the float32 export
+
+
+# The third probe round (issue 34) --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        # C-L12/L17: an identically zero loss trained nothing, exit 0.
+        (
+            ["loss=ce+dice", "loss_term_weights=[0,0]"],
+            "loss_term_weights=[0.0, 0.0] makes the loss zero everywhere",
+        ),
+        (["class_weights=[0,0,0,0,0]"], "makes the loss zero everywhere"),
+        # N-C27, N-C33: refused at train start, not by the config.
+        (["backbone_weights=/etc/passwd"], "nor an existing .h5 file"),
+        (["crop_size=100000"], "crop_size=100000 is out of range"),
+        # E-C02: every calibration crop is kept (~316 GB at 513).
+        (["calibration_images=100000"], "<= 1024"),
+        (["export_size=99999"], "export_size=99999 is out of range"),
+    ],
+)
+def test_values_that_fail_later_are_refused_by_the_config(
+    settings, message, tmp_path, capsys
+):
+    sets = [arg for item in settings for arg in ("--set", item)]
+    line = _cli(["train", "demo", "--work-dir", tmp_path, *SETS, *sets], capsys)
+    assert message in line
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("scales", ["nan", "inf,1", "1e-9", "1,x"])
+def test_bad_scales_are_refused_as_eval_scales_are(
+    scales, tiny_model_file, tmp_path, capsys
+):
+    """TL-17..19: --scales nan was a ValueError traceback, inf an
+    OverflowError, 1e-9 ran where eval_scales=[1e-9] is refused."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            ["predict", str(tmp_path / "x.png"), "--model"]
+            + [str(tiny_model_file), "--out", str(tmp_path), "--scales", scales]
+        )
+    assert exit_info.value.code == USER_ERROR_EXIT
+    error = capsys.readouterr().err
+    assert "from 0.1 to 4.0" in error and "Traceback" not in error
+
+
+def test_export_size_has_an_upper_bound(tiny_model_file, tmp_path, capsys):
+    """E-S04: --size 99999x99999 exported a 1e10-pixel TFLite input."""
+    line = _cli(
+        ["export", "--model", tiny_model_file, "--format", "tflite"]
+        + ["--size", "99999x99999", "--out", tmp_path / "x"],
+        capsys,
+    )
+    assert "--size '99999x99999' is too large" in line and "4096" in line
+
+
+def test_verify_export_of_another_model_or_a_junk_file_is_one_line(
+    tiny_model_file, tmp_path, capsys
+):
+    """V-02: an export of a 3-class model checked against a 5-class one
+    was a broadcast ValueError; V-03: a junk .tflite a Flatbuffer
+    traceback."""
+    out = tmp_path / "exported"
+    assert (
+        main(
+            ["export", "--model", str(tiny_model_file), "--format", "onnx"]
+            + ["--out", str(out)]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    five = tmp_path / "five.keras"
+    DeepLabV3(5, **TINY).save(five)
+    verify = ["verify-export", out, "--config", "demo", *SETS]
+    line = _cli([*verify, "--model", five, "--count", "2"], capsys)
+    assert "deeplab.onnx returns 3 classes but the model has 5" in line
+    junk = tmp_path / "junk"
+    (junk / "tflite").mkdir(parents=True)
+    (junk / "tflite" / "deeplab_fp32_128.tflite").write_bytes(b"junk" * 10)
+    line = _cli(
+        ["verify-export", junk, "--config", "demo", *SETS, "--model", five]
+        + ["--count", "2"],
+        capsys,
+    )
+    assert "deeplab_fp32_128.tflite" in line and "cannot be loaded" in line
+
+
+def test_evaluate_keeps_an_earlier_report(tiny_model_file, tmp_path, capsys):
+    """RP-01: evaluate --report DIR overwrote report.json; refused before
+    the evaluation runs, as predict refuses to overwrite its outputs."""
+    report = tmp_path / "report"
+    report.mkdir()
+    (report / "report.json").write_text('{"miou": 0.7}')
+    line = _cli(
+        ["evaluate", "--config", "demo", *SETS, "--model", tiny_model_file]
+        + ["--report", report],
+        capsys,
+    )
+    assert "already holds an earlier report (report.json)" in line
+    assert (report / "report.json").read_text() == '{"miou": 0.7}'
+
+
+@pytest.mark.parametrize(
+    "content", [bytes(range(256)), "1 2 3\n".encode("utf-16")]
+)
+def test_a_palette_that_is_not_utf8_is_one_line(folder, capsys, content):
+    """KC-04/05: a binary or UTF-16 palette file was a UnicodeDecodeError
+    traceback."""
+    data, sets = folder
+    palette = data / "palette.txt"
+    palette.write_bytes(content)
+    line = _cli(
+        ["validate-data", "--config", "demo", *sets]
+        + ["--set", f"mask_colors={palette}"],
+        capsys,
+    )
+    assert "palette.txt" in line and "not UTF-8" in line
+
+
+def test_converting_a_folder_says_it_is_a_folder(tmp_path, capsys):
+    """N-X02: `convert-torchvision .` said "does not exist"."""
+    line = _cli(
+        ["convert-torchvision", tmp_path, "--arch", "deeplabv3_resnet50"]
+        + ["--out", tmp_path / "m.keras"],
+        capsys,
+    )
+    assert "is a folder; expected a .pth/.pt file" in line
+
+
+def test_an_unreadable_image_in_the_pipeline_is_one_plain_line(folder, capsys):
+    """N-T32: with validate_data false, a data error raised inside tf.data
+    came out with escaped quotes."""
+    data, sets = folder
+    (data / "images" / "c.png").write_bytes(b"not a png at all")
+    line = _cli(
+        ["train", "demo", "--work-dir", data / "w", *sets]
+        + ["--set", "validate_data=false"],
+        capsys,
+    )
+    assert f"image '{data / 'images' / 'c.png'}' is unreadable" in line
+    assert "\\" not in line

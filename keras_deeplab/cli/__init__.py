@@ -42,8 +42,10 @@ def _pipeline_message(err) -> str:
     for line in err.message.splitlines():
         if DATA_ERROR_MARK in line:
             message = line.split(DATA_ERROR_MARK, 1)[1]
-            # tf.strings.format and Assert print strings escaped.
-            return message.rstrip("] ").strip().replace('\\"', '"')
+            # tf.strings.format, Assert and py_function errors print
+            # strings escaped.
+            message = message.rstrip("] ").strip()
+            return message.replace('\\"', '"').replace("\\'", "'")
     return err.message.strip().splitlines()[0]
 
 

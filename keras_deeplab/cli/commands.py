@@ -7,7 +7,7 @@ Each command imports what it needs when it runs, so building the parser
 import os
 from pathlib import Path
 
-from keras_deeplab.errors import UserInputError
+from keras_deeplab.errors import UserInputError, read_text_file
 
 DATA_PROBLEM_EXIT = 1  # validate-data found problems (and listed them)
 
@@ -109,6 +109,10 @@ def evaluate(args):
     config = _config(args)
     # Checked before the evaluation, which may take hours.
     report_dir = args.report and output_dir(args.report, "--report")
+    if report_dir:
+        from keras_deeplab.report import check_report_dir
+
+        check_report_dir(report_dir, overwrite=args.overwrite)
     model = _model(args, config, precision=args.precision)
     results = evaluate_model(
         model,
@@ -154,10 +158,10 @@ def validate_data(args):
 def _export_size(args, config):
     """`--size` as (height, width), else the config's export_size (None
     without a config: any size)."""
-    from keras_deeplab.image_size import parse_size
+    from keras_deeplab.image_size import MAX_IMAGE_SIDE, parse_size
 
     if args.size:
-        return parse_size(args.size, option="--size")
+        return parse_size(args.size, option="--size", maximum=MAX_IMAGE_SIDE)
     return config.export_size if config else None
 
 
@@ -245,20 +249,13 @@ def _class_names(source):
         return None
     if source in MODEL_PRESETS and not Path(source).exists():
         return MODEL_PRESETS[source].class_names
-    path = Path(source)
-    if not path.is_file():
+    if not Path(source).is_file():
         raise UserInputError(
             f"--class-names {source!r} is neither a file nor a preset name; "
             "expected a UTF-8 file with one class name per line, or a preset "
             "(keras-deeplab presets)."
         )
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as err:
-        raise UserInputError(
-            f"--class-names file {source!r} is not UTF-8 text ({err.reason} "
-            f"at byte {err.start}); expected one class name per line."
-        ) from err
+    lines = read_text_file(source, what="--class-names file").splitlines()
     return tuple(line.strip() for line in lines if line.strip())
 
 

@@ -10,7 +10,7 @@ longer documented.
 
 import argparse
 
-from keras_deeplab.config import PRESETS
+from keras_deeplab.config import EVAL_SCALE_RANGE, PRESETS
 from keras_deeplab.convert.archs import ARCHS
 from keras_deeplab.export.layout import (
     FORMATS,
@@ -49,13 +49,19 @@ def _version(text):
 
 
 def _scales(text):
+    """argparse type: scales within the range `eval_scales` takes."""
+    low, high = EVAL_SCALE_RANGE
     try:
-        return tuple(float(part) for part in text.split(","))
+        scales = tuple(float(part) for part in text.split(","))
     except ValueError:
+        scales = ()
+    # `not low <= s <= high` is also true for NaN.
+    if not scales or any(not low <= scale <= high for scale in scales):
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not a comma-separated list of scales, e.g. "
-            "0.75,1,1.25"
-        ) from None
+            f"{text!r} is not a comma-separated list of scales from {low} to "
+            f"{high}, e.g. 0.75,1,1.25"
+        )
+    return scales
 
 
 def _add_config(parser, *, positional=False):
@@ -162,6 +168,11 @@ def _add_evaluate_predict_validate(commands):
         "--report",
         metavar="DIR",
         help="also write report.json, per_class.csv and confusion_matrix.png",
+    )
+    evaluate.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the report of an earlier run in --report",
     )
 
     predict = commands.add_parser("predict", help="segment image files")

@@ -7,6 +7,7 @@ overrides. Keras-free: the CLI reads it without loading TensorFlow.
 
 from keras_deeplab.config.fields import (
     DATASETS,
+    EVAL_SCALE_RANGE,
     OPTIMIZERS,
     STRATEGIES,
     TRAINING_PRECISIONS,
@@ -17,6 +18,7 @@ from keras_deeplab.config.presets import PRESETS
 
 __all__ = [
     "DATASETS",
+    "EVAL_SCALE_RANGE",
     "OPTIMIZERS",
     "PRESETS",
     "STRATEGIES",

@@ -5,6 +5,7 @@ import json
 from typing import Literal
 
 from keras_deeplab.errors import UserInputError
+from keras_deeplab.image_size import MAX_IMAGE_SIDE
 from keras_deeplab.names import check_model_name
 from keras_deeplab.spec import (
     ModelSpec,
@@ -30,6 +31,27 @@ MAX_SEED = 2**32 - 1  # what NumPy and TensorFlow seeds accept
 # Evaluation scales: below 0.1 a 513 px image is a few feature pixels.
 EVAL_SCALE_RANGE = (0.1, 4.0)
 MAX_AUGMENT_SCALE = 8.0
+# int8 calibration keeps every crop in memory (1024 at 513^2: 3.2 GB).
+MAX_CALIBRATION_IMAGES = 1024
+IMAGENET = "imagenet"
+
+
+def check_backbone_weights_file(weights):
+    """`backbone_weights` is "imagenet" or an existing keras.applications
+    `*_notop.h5` file: refused here, not when training starts."""
+    if weights in (None, IMAGENET):
+        return
+    from pathlib import Path
+
+    path = Path(str(weights)).expanduser()
+    if not path.is_file() or path.suffix != ".h5":
+        raise UserInputError(
+            f"backbone_weights={weights!r} is not {IMAGENET!r} nor an "
+            "existing .h5 file; expected 'imagenet' (downloaded by Keras) or "
+            "the path of a keras.applications *_notop.h5 weights file."
+        )
+
+
 # Data fields that only one dataset reads.
 _DATASET_FIELDS = {
     "synthetic": (
@@ -163,6 +185,7 @@ class DeepLabConfig(ModelSpec):
         """Type, range and cross-field checks; raises ValueError with a fix."""
         super().validate()
         check_imagenet_weights_fit(self.backbone_weights, self.variant)
+        check_backbone_weights_file(self.backbone_weights)
         check_choice("dataset", self.dataset, DATASETS)
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_choice("precision", self.precision, TRAINING_PRECISIONS)
@@ -238,6 +261,13 @@ class DeepLabConfig(ModelSpec):
                 length=self.num_classes,
                 kind=float,
             )
+        for name in ("loss_term_weights", "class_weights"):
+            weights = getattr(self, name)
+            if isinstance(weights, tuple) and not any(weights):
+                raise UserInputError(
+                    f"{name}={list(weights)} makes the loss zero everywhere: "
+                    "nothing would train. Expected at least one weight > 0."
+                )
         check_range("focal_gamma", self.focal_gamma, low=0.0, high=10.0)
         if self.ohem_threshold is not None:
             check_range(
@@ -259,10 +289,18 @@ class DeepLabConfig(ModelSpec):
             "shuffle_buffer",
             "epochs",
             "backup_every_steps",
-            "export_size",
-            "calibration_images",
         ):
             check_range(name, getattr(self, name), low=1)
+        # Larger than any training crop, export or calibration set in use,
+        # and far below what would exhaust memory before training starts.
+        check_range("crop_size", self.crop_size, high=MAX_IMAGE_SIDE)
+        check_range("export_size", self.export_size, low=1, high=MAX_IMAGE_SIDE)
+        check_range(
+            "calibration_images",
+            self.calibration_images,
+            low=1,
+            high=MAX_CALIBRATION_IMAGES,
+        )
         check_range("synthetic_image_size", self.synthetic_image_size, low=8)
         check_range("seed", self.seed, low=0, high=MAX_SEED)
         check_range("warmup_steps", self.warmup_steps, low=0)

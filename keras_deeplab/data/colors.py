@@ -17,7 +17,7 @@ from keras_deeplab.config.fields import (
     UNKNOWN_COLOR_POLICIES,
     check_mask_color_count,
 )
-from keras_deeplab.errors import UserInputError
+from keras_deeplab.errors import UserInputError, read_text_file
 from keras_deeplab.labels import IGNORE_INDEX
 from keras_deeplab.spec import check_choice
 
@@ -87,8 +87,9 @@ def read_palette(path) -> tuple:
             f"mask_colors palette file {str(path)!r} does not exist; expected "
             "a file of one 'R G B' line per class, or an inline list."
         )
+    text = read_text_file(path, what="mask_colors palette file")
     colors = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         text = line.split("#")[0].replace(",", " ").split()
         if not text:
             continue

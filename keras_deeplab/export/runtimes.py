@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_deeplab.errors import UserInputError
+from keras_deeplab.errors import UserInputError, first_line
 from keras_deeplab.export.layout import ANY_SIZE
 from keras_deeplab.image_size import size_text
 
@@ -151,10 +151,31 @@ def artefact_runner(path, *, num_threads=None):
             settings.
     """
     path = Path(path)
-    if path.suffix == ".tflite":
-        return tflite_session(path.read_bytes(), num_threads=num_threads)
-    if path.suffix == ".onnx":
-        return onnx_session(path, num_threads=num_threads)
-    if path.suffix == ".xml":
-        return openvino_session(path, num_threads=num_threads)
-    return saved_model_session(path)
+    try:
+        if path.suffix == ".tflite":
+            return tflite_session(path.read_bytes(), num_threads=num_threads)
+        if path.suffix == ".onnx":
+            return onnx_session(path, num_threads=num_threads)
+        if path.suffix == ".xml":
+            return openvino_session(path, num_threads=num_threads)
+        return saved_model_session(path)
+    except _load_errors(path.suffix) as err:
+        raise UserInputError(
+            f"{str(path)!r} cannot be loaded by its runtime ({first_line(err)}"
+            "); expected a file written by keras-deeplab export: re-export it."
+        ) from err
+
+
+def _load_errors(suffix) -> tuple:
+    """What each runtime raises for a file that is not a model (LiteRT:
+    "not a valid Flatbuffer"; ONNX Runtime: its own exception classes;
+    OpenVINO: RuntimeError; TensorFlow: OSError, or a missing signature)."""
+    if suffix == ".onnx":
+        from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+        return (state.InvalidProtobuf, state.InvalidGraph, state.Fail)
+    if suffix == ".xml":
+        return (RuntimeError,)
+    if suffix == ".tflite":
+        return (ValueError,)
+    return (OSError, ValueError, KeyError)

@@ -12,6 +12,7 @@ import numpy as np
 
 from keras_deeplab.atomic import atomic_write_text
 from keras_deeplab.derived import inference_model, with_precision
+from keras_deeplab.errors import UserInputError
 from keras_deeplab.export.artefacts import artefact_paths, disk_size_mb
 from keras_deeplab.export.runtimes import artefact_runner
 from keras_deeplab.timing import time_calls
@@ -37,6 +38,13 @@ def _miou(masks, logits, num_classes):
 
 def _row(name, run, images, *, reference, masks, num_classes, size_mb):
     outputs = np.asarray(run(images))
+    classes = reference.shape[-1]
+    if outputs.ndim == reference.ndim and outputs.shape[-1] != classes:
+        raise UserInputError(
+            f"{name} returns {outputs.shape[-1]} classes but the model has "
+            f"{classes}: it was exported from another model. Pass the "
+            "--model it was exported from (and its --config)."
+        )
     latency = time_calls(lambda: run(images[:1]), warmup=1, repeats=3)
     logit_range = float(reference.max() - reference.min())
     if outputs.ndim == reference.ndim - 1:  # --argmax TFLite: class ids

@@ -133,7 +133,8 @@ class TrainingBackup(keras.callbacks.Callback):
                 "backup is damaged: start a new run with --overwrite."
             ) from err
         if not isinstance(state, dict) or not all(
-            isinstance(state.get(key), int) and state[key] >= 0
+            # bool is an int to Python; `{"epoch": true}` is no epoch.
+            type(state.get(key)) is int and state[key] >= 0
             for key in ("epoch", "step")
         ):
             raise UserInputError(
