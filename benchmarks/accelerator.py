@@ -12,8 +12,11 @@ peak for the precision: 2 FLOPs per MAC forward, 6 for a training step
 import argparse
 import json
 
-from keras_deeplab.complexity import FLOPS_PER_MAC, TRAINING_FLOPS_PER_MAC
-from keras_deeplab.timing import time_calls
+from keras_deeplab.models.complexity import (
+    FLOPS_PER_MAC,
+    TRAINING_FLOPS_PER_MAC,
+)
+from keras_deeplab.utils.timing import time_calls
 
 # Dense (no sparsity) bf16 tensor-core peaks, TFLOP/s, from NVIDIA's specs.
 BF16_PEAK_TFLOPS = {
@@ -40,7 +43,7 @@ def measure_throughput(args) -> dict:
     import jax
 
     from benchmarks.train_step import random_batch, training_model
-    from keras_deeplab.complexity import model_macs
+    from keras_deeplab.models.complexity import model_macs
 
     size, batch = args.size, args.batch
     spec = {
@@ -121,7 +124,7 @@ def main(argv=None):
     text = json.dumps(measure_throughput(args), indent=2)
     print(text)
     if args.out:
-        from keras_deeplab.atomic import atomic_write_text
+        from keras_deeplab.utils.atomic import atomic_write_text
 
         atomic_write_text(args.out, text + "\n")
 

@@ -24,8 +24,8 @@ import numpy as np
 from benchmarks.measure import KERAS_RUNTIMES
 from benchmarks.results import machine_info
 from benchmarks.suite import BenchmarkPlan, _build_model, peer_architecture
-from keras_deeplab.atomic import atomic_write_text
-from keras_deeplab.image_size import height_width, parse_size
+from keras_deeplab.utils.atomic import atomic_write_text
+from keras_deeplab.utils.image_size import height_width, parse_size
 
 
 def _parser():
@@ -53,7 +53,7 @@ def _parser():
 def _ours(plan, runtime, threads):
     import tensorflow as tf
 
-    from keras_deeplab.derived import with_precision
+    from keras_deeplab.models.derived import with_precision
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)

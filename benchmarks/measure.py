@@ -11,9 +11,9 @@ import time
 
 import numpy as np
 
-from keras_deeplab.image_size import height_width
-from keras_deeplab.memory import peak_rss_mb, rss_mb
-from keras_deeplab.timing import time_calls
+from keras_deeplab.utils.image_size import height_width
+from keras_deeplab.utils.memory import peak_rss_mb, rss_mb
+from keras_deeplab.utils.timing import time_calls
 
 RESULT_PREFIX = "RESULT "
 # Keras runtime -> (jit_compile, precision); all load the saved .keras model.
@@ -90,7 +90,7 @@ def _keras_runner(path, runtime, threads):
     _configure_tensorflow(threads)
     import keras
 
-    from keras_deeplab.derived import with_precision
+    from keras_deeplab.models.derived import with_precision
 
     jit_compile, precision = KERAS_RUNTIMES[runtime]
     model = keras.saving.load_model(path, safe_mode=True, compile=False)
@@ -160,7 +160,7 @@ def training(spec) -> dict:
     on in-memory data; the input pipeline is not measured."""
     _configure_tensorflow(spec["threads"])
     from benchmarks.train_step import random_batch, training_model
-    from keras_deeplab.complexity import model_macs
+    from keras_deeplab.models.complexity import model_macs
 
     size, batch, steps = spec["size"], spec["batch"], spec["steps"]
     model = training_model(

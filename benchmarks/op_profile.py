@@ -19,7 +19,7 @@ import numpy as np
 
 from benchmarks.results import machine_info
 from benchmarks.suite import BenchmarkPlan, _build_model
-from keras_deeplab.image_size import height_width, parse_size
+from keras_deeplab.utils.image_size import height_width, parse_size
 
 
 def _frozen_graph(model, shape):

@@ -3,8 +3,8 @@
 from pathlib import Path
 
 from benchmarks.results import result_key
-from keras_deeplab.atomic import atomic_file, atomic_write_text
-from keras_deeplab.image_size import height_width
+from keras_deeplab.utils.atomic import atomic_file, atomic_write_text
+from keras_deeplab.utils.image_size import height_width
 
 MARKDOWN_FILE = "results.md"
 CHART_FILE = "latency.png"

@@ -7,7 +7,7 @@ import platform
 import time
 from pathlib import Path
 
-from keras_deeplab.atomic import atomic_write_text
+from keras_deeplab.utils.atomic import atomic_write_text
 
 RESULTS_FILE = "results.json"
 

@@ -26,14 +26,14 @@ from benchmarks.suite import (
     BenchmarkPlan,
     run_benchmark,
 )
-from keras_deeplab.errors import UserInputError
-from keras_deeplab.image_size import parse_size, size_text
 from keras_deeplab.spec import (
     ARCHITECTURES,
     BACKBONES,
     OUTPUT_STRIDES,
     VARIANTS,
 )
+from keras_deeplab.utils.errors import UserInputError
+from keras_deeplab.utils.image_size import parse_size, size_text
 
 REGRESSION_EXIT = 1
 USER_ERROR_EXIT = 2

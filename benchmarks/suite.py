@@ -32,10 +32,10 @@ from benchmarks.results import (
     ResultsFile,
     result_key,
 )
-from keras_deeplab.complexity import FLOPS_PER_MAC, TRAINING_FLOPS_PER_MAC
-from keras_deeplab.errors import UserInputError
-from keras_deeplab.image_size import height_width, parse_size
-from keras_deeplab.memory import measured_step
+from keras_deeplab.models.complexity import (
+    FLOPS_PER_MAC,
+    TRAINING_FLOPS_PER_MAC,
+)
 from keras_deeplab.spec import (
     ARCHITECTURES,
     BACKBONES,
@@ -43,6 +43,9 @@ from keras_deeplab.spec import (
     VARIANTS,
     ModelSpec,
 )
+from keras_deeplab.utils.errors import UserInputError
+from keras_deeplab.utils.image_size import height_width, parse_size
+from keras_deeplab.utils.memory import measured_step
 
 # The repository root: measurement processes import `benchmarks` from it.
 _REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -210,7 +213,7 @@ def export_artefacts(model, directory, *, plan, backbone, output_stride):
     {runtime: its export's time and peak memory})."""
     from keras_deeplab.export.artefacts import export
     from keras_deeplab.export.openvino_ir import onnx_to_openvino
-    from keras_deeplab.models import class_names
+    from keras_deeplab.models.deeplab import class_names
 
     directory = Path(directory)
     calibration = _calibration_images(plan)
@@ -297,7 +300,7 @@ def model_spec(plan, backbone, output_stride) -> ModelSpec:
 
 
 def _build_model(plan, backbone, output_stride, size=None):
-    from keras_deeplab.models import build_model
+    from keras_deeplab.models.deeplab import build_model
 
     shape = (*height_width(size), 3) if size else (None, None, 3)
     return build_model(
@@ -306,7 +309,7 @@ def _build_model(plan, backbone, output_stride, size=None):
 
 
 def _model_record(model, plan, backbone, output_stride):
-    from keras_deeplab.complexity import graph_conv_macs, model_macs
+    from keras_deeplab.models.complexity import graph_conv_macs, model_macs
 
     fixed = _build_model(plan, backbone, output_stride, plan.size)
     return {

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 
 from keras_deeplab.config import DeepLabConfig
-from keras_deeplab.models import build_model
+from keras_deeplab.models.deeplab import build_model
 from keras_deeplab.spec import ModelSpec
 from keras_deeplab.training.recipe import compile_from_config
 

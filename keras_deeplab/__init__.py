@@ -13,15 +13,15 @@ import sys
 
 import wrapt
 
-from keras_deeplab.lazy import lazy_attributes
+from keras_deeplab.utils.lazy import lazy_attributes
 
 __version__ = "0.4.0"
 
 # Public name -> the module that defines it.
 _PUBLIC = {
-    "DeepLabV3": "keras_deeplab.models",
-    "DeepLabV3Plus": "keras_deeplab.models",
-    "LRASPP": "keras_deeplab.models",
+    "DeepLabV3": "keras_deeplab.models.builders",
+    "DeepLabV3Plus": "keras_deeplab.models.builders",
+    "LRASPP": "keras_deeplab.models.builders",
     "ModelSpec": "keras_deeplab.spec",
     "DeepLabConfig": "keras_deeplab.config",
     "load_config": "keras_deeplab.config",
@@ -30,9 +30,9 @@ _PUBLIC = {
 }
 # The modules whose import registers a Keras class a saved file can name.
 _KERAS_OBJECT_MODULES = (
-    "keras_deeplab.models",
+    "keras_deeplab.models.deeplab",
     "keras_deeplab.training.schedules",
-    "keras_deeplab.training.metrics",
+    "keras_deeplab.evaluation.metrics",
     "keras_deeplab.training.losses",
 )
 

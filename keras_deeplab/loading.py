@@ -12,8 +12,6 @@ from pathlib import Path
 
 import keras
 
-from keras_deeplab.derived import inference_model, with_output_stride
-from keras_deeplab.errors import UserInputError
 from keras_deeplab.heads.aspp import (
     AUX_CLASSIFIER,
     AUX_HEAD,
@@ -22,12 +20,13 @@ from keras_deeplab.heads.aspp import (
 )
 from keras_deeplab.heads.lraspp import LOW_CLASSIFIER
 from keras_deeplab.layers import bn_name, conv_name
-from keras_deeplab.model_files import (
+from keras_deeplab.models.deeplab import build_model, spec_of
+from keras_deeplab.models.derived import inference_model, with_output_stride
+from keras_deeplab.models.files import (
     existing_model_file,
     load_model_file,
     load_weights,
 )
-from keras_deeplab.models import build_model, spec_of
 from keras_deeplab.pretrained import (
     CHECKPOINT_SUFFIXES,
     checkpoint_model_file,
@@ -44,6 +43,7 @@ from keras_deeplab.pretrained.download import (
     file_sha256,
 )
 from keras_deeplab.spec import ModelSpec
+from keras_deeplab.utils.errors import UserInputError
 
 
 def _model_file(source, *, arch, sha256, output_stride, class_names) -> Path:

@@ -12,8 +12,8 @@ import math
 import types
 import typing
 
-from keras_deeplab.errors import UserInputError
 from keras_deeplab.labels import MAX_CLASSES, default_class_names
+from keras_deeplab.utils.errors import UserInputError
 
 # The head on the backbone: DeepLabV3's ASPP, V3+'s stride-4 decoder, or the
 # Lite R-ASPP of MobileNetV3 (Howard et al., 2019).

@@ -4,13 +4,14 @@ what each module left resident after its cleanup, reported at the end of
 the run (the modules with the highest peaks and the largest leftovers)."""
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import pytest  # noqa: E402
 
-from keras_deeplab.memory import (  # noqa: E402
+from keras_deeplab.utils.memory import (  # noqa: E402
     peak_rss_mb,
     release_freed_memory,
     reset_peak_rss,
@@ -71,7 +72,7 @@ def _forget_custom_gradients(registered_before):
     stayed resident after it was freed (tensorflow/tensorflow#97697,
     keras-team/keras#20245). A finished module traces nothing more, so its
     entries are never looked up again. Our own layers register no such
-    per-trace gradient (`keras_deeplab.layers._space_to_batch_gradient`).
+    per-trace gradient (`keras_deeplab.layers.atrous._space_to_batch_gradient`).
     """
     registry = _custom_gradients()
     for name in set(registry) - registered_before:
@@ -117,7 +118,49 @@ def pytest_testnodedown(node, error):
     )
 
 
+# With CI set: a fast test whose body takes longer fails (it belongs in the
+# slow lane), and the slowest phases are written to this file beside the run.
+FAST_TEST_LIMIT_S = float(os.environ.get("KERAS_DEEPLAB_FAST_TEST_LIMIT_S", 20))
+CI_DURATIONS_FILE = "ci-durations.txt"
+_CI_DURATIONS_SHOWN = 40
+_DURATIONS = []  # (seconds, phase, nodeid), in the controller
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if (
+        os.environ.get("CI")
+        and call.when == "call"
+        and report.passed
+        and not item.get_closest_marker("slow")
+        and call.duration > FAST_TEST_LIMIT_S
+    ):
+        report.outcome = "failed"
+        report.longrepr = (
+            f"{item.nodeid} is not marked slow but took {call.duration:.0f} s "
+            f"(more than {FAST_TEST_LIMIT_S} s): mark it "
+            "@pytest.mark.slow (docs/development.md) or make it faster."
+        )
+
+
+def pytest_runtest_logreport(report):
+    _DURATIONS.append((report.duration, report.when, report.nodeid))
+
+
+def _write_ci_durations(rootdir):
+    slowest = sorted(_DURATIONS, reverse=True)[:_CI_DURATIONS_SHOWN]
+    lines = [f"{s:8.1f}s {when:<8} {nodeid}" for s, when, nodeid in slowest]
+    total = sum(seconds for seconds, _, _ in _DURATIONS)
+    lines.append(f"{total:8.1f}s in all phases of {len(_DURATIONS)} reports")
+    (Path(rootdir) / CI_DURATIONS_FILE).write_text("\n".join(lines) + "\n")
+
+
 def pytest_terminal_summary(terminalreporter):
+    is_worker = hasattr(terminalreporter.config, "workeroutput")
+    if os.environ.get("CI") and _DURATIONS and not is_worker:
+        _write_ci_durations(terminalreporter.config.rootpath)
     if not _MODULE_PEAKS:
         return
     by_process = {}

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_deeplab.errors import UserInputError
+from keras_deeplab.utils.errors import UserInputError
 from tests.torch_crafted import (
     legacy_bytes,
     op_tensor,

@@ -5,7 +5,7 @@ import stat
 
 import pytest
 
-from keras_deeplab.atomic import (
+from keras_deeplab.utils.atomic import (
     atomic_directory,
     atomic_file,
     atomic_write_text,

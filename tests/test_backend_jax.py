@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from keras_deeplab.models import build_model
+from keras_deeplab.models.deeplab import build_model
 from keras_deeplab.spec import ModelSpec
 from tests.helpers import TINY, random_images
 
@@ -20,7 +20,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 _JAX_FORWARD = """
 import json, sys, numpy as np, keras
-from keras_deeplab.models import build_model
+from keras_deeplab.models.deeplab import build_model
 from keras_deeplab.spec import ModelSpec
 assert keras.backend.backend() == "jax", keras.backend.backend()
 images = np.load(sys.argv[1])
@@ -53,6 +53,7 @@ SPECS = {
 }
 
 
+@pytest.mark.slow
 def test_jax_forward_pass_matches_tensorflow(tmp_path):
     pytest.importorskip("jax")
     images = random_images(2, 97, 65)

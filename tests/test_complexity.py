@@ -4,8 +4,8 @@ import keras
 import pytest
 
 from keras_deeplab import DeepLabV3, dilated_resnet
-from keras_deeplab.complexity import describe, model_macs
-from keras_deeplab.models import build_model
+from keras_deeplab.models.complexity import describe, model_macs
+from keras_deeplab.models.deeplab import build_model
 from keras_deeplab.spec import ModelSpec
 
 # torchvision publishes each model's forward cost in its weights metadata

@@ -12,7 +12,7 @@ import pytest
 
 from keras_deeplab.cli import USER_ERROR_EXIT, main
 from keras_deeplab.convert import convert_torchvision
-from keras_deeplab.errors import UserInputError
+from keras_deeplab.utils.errors import UserInputError
 from tests.helpers import assert_loads_with_plain_keras, random_images
 from tests.torch_reference import deeplabv3, torch, torch_logits
 

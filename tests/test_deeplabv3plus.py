@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from keras_deeplab import DeepLabV3, DeepLabV3Plus
-from keras_deeplab.complexity import model_macs
 from keras_deeplab.config import PRESETS, load_config
-from keras_deeplab.derived import with_output_stride, with_precision
 from keras_deeplab.loading import initialize_from, model_from_config
+from keras_deeplab.models.complexity import model_macs
+from keras_deeplab.models.derived import with_output_stride, with_precision
 from keras_deeplab.spec import ModelSpec
 from tests.helpers import (
     TINY,
@@ -230,7 +230,7 @@ def test_vainf_deeplabv3plus_matches_its_pytorch_forward(
 @pytest.mark.slow
 def test_a_vainf_deeplabv3plus_file_is_not_a_deeplabv3(vainf_plus_file):
     from keras_deeplab.convert import convert_torchvision
-    from keras_deeplab.errors import UserInputError
+    from keras_deeplab.utils.errors import UserInputError
 
     path, _ = vainf_plus_file
     with pytest.raises(UserInputError, match="deeplabv3plus_resnet50"):

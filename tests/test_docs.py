@@ -177,7 +177,7 @@ def test_documented_export_paths_are_the_written_ones():
 
 
 def test_documented_demo_outputs_are_the_written_ones():
-    from keras_deeplab import demo
+    from keras_deeplab.cli import demo
     from keras_deeplab.training import workdir
 
     readme = (ROOT / "README.md").read_text()
@@ -199,3 +199,140 @@ def test_no_retired_statement_comes_back():
         if claim in _markdown(path)
     ]
     assert not found, "\n".join(found)
+
+
+# ---- paths, groups, lists, the layer drawing and quoted numbers -------------
+
+_PATH = re.compile(
+    r"\b((?:keras_deeplab|tests|benchmarks|notebooks)/[\w./-]*\w)"
+)
+
+
+def test_every_named_repository_path_exists():
+    """Paths in prose and tables (a command's output folder, in a fenced
+    block, is made by the command)."""
+    missing = sorted(
+        f"{path.name}: {named}"
+        for path in [*DOCS, *NOTEBOOKS]
+        for named in _PATH.findall(_FENCE.sub("", _markdown(path)))
+        if "<" not in named and not (ROOT / named).exists()
+    )
+    assert not missing, "\n".join(missing)
+
+
+# "`module` (`a`, `b`, ...)": names listed in parentheses after a module.
+_GROUP = re.compile(r"`([\w.]+)` \(((?:`[\w.]+`(?:, )?)+)\)")
+
+
+def _groups(text):
+    for module, names in _GROUP.findall(text):
+        yield module, re.findall(r"`([\w.]+)`", names)
+
+
+def test_every_module_group_resolves():
+    wrong = []
+    for path in [*DOCS, *NOTEBOOKS]:
+        for module, names in _groups(_markdown(path)):
+            base = module if module.startswith("keras_deeplab") else None
+            if base is None and module.split(".")[0] in _SUBMODULES:
+                base = f"keras_deeplab.{module}"
+            if base is None or not _resolves(base):
+                continue  # not a module of ours (a tool, a flag, a file)
+            wrong += [
+                f"{path.name}: {module} ({name})"
+                for name in names
+                if not _resolves(f"{base}.{name}")
+            ]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_every_preset_and_architecture_is_listed_where_they_are_listed():
+    from keras_deeplab.config import PRESETS
+    from keras_deeplab.pretrained import MODEL_PRESETS
+    from keras_deeplab.spec import ARCHITECTURES
+
+    pages = {
+        "README.md": (*PRESETS, *ARCHITECTURES),
+        "docs/pretrained.md": tuple(MODEL_PRESETS),
+        "docs/training.md": (*PRESETS, *ARCHITECTURES),
+    }
+    missing = [
+        f"{page}: {name}"
+        for page, names in pages.items()
+        for name in names
+        if f"`{name}`" not in (ROOT / page).read_text()
+    ]
+    assert not missing, "\n".join(missing)
+
+
+def _drawn_layers(text):
+    block = text.split("## Layering", 1)[1]
+    drawing = _FENCE.search(block).group(1)
+    return [
+        tuple(name.strip() for name in line[:26].split(","))
+        for line in drawing.splitlines()
+        if line.strip()
+    ]
+
+
+def test_the_layer_drawing_is_the_checked_one():
+    from tests.test_layering import LAYERS
+
+    text = (ROOT / "docs" / "development.md").read_text()
+    assert _drawn_layers(text) == [tuple(names) for names in LAYERS]
+
+
+_LINKED_RUN = re.compile(r"\(\.\./(benchmarks/results/[\w.-]+)/results\.md\)")
+_NUMBER_CELL = re.compile(r"^\**([\d,]+)\**$")
+
+
+def _numbers(cells):
+    found = set()
+    for cell in cells:
+        cell = re.sub(r"\[[^\]]*\]\([^)]*\)", "", cell).strip()
+        match = _NUMBER_CELL.match(cell)
+        if match:
+            found.add(match.group(1).replace(",", ""))
+        found |= set(re.findall(r"(\d+) ms\b", cell))
+        found |= set(re.findall(r"(\d+) / \d+ ms", cell))
+    return found
+
+
+def _quoted_runs(text):
+    """(row, results dir, the milliseconds it quotes) of each table row that
+    links a benchmark run's results.md."""
+    for line in text.splitlines():
+        runs = _LINKED_RUN.findall(line)
+        if line.startswith("|") and len(set(runs)) == 1:
+            yield line, runs[0], _numbers(line.strip("|").split("|"))
+
+
+def test_quoted_benchmark_numbers_come_from_their_run():
+    """Every millisecond figure a table row of docs/performance.md quotes
+    appears in the results.md of the run that row links."""
+    text = (ROOT / "docs" / "performance.md").read_text()
+    rows = list(_quoted_runs(text))
+    assert len(rows) >= 10
+    wrong = []
+    for line, run, numbers in rows:
+        results = (ROOT / run / "results.md").read_text()
+        cells = {
+            cell.strip().replace(",", "")
+            for row in results.splitlines()
+            for cell in row.split("|")
+        }
+        wrong += [f"{n} ({run}): {line[:60]}" for n in numbers - cells]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_quoted_interleaved_ratios_come_from_their_run():
+    text = (ROOT / "docs" / "performance.md").read_text()
+    linked = re.findall(
+        r"\| ([\d.]+)x \| \[json\]\(\.\./(benchmarks/results/[\w./-]+\.json)\)",
+        text,
+    )
+    assert len(linked) >= 4
+    for ratio, run in linked:
+        timings = json.loads((ROOT / run).read_text())["timings"]
+        ours = timings["keras"]["median_s"] / timings["torchvision"]["median_s"]
+        assert f"{ours:.2f}" == ratio, (run, ours, ratio)

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from keras_deeplab import figures
 from keras_deeplab.data.synthetic import synthetic_arrays
 from keras_deeplab.labels import SYNTHETIC_CLASSES
+from keras_deeplab.visualize import figures
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

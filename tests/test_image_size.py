@@ -2,9 +2,9 @@
 
 import pytest
 
-from keras_deeplab.errors import UserInputError
 from keras_deeplab.export.layout import tflite_name
-from keras_deeplab.image_size import height_width, parse_size, size_text
+from keras_deeplab.utils.errors import UserInputError
+from keras_deeplab.utils.image_size import height_width, parse_size, size_text
 
 
 def test_a_side_or_height_by_width():

@@ -11,39 +11,20 @@ PACKAGE = Path(__file__).resolve().parents[1] / "keras_deeplab"
 # Bottom to top, as docs/development.md draws it; a module may import from
 # its own layer and the layers below.
 LAYERS = [
-    (
-        "errors",
-        "labels",
-        "names",
-        "image_size",
-        "atomic",
-        "timing",
-        "memory",
-        "lazy",
-        "spec",
-        "visualize",
-        "complexity",
-        "layers",
-        "model_files",
-    ),
+    ("utils",),
+    ("labels", "spec"),
+    ("layers", "visualize"),
     ("backbones", "heads"),
-    ("config",),
-    ("models", "derived"),
-    ("convert", "inference", "tiling"),
+    ("models", "config"),
+    ("convert",),
     ("pretrained",),
     ("loading",),
     ("data",),
+    ("inference",),
+    ("evaluation",),
     ("training",),
     ("export",),
-    (
-        "native_logs",
-        "predict",
-        "figures",
-        "report",
-        "demo",
-        "cli",
-        "__main__",
-    ),
+    ("cli", "__main__"),
 ]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 

@@ -172,7 +172,7 @@ def test_a_freed_model_gives_its_dilated_kernels_back():
     import tensorflow as tf
 
     from keras_deeplab.layers import AtrousConv2D
-    from keras_deeplab.memory import release_freed_memory, rss_mb
+    from keras_deeplab.utils.memory import release_freed_memory, rss_mb
 
     channels = 768
     kernel_mb = 9 * channels * channels * 4 / 2**20  # 20 MB

@@ -3,7 +3,7 @@ import sys
 import numpy as np
 import pytest
 
-from keras_deeplab.memory import peak_rss_mb, reset_peak_rss, rss_mb
+from keras_deeplab.utils.memory import peak_rss_mb, reset_peak_rss, rss_mb
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="reads Linux's /proc"
@@ -19,7 +19,7 @@ def test_a_reset_peak_forgets_memory_already_freed():
 
 
 def test_a_measured_step_reports_its_own_peak_and_time():
-    from keras_deeplab.memory import measured_step
+    from keras_deeplab.utils.memory import measured_step
 
     with measured_step() as cost:
         block = np.ones(300 * 2**20 // 8)

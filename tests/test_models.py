@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from keras_deeplab import DeepLabV3
-from keras_deeplab.models import AUX_OUTPUT, MAIN_OUTPUT
+from keras_deeplab.models.deeplab import AUX_OUTPUT, MAIN_OUTPUT
 from tests.helpers import TINY, random_images, saved_resnet50_reference
 
 DEEPLABV3_R50_OS16_VOC_PARAMS = 39_131_285
@@ -215,8 +215,8 @@ def test_no_head_layer_looks_like_a_backbone_layer():
 
 def test_with_output_stride_keeps_weights_and_scales_rates():
     from keras_deeplab.config import load_config
-    from keras_deeplab.derived import with_output_stride
     from keras_deeplab.loading import model_from_config
+    from keras_deeplab.models.derived import with_output_stride
 
     config = load_config(
         None,
@@ -296,8 +296,8 @@ def test_initialize_from_refuses_another_layout(tmp_path):
 
 
 def test_bfloat16_inference_keeps_float32_ends(tiny_model):
-    from keras_deeplab.derived import with_precision
-    from keras_deeplab.models import FLOAT32_LAYERS
+    from keras_deeplab.models.deeplab import FLOAT32_LAYERS
+    from keras_deeplab.models.derived import with_precision
 
     cast = with_precision(tiny_model, "bfloat16")
     assert cast.get_layer("conv4_block2_2_conv").compute_dtype == "bfloat16"
@@ -315,3 +315,28 @@ def test_bfloat16_inference_keeps_float32_ends(tiny_model):
     assert with_precision(tiny_model, "float32") is tiny_model
     with pytest.raises(ValueError, match="precision='float16'"):
         with_precision(tiny_model, "float16")
+
+
+@pytest.mark.parametrize("builder", ["DeepLabV3", "DeepLabV3Plus", "LRASPP"])
+def test_builders_show_every_argument_with_its_default(builder):
+    """help() and inspect.signature list num_classes, every ModelSpec field
+    and build_model's options, with their defaults (generated from the
+    dataclass: adding a field shows it without writing it twice)."""
+    import dataclasses
+    import inspect
+    import pydoc
+
+    import keras_deeplab as kd
+    from keras_deeplab.spec import ModelSpec
+
+    function = getattr(kd, builder)
+    parameters = inspect.signature(function).parameters
+    fields = {f.name: f.default for f in dataclasses.fields(ModelSpec)}
+    del fields["architecture"]
+    if builder == "LRASPP":
+        fields["backbone"] = "mobilenet_v3_large"
+    expected = {**fields, "input_shape": (None, None, 3)}
+    expected.update(dict.fromkeys(("backbone_weights", "weights", "name")))
+    assert {name: p.default for name, p in parameters.items()} == expected
+    text = pydoc.render_doc(function, renderer=pydoc.plaintext)
+    assert "output_stride: int = 16" in text and "class_names" in text

@@ -14,7 +14,6 @@ import pytest
 
 from keras_deeplab.cli import main
 from keras_deeplab.convert import ARCHS
-from keras_deeplab.errors import UserInputError
 from keras_deeplab.labels import VOC_CLASSES
 from keras_deeplab.pretrained import (
     MODEL_PRESETS,
@@ -32,6 +31,7 @@ from keras_deeplab.pretrained.download import (
     file_sha256,
     mirrored,
 )
+from keras_deeplab.utils.errors import UserInputError
 from tests.helpers import PicklePayload
 from tests.http_server import closed_port_url, serving
 

@@ -36,5 +36,6 @@ def test_a_0_4_0_file_loads_in_safe_mode_with_the_same_outputs(name):
     )
 
 
+@pytest.mark.slow
 def test_0_4_0_files_load_after_nothing_but_import_keras_deeplab():
     assert_loads_with_plain_keras(*(RELEASE_0_4_0 / name for name in FILES))

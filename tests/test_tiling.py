@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 
 from keras_deeplab import DeepLabV3
-from keras_deeplab.errors import UserInputError
-from keras_deeplab.inference import predict_probabilities
-from keras_deeplab.tiling import (
+from keras_deeplab.inference.probabilities import predict_probabilities
+from keras_deeplab.inference.tiling import (
     Tiling,
     parse_tile,
     sliding_window_predict,
     tile_starts,
     window_weights,
 )
+from keras_deeplab.utils.errors import UserInputError
 from tests.helpers import TINY, random_images
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -103,7 +103,7 @@ _BIG_IMAGE = """
 import resource, sys
 import numpy as np
 import keras
-from keras_deeplab.tiling import Tiling, sliding_window_predict
+from keras_deeplab.inference.tiling import Tiling, sliding_window_predict
 
 def peak_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from keras_deeplab.convert import read_torch_file
-from keras_deeplab.errors import UserInputError
+from keras_deeplab.utils.errors import UserInputError
 from tests.helpers import PicklePayload
 
 torch = pytest.importorskip("torch")
@@ -279,7 +279,7 @@ def test_legacy_header_pickles_go_through_both_gates(tmp_path, monkeypatch):
 def test_views_that_copy_far_more_than_the_file_holds_are_refused(tmp_path):
     """T-M01: 12 floats viewed as 40000x25000 with zero strides (3.7 GiB)
     from a 566-byte file; T-M02: one storage viewed a thousand times."""
-    from keras_deeplab.memory import peak_rss_mb, reset_peak_rss
+    from keras_deeplab.utils.memory import peak_rss_mb, reset_peak_rss
 
     base = torch.arange(12.0)
     zero_strides = _save(

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from keras_deeplab.convert.torch_file import read_torch_file
-from keras_deeplab.errors import UserInputError
+from keras_deeplab.utils.errors import UserInputError
 from tests.fuzz_torch_file import PAYLOAD_MARKER, check_plain, file_bytes
 
 _ROOT = Path(__file__).resolve().parents[1]

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import keras
 
-from keras_deeplab.errors import UserInputError
 from keras_deeplab.spec import check_imagenet_weights_fit
+from keras_deeplab.utils.errors import UserInputError
 
 # backbone -> (keras.applications builder, the file Keras caches it as).
 _REFERENCES = {

@@ -19,9 +19,9 @@ import dataclasses
 
 from keras import layers
 
-from keras_deeplab.errors import UserInputError
 from keras_deeplab.layers import depthwise_class
 from keras_deeplab.spec import OUTPUT_STRIDES
+from keras_deeplab.utils.errors import UserInputError
 
 
 @dataclasses.dataclass(frozen=True)

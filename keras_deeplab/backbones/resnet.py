@@ -22,9 +22,9 @@ import keras
 from keras import layers
 
 from keras_deeplab.backbones.imagenet import load_imagenet_weights
-from keras_deeplab.errors import UserInputError
 from keras_deeplab.layers import bn_name, conv_class, conv_name
 from keras_deeplab.spec import OUTPUT_STRIDES, PAPER_BN_MOMENTUM, VARIANTS
+from keras_deeplab.utils.errors import UserInputError
 
 STAGE_BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 STAGE_NAMES = ("conv2", "conv3", "conv4", "conv5")

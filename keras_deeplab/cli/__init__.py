@@ -11,9 +11,9 @@ import errno
 import sys
 
 from keras_deeplab.cli.commands import COMMANDS
+from keras_deeplab.cli.native_logs import filtered_stderr
 from keras_deeplab.cli.parser import build_parser
-from keras_deeplab.errors import UserInputError
-from keras_deeplab.native_logs import filtered_stderr
+from keras_deeplab.utils.errors import UserInputError
 
 USER_ERROR_EXIT = 2
 INTERRUPTED_EXIT = 130  # 128 + SIGINT, as shells report it

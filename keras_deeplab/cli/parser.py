@@ -200,7 +200,9 @@ def _add_evaluate_predict_validate(commands):
 
 
 def _add_export(commands):
-    export = commands.add_parser("export", help="SavedModel, TFLite, ONNX")
+    export = commands.add_parser(
+        "export", help="SavedModel, TFLite, ONNX, OpenVINO"
+    )
     _add_model(export, positional=True)
     _add_config(export)
     export.add_argument("--format", required=True, choices=(*FORMATS, "all"))

@@ -4,9 +4,6 @@ import dataclasses
 import json
 from typing import Literal
 
-from keras_deeplab.errors import UserInputError
-from keras_deeplab.image_size import MAX_IMAGE_SIDE
-from keras_deeplab.names import check_model_name
 from keras_deeplab.spec import (
     ModelSpec,
     check_choice,
@@ -14,14 +11,17 @@ from keras_deeplab.spec import (
     check_items,
     check_range,
 )
+from keras_deeplab.utils.errors import UserInputError
+from keras_deeplab.utils.image_size import MAX_IMAGE_SIDE
+from keras_deeplab.utils.names import check_model_name
 
 DATASETS = ("synthetic", "folder", "voc", "cityscapes", "ade20k", "tfds")
 OPTIMIZERS = ("sgd", "adamw")
 # Keras dtype policies a run trains under (inference precisions are
-# `models.INFERENCE_PRECISIONS`).
+# `spec.INFERENCE_PRECISIONS`).
 TRAINING_PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("default", "mirrored", "multi_worker", "data_parallel")
-# `loss:` terms, joined with "+" ("ce+dice"); `training.pixel_losses`.
+# `loss:` terms, joined with "+" ("ce+dice"); `training.losses`.
 LOSS_TERMS = ("ce", "focal", "dice", "lovasz")
 # `mask_unknown_colors`: a colour not in mask_colors stops, or is ignored.
 UNKNOWN_COLOR_POLICIES = ("error", "ignore")

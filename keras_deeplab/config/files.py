@@ -11,16 +11,16 @@ from pathlib import Path
 
 import yaml
 
-from keras_deeplab.atomic import atomic_write_text
 from keras_deeplab.config.fields import DeepLabConfig
 from keras_deeplab.config.presets import PRESETS
-from keras_deeplab.errors import UserInputError
 from keras_deeplab.spec import (
     field_type,
     item_type,
     literal_values,
     member_types,
 )
+from keras_deeplab.utils.atomic import atomic_write_text
+from keras_deeplab.utils.errors import UserInputError
 
 _MAX_CONFIG_BYTES = 1_000_000
 # Resolved once: field name -> declared type (annotations are real types).

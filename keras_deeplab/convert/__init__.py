@@ -8,7 +8,7 @@ VainF's checkpoints onto the `variant="torchvision"` models. `ARCHS` and
 
 from keras_deeplab.convert.archs import ARCHS
 from keras_deeplab.convert.torch_file import read_torch_file
-from keras_deeplab.lazy import lazy_attributes
+from keras_deeplab.utils.lazy import lazy_attributes
 
 _MODULE = "keras_deeplab.convert.torchvision"
 __getattr__ = lazy_attributes(

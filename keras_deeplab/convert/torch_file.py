@@ -35,7 +35,7 @@ from keras_deeplab.convert.torch_values import (
     TorchLoad,
     materialised,
 )
-from keras_deeplab.errors import UserInputError
+from keras_deeplab.utils.errors import UserInputError
 
 MAX_BYTES_ENV = "KERAS_DEEPLAB_MAX_CHECKPOINT_BYTES"
 # The largest published DeepLab checkpoints are ~250 MB; a whole training

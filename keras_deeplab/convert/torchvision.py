@@ -10,8 +10,8 @@ Accepted files: the state dict of torchvision's `deeplabv3_resnet50/101`
 aux head included when present) and VainF/DeepLabV3Plus-Pytorch checkpoints
 (`{"model_state": ..., "optimizer_state": ..., ...}`; a DeepLabV3 head under
 `classifier.classifier.`, a DeepLabV3+ head as `classifier.project`,
-`classifier.aspp` and `classifier.classifier`). The Keras layer names come
-from the builders' own unit names (`heads.aspp`, `backbones.resnet`).
+`classifier.aspp` and `classifier.classifier`). Where each tensor goes is
+`convert.torchvision_layout`.
 """
 
 import dataclasses
@@ -20,77 +20,23 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from keras_deeplab.backbones.mobilenet_v3 import (
-    BLOCKS,
-    BN_SUFFIX,
-    DEPTHWISE,
-    EXPAND,
-    LAST,
-    PROJECT,
-    SE_EXPAND,
-    SE_REDUCE,
-    STEM,
-    block_prefix,
-)
-from keras_deeplab.backbones.resnet import (
-    STAGE_BLOCKS,
-    STAGE_NAMES,
-    STEM_UNIT,
-    block_unit,
-)
 from keras_deeplab.convert.archs import ARCHS
 from keras_deeplab.convert.torch_file import read_torch_file
-from keras_deeplab.errors import UserInputError
-from keras_deeplab.heads.aspp import (
-    ASPP_1X1,
-    ASPP_POOL,
-    ASPP_PROJECT,
-    AUX_CLASSIFIER,
-    AUX_HEAD,
-    DECODER_LOW_LEVEL,
-    HEAD_CLASSIFIER,
-    HEAD_CONV,
-    OS16_ATROUS_RATES,
-    aspp_atrous_unit,
-    decoder_conv_unit,
+from keras_deeplab.convert.torchvision_layout import (
+    AUX,
+    BN_COUNTER,
+    DATA_PARALLEL_PREFIX,
+    TORCH_TENSORS,
+    TORCHVISION_HEAD,
+    VAINF_HEAD,
+    VAINF_STATE,
+    layer_map,
 )
-from keras_deeplab.heads.lraspp import (
-    LOW_CLASSIFIER,
-    LRASPP_CBR,
-    LRASPP_SCALE,
-)
-from keras_deeplab.layers import bn_name, conv_name
-from keras_deeplab.models import build_model
+from keras_deeplab.heads.aspp import HEAD_CLASSIFIER
+from keras_deeplab.models.deeplab import build_model
 from keras_deeplab.spec import MOBILENETS, ModelSpec
+from keras_deeplab.utils.errors import UserInputError
 
-# Tensors of each kind of layer, in the order Keras keeps its weights, and
-# the rank of each.
-_TORCH_TENSORS = {
-    "conv": (("weight", 4),),
-    "conv_bias": (("weight", 4), ("bias", 1)),
-    "depthwise": (("weight", 4),),
-    # Layers whose Keras name is given whole (no unit suffix added).
-    "named_conv": (("weight", 4),),
-    "named_bn": (
-        ("weight", 1),
-        ("bias", 1),
-        ("running_mean", 1),
-        ("running_var", 1),
-    ),
-    "bn": (
-        ("weight", 1),
-        ("bias", 1),
-        ("running_mean", 1),
-        ("running_var", 1),
-    ),
-}
-_BN_COUNTER = "num_batches_tracked"  # PyTorch bookkeeping, no Keras weight
-_VAINF_STATE = "model_state"
-_DATA_PARALLEL_PREFIX = "module."
-_TORCHVISION_HEAD = "classifier."
-_VAINF_HEAD = "classifier.classifier."
-_VAINF_PLUS_HEAD = "classifier."
-_AUX = "aux_classifier."
 _MAX_LISTED = 6
 
 
@@ -104,14 +50,14 @@ class Checkpoint:
 
     @property
     def has_aux(self) -> bool:
-        return any(key.startswith(_AUX) for key in self.tensors)
+        return any(key.startswith(AUX) for key in self.tensors)
 
 
 def _state_dict(loaded, path):
     """The {name: array} of a torchvision state dict or a VainF wrapper."""
-    head_prefix = _TORCHVISION_HEAD
-    if isinstance(loaded, dict) and _VAINF_STATE in loaded:
-        loaded, head_prefix = loaded[_VAINF_STATE], _VAINF_HEAD
+    head_prefix = TORCHVISION_HEAD
+    if isinstance(loaded, dict) and VAINF_STATE in loaded:
+        loaded, head_prefix = loaded[VAINF_STATE], VAINF_HEAD
     if not isinstance(loaded, dict) or not loaded:
         raise UserInputError(
             f"checkpoint {str(path)!r} holds a {type(loaded).__name__} that "
@@ -125,9 +71,9 @@ def _state_dict(loaded, path):
                 f"entry {key!r} holds a {type(value).__name__}; expected "
                 "parameter names mapped to tensors."
             )
-    if all(key.startswith(_DATA_PARALLEL_PREFIX) for key in loaded):
+    if all(key.startswith(DATA_PARALLEL_PREFIX) for key in loaded):
         loaded = {
-            key.removeprefix(_DATA_PARALLEL_PREFIX): value
+            key.removeprefix(DATA_PARALLEL_PREFIX): value
             for key, value in loaded.items()
         }
     return loaded, head_prefix
@@ -145,144 +91,9 @@ def read_checkpoint(path) -> Checkpoint:
     tensors = {
         key: value.astype(np.float32)
         for key, value in state.items()
-        if not key.endswith(_BN_COUNTER)
+        if not key.endswith(BN_COUNTER)
     }
     return Checkpoint(path, tensors, head_prefix)
-
-
-def _mobilenet_layers():
-    """(Keras layer, torch module, kind) of torchvision's MobileNetV3-Large
-    `features` (its segmentation models keep them as "backbone")."""
-    yield STEM, "backbone.0.0", "named_conv"
-    yield STEM + BN_SUFFIX, "backbone.0.1", "named_bn"
-    for index, block in enumerate(BLOCKS):
-        torch_block = f"backbone.{index + 1}.block"
-        prefix, position = block_prefix(index), 0
-        units = [EXPAND] if index else []  # block 0 has no expansion
-        units += [DEPTHWISE, "se"] if block.squeeze_excite else [DEPTHWISE]
-        for unit in [*units, PROJECT]:
-            module = f"{torch_block}.{position}"
-            if unit == "se":
-                yield f"{prefix}{SE_REDUCE}", f"{module}.fc1", "conv_bias"
-                yield f"{prefix}{SE_EXPAND}", f"{module}.fc2", "conv_bias"
-            else:
-                kind = "depthwise" if unit == DEPTHWISE else "named_conv"
-                yield f"{prefix}{unit}", f"{module}.0", kind
-                yield f"{prefix}{unit}{BN_SUFFIX}", f"{module}.1", "named_bn"
-            position += 1
-    last = f"backbone.{len(BLOCKS) + 1}"
-    yield LAST, f"{last}.0", "named_conv"
-    yield LAST + BN_SUFFIX, f"{last}.1", "named_bn"
-
-
-def _lraspp_layers(prefix=_TORCHVISION_HEAD):
-    """torchvision's LRASPPHead."""
-    yield from _conv_bn(LRASPP_CBR, f"{prefix}cbr.0", f"{prefix}cbr.1")
-    yield LRASPP_SCALE, f"{prefix}scale.1", "conv"
-    yield LOW_CLASSIFIER, f"{prefix}low_classifier", "conv_bias"
-    yield HEAD_CLASSIFIER, f"{prefix}high_classifier", "conv_bias"
-
-
-def _backbone_layers(depth):
-    """(Keras unit, torch module, kind) of a torchvision ResNet backbone."""
-    yield STEM_UNIT, "backbone.conv1", "conv"
-    yield STEM_UNIT, "backbone.bn1", "bn"
-    stages = zip(STAGE_NAMES, STAGE_BLOCKS[depth], strict=True)
-    for stage_index, (stage, blocks) in enumerate(stages, start=1):
-        for index in range(blocks):
-            torch_block = f"backbone.layer{stage_index}.{index}"
-            for unit in (1, 2, 3):
-                keras_unit = block_unit(stage, index, unit)
-                yield keras_unit, f"{torch_block}.conv{unit}", "conv"
-                yield keras_unit, f"{torch_block}.bn{unit}", "bn"
-            if index == 0:
-                shortcut = block_unit(stage, index, 0)
-                yield shortcut, f"{torch_block}.downsample.0", "conv"
-                yield shortcut, f"{torch_block}.downsample.1", "bn"
-
-
-def _conv_bn(unit, conv_module, bn_module):
-    yield unit, conv_module, "conv"
-    yield unit, bn_module, "bn"
-
-
-def _aspp_layers(prefix):
-    """torchvision's ASPP module (VainF's is the same) under `prefix`."""
-    branches = f"{prefix}convs"
-    yield from _conv_bn(ASPP_1X1, f"{branches}.0.0", f"{branches}.0.1")
-    for index in range(1, len(OS16_ATROUS_RATES) + 1):
-        yield from _conv_bn(
-            aspp_atrous_unit(index),
-            f"{branches}.{index}.0",
-            f"{branches}.{index}.1",
-        )
-    pooling = f"{branches}.{len(OS16_ATROUS_RATES) + 1}"  # .0 is the pool
-    yield from _conv_bn(ASPP_POOL, f"{pooling}.1", f"{pooling}.2")
-    yield from _conv_bn(
-        ASPP_PROJECT, f"{prefix}project.0", f"{prefix}project.1"
-    )
-
-
-def _head_layers(prefix):
-    """torchvision's DeepLabHead: ASPP, 3x3 conv + BN, 1x1 classifier."""
-    yield from _aspp_layers(f"{prefix}0.")
-    yield from _conv_bn(HEAD_CONV, f"{prefix}1", f"{prefix}2")
-    yield HEAD_CLASSIFIER, f"{prefix}4", "conv_bias"
-
-
-def _plus_head_layers(prefix=_VAINF_PLUS_HEAD):
-    """VainF's DeepLabHeadV3Plus: 1x1 48 projection of layer1, ASPP, one
-    3x3 conv + BN on the concatenation, 1x1 classifier."""
-    yield from _aspp_layers(f"{prefix}aspp.")
-    yield from _conv_bn(
-        DECODER_LOW_LEVEL, f"{prefix}project.0", f"{prefix}project.1"
-    )
-    yield from _conv_bn(
-        decoder_conv_unit(1),
-        f"{prefix}classifier.0",
-        f"{prefix}classifier.1",
-    )
-    yield HEAD_CLASSIFIER, f"{prefix}classifier.3", "conv_bias"
-
-
-def _aux_layers():
-    """torchvision's FCNHead on layer3: 3x3 conv + BN, 1x1 classifier."""
-    yield from _conv_bn(AUX_HEAD, f"{_AUX}0", f"{_AUX}1")
-    yield AUX_CLASSIFIER, f"{_AUX}4", "conv_bias"
-
-
-def _keras_layer(unit, kind):
-    """A unit's conv or BN layer; layers of the other kinds carry their own
-    name (classifiers, MobileNetV3's keras.applications names)."""
-    if kind == "bn":
-        return bn_name(unit)
-    if kind == "conv":
-        return conv_name(unit)
-    return unit
-
-
-def layer_map(
-    *,
-    backbone="resnet50",
-    head_prefix=_TORCHVISION_HEAD,
-    aux_head=False,
-    architecture="deeplabv3",
-):
-    """[(Keras layer name, torch module name, kind)] of one architecture."""
-    if backbone in MOBILENETS:
-        units = list(_mobilenet_layers())
-    else:
-        units = list(_backbone_layers(int(backbone.removeprefix("resnet"))))
-    if architecture == "deeplabv3plus":
-        units += _plus_head_layers()
-    elif architecture == "lraspp":
-        units += _lraspp_layers()
-    else:
-        units += _head_layers(head_prefix)
-    units += list(_aux_layers()) if aux_head else []
-    return [
-        (_keras_layer(unit, kind), module, kind) for unit, module, kind in units
-    ]
 
 
 def _arch_layers(arch, checkpoint):
@@ -299,7 +110,7 @@ def _expected_keys(layers):
     return {
         f"{module}.{tensor}"
         for _, module, kind in layers
-        for tensor, _ in _TORCH_TENSORS[kind]
+        for tensor, _ in TORCH_TENSORS[kind]
     }
 
 
@@ -361,9 +172,9 @@ def _keras_weights(model, checkpoint, layers):
         layer = model.get_layer(layer_name)
         arrays = [
             checkpoint.tensors[f"{module}.{tensor}"]
-            for tensor, _ in _TORCH_TENSORS[kind]
+            for tensor, _ in TORCH_TENSORS[kind]
         ]
-        ranks = [rank for _, rank in _TORCH_TENSORS[kind]]
+        ranks = [rank for _, rank in TORCH_TENSORS[kind]]
         if [array.ndim for array in arrays] != ranks:
             got = [array.shape for array in arrays]
             mismatched.append(f"{module}: {got}, expected ranks {ranks}")
@@ -371,7 +182,7 @@ def _keras_weights(model, checkpoint, layers):
         arrays = [
             _as_keras(array, kind, tensor)
             for array, (tensor, _) in zip(
-                arrays, _TORCH_TENSORS[kind], strict=True
+                arrays, TORCH_TENSORS[kind], strict=True
             )
         ]
         wanted = [tuple(w.shape) for w in layer.weights]
@@ -385,7 +196,7 @@ def _keras_weights(model, checkpoint, layers):
 def native_output_stride(arch, checkpoint) -> int:
     """The stride a checkpoint was trained at: VainF trained at 16, and
     torchvision's MobileNetV3 models are dilated to 16, its ResNets to 8."""
-    vainf = checkpoint.head_prefix == _VAINF_HEAD or arch.startswith(
+    vainf = checkpoint.head_prefix == VAINF_HEAD or arch.startswith(
         "deeplabv3plus"
     )
     if vainf or ARCHS[arch][1] in MOBILENETS:

@@ -8,9 +8,9 @@ pipeline is reproducible.
 
 import tensorflow as tf
 
-from keras_deeplab.image_size import height_width
 from keras_deeplab.labels import IGNORE_INDEX
 from keras_deeplab.layers import IMAGENET_MEAN_RGB
+from keras_deeplab.utils.image_size import height_width
 
 
 def _split_seed(seed, count):

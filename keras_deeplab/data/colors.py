@@ -17,9 +17,9 @@ from keras_deeplab.config.fields import (
     UNKNOWN_COLOR_POLICIES,
     check_mask_color_count,
 )
-from keras_deeplab.errors import UserInputError, read_text_file
 from keras_deeplab.labels import IGNORE_INDEX
 from keras_deeplab.spec import check_choice
+from keras_deeplab.utils.errors import UserInputError, read_text_file
 
 _CHANNEL_WEIGHTS = np.array([65536, 256, 1], np.int64)
 

@@ -23,8 +23,8 @@ from keras_deeplab.data.sources import (
     folder_examples,
     voc_examples,
 )
-from keras_deeplab.errors import UserInputError
-from keras_deeplab.image_size import height_width
+from keras_deeplab.utils.errors import UserInputError
+from keras_deeplab.utils.image_size import height_width
 
 # Synthetic splits are generated from (seed, split number): never the same.
 _TRAIN_SPLIT_CODE, _OTHER_SPLIT_CODE = 0, 1

@@ -18,9 +18,9 @@ from keras_deeplab.data.sources import (
     shifted_table,
 )
 from keras_deeplab.data.synthetic import synthetic_sample
-from keras_deeplab.errors import UserInputError
 from keras_deeplab.labels import IGNORE_INDEX
 from keras_deeplab.layers import IMAGENET_MEAN_RGB
+from keras_deeplab.utils.errors import UserInputError
 
 AUTOTUNE = tf.data.AUTOTUNE
 # tfds datasets that carry masks: (image feature, mask feature, label table).

@@ -14,8 +14,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from keras_deeplab.data.colors import distinct_colors
-from keras_deeplab.errors import UserInputError
 from keras_deeplab.labels import IGNORE_INDEX
+from keras_deeplab.utils.errors import UserInputError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 # 8192 x 8192: larger files (or decompression bombs claiming to be) are

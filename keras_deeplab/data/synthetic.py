@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_deeplab.errors import UserInputError
 from keras_deeplab.labels import SYNTHETIC_CLASSES
+from keras_deeplab.utils.errors import UserInputError
 
 NUM_CLASSES = len(SYNTHETIC_CLASSES)
 MAX_INSTANCES = 5
@@ -130,7 +130,7 @@ def write_folder_dataset(
     """
     from PIL import Image
 
-    from keras_deeplab.visualize import save_mask_png
+    from keras_deeplab.visualize.masks import save_mask_png
 
     root = Path(root)
     (root / "images").mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,7 @@ Python, so the CLI and the docs tests read it without TensorFlow.
 
 from pathlib import Path
 
-from keras_deeplab.image_size import size_text
+from keras_deeplab.utils.image_size import size_text
 
 FORMATS = ("saved_model", "tflite", "onnx", "openvino")
 TFLITE_PRECISIONS = ("fp32", "fp16", "drq_int8", "int8")

@@ -10,13 +10,13 @@ import json
 import numpy as np
 import tensorflow as tf
 
-from keras_deeplab.atomic import atomic_file
-from keras_deeplab.derived import export_model
 from keras_deeplab.export.layout import ONNX_INPUT as INPUT_NAME
 from keras_deeplab.export.layout import ONNX_OUTPUT as OUTPUT_NAME
 from keras_deeplab.export.runtimes import onnx_session
 from keras_deeplab.layers import dilated_depthwise_form
-from keras_deeplab.memory import release_freed_memory
+from keras_deeplab.models.derived import export_model
+from keras_deeplab.utils.atomic import atomic_file
+from keras_deeplab.utils.memory import release_freed_memory
 
 ONNX_OPSET = 17
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_deeplab.atomic import atomic_file
 from keras_deeplab.export.layout import ONNX_INPUT
+from keras_deeplab.utils.atomic import atomic_file
 
 
 class _Calibration:

@@ -13,8 +13,8 @@ import json
 import tempfile
 from pathlib import Path
 
-from keras_deeplab.atomic import atomic_file
-from keras_deeplab.errors import UserInputError
+from keras_deeplab.utils.atomic import atomic_file
+from keras_deeplab.utils.errors import UserInputError
 
 
 def _openvino():

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_deeplab.errors import UserInputError, first_line
 from keras_deeplab.export.layout import ANY_SIZE
-from keras_deeplab.image_size import size_text
+from keras_deeplab.utils.errors import UserInputError, first_line
+from keras_deeplab.utils.image_size import size_text
 
 
 def onnx_session(path, *, num_threads=None):

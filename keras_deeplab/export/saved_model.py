@@ -10,9 +10,6 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from keras_deeplab.atomic import atomic_directory
-from keras_deeplab.derived import export_model
-from keras_deeplab.errors import UserInputError
 from keras_deeplab.export.layout import LABELS_FILE
 from keras_deeplab.export.serving import (
     CLASS_IDS_OUTPUT,
@@ -21,6 +18,9 @@ from keras_deeplab.export.serving import (
     PROBABILITIES_OUTPUT,
 )
 from keras_deeplab.layers import dilated_depthwise_form
+from keras_deeplab.models.derived import export_model
+from keras_deeplab.utils.atomic import atomic_directory
+from keras_deeplab.utils.errors import UserInputError
 
 # 4096 x 4096: larger images (or decompression bombs claiming to be) are
 # refused before decoding.

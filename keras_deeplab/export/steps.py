@@ -27,13 +27,13 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_deeplab.atomic import (
+from keras_deeplab.utils.atomic import (
     DiskFullError,
     atomic_write_bytes,
     atomic_write_text,
 )
-from keras_deeplab.errors import UserInputError
-from keras_deeplab.memory import peak_rss_mb
+from keras_deeplab.utils.errors import UserInputError
+from keras_deeplab.utils.memory import peak_rss_mb
 
 
 class StepProcessKilledError(UserInputError):
@@ -44,7 +44,7 @@ class StepProcessKilledError(UserInputError):
 def _model(model):
     """The model: loaded first where the step runs in its own process."""
     if isinstance(model, str):
-        from keras_deeplab.model_files import load_model_file
+        from keras_deeplab.models.files import load_model_file
 
         return load_model_file(model)
     return model

@@ -11,14 +11,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_deeplab.derived import export_model
-from keras_deeplab.errors import UserInputError
 from keras_deeplab.export.layout import IO_TYPES, TFLITE_PRECISIONS
 from keras_deeplab.export.runtimes import tflite_session
 from keras_deeplab.export.tflite_ranges import clipped_activation_ranges
-from keras_deeplab.image_size import height_width
 from keras_deeplab.layers import dilated_depthwise_form
-from keras_deeplab.memory import release_freed_memory
+from keras_deeplab.models.derived import export_model
+from keras_deeplab.utils.errors import UserInputError
+from keras_deeplab.utils.image_size import height_width
+from keras_deeplab.utils.memory import release_freed_memory
 
 _SIGNATURE = "serve"
 

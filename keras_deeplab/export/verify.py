@@ -10,13 +10,13 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_deeplab.atomic import atomic_write_text
-from keras_deeplab.derived import inference_model, with_precision
-from keras_deeplab.errors import UserInputError
+from keras_deeplab.evaluation.metrics import mean_iou
 from keras_deeplab.export.artefacts import artefact_paths, disk_size_mb
 from keras_deeplab.export.runtimes import artefact_runner
-from keras_deeplab.timing import time_calls
-from keras_deeplab.training.metrics import mean_iou
+from keras_deeplab.models.derived import inference_model, with_precision
+from keras_deeplab.utils.atomic import atomic_write_text
+from keras_deeplab.utils.errors import UserInputError
+from keras_deeplab.utils.timing import time_calls
 
 REPORT_FILE = "parity.json"
 KERAS_ROW = "keras"

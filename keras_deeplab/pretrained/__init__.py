@@ -15,7 +15,6 @@ import urllib.parse
 from pathlib import Path
 
 from keras_deeplab.convert import ARCHS
-from keras_deeplab.errors import UserInputError
 from keras_deeplab.pretrained.cache import (
     cached_conversion,
     convert_once,
@@ -30,6 +29,7 @@ from keras_deeplab.pretrained.download import (
     mirrored,
 )
 from keras_deeplab.pretrained.registry import MODEL_PRESETS, Preset
+from keras_deeplab.utils.errors import UserInputError
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt")
 _URL_SCHEMES = ("http", "https")

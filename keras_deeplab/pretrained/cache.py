@@ -12,13 +12,13 @@ weights that are not finite, moves that download aside and names it.
 import json
 from pathlib import Path
 
-from keras_deeplab.atomic import atomic_file, atomic_write_text
-from keras_deeplab.errors import UserInputError
 from keras_deeplab.pretrained.download import (
     cache_dir,
     file_sha256,
     moved_aside,
 )
+from keras_deeplab.utils.atomic import atomic_file, atomic_write_text
+from keras_deeplab.utils.errors import UserInputError
 
 # Bumped whenever conversion changes what it writes: older converted files
 # in the cache are then converted again from their downloads. 2: with the

@@ -20,8 +20,8 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from keras_deeplab.atomic import atomic_file, remove_dead_partials
-from keras_deeplab.errors import UserInputError
+from keras_deeplab.utils.atomic import atomic_file, remove_dead_partials
+from keras_deeplab.utils.errors import UserInputError
 
 CACHE_ENV = "KERAS_DEEPLAB_CACHE"
 MIRROR_ENV = "KERAS_DEEPLAB_MIRROR"

@@ -13,14 +13,14 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from keras_deeplab.atomic import (
+from keras_deeplab.models.files import load_weights
+from keras_deeplab.training.strategies import process_local
+from keras_deeplab.utils.atomic import (
     atomic_file,
     atomic_write_text,
     require_free_space,
 )
-from keras_deeplab.errors import UserInputError
-from keras_deeplab.model_files import load_weights
-from keras_deeplab.training.strategies import process_local
+from keras_deeplab.utils.errors import UserInputError
 
 BACKUP_DIR = "backup"
 BACKUP_WEIGHTS = "latest.weights.h5"

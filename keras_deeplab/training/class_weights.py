@@ -11,8 +11,8 @@ Ignored (255) pixels count nowhere.
 
 import numpy as np
 
-from keras_deeplab.errors import UserInputError
 from keras_deeplab.labels import IGNORE_INDEX
+from keras_deeplab.utils.errors import UserInputError
 
 
 class ClassPixelCounts:

@@ -7,7 +7,7 @@ benchmark's training rows time, so both run the same step.
 import keras
 
 from keras_deeplab.config.fields import AUTO_CLASS_WEIGHTS
-from keras_deeplab.training.losses import (
+from keras_deeplab.training.objective import (
     segmentation_loss,
     segmentation_objective,
 )

@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from keras_deeplab.errors import UserInputError
+from keras_deeplab.utils.errors import UserInputError
 
 
 @keras.saving.register_keras_serializable(package="keras_deeplab")

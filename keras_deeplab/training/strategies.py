@@ -13,7 +13,7 @@ import socket
 
 import keras
 
-from keras_deeplab.errors import UserInputError, first_line
+from keras_deeplab.utils.errors import UserInputError, first_line
 
 JOB_ADDRESSES = "KERAS_DISTRIBUTION_JOB_ADDRESSES"
 NUM_PROCESSES = "KERAS_DISTRIBUTION_NUM_PROCESSES"

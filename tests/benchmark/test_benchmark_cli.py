@@ -8,6 +8,9 @@ import pytest
 from benchmarks.measure import RUNTIMES
 from benchmarks.run import main
 
+# Each test exports or trains: the slow lane (docs/development.md).
+pytestmark = pytest.mark.slow
+
 TINY_RUN = [
     "--size", "49x85", "--backbone-width", "8", "--head-filters", "16",
     "--output-stride", "16", "--backbone", "resnet50", "--batch", "1",

@@ -12,9 +12,9 @@ from benchmarks.report import (
 )
 from benchmarks.results import ResultsFile, result_key
 from benchmarks.suite import BenchmarkPlan, validate_plan
-from keras_deeplab.errors import UserInputError
-from keras_deeplab.memory import peak_rss_mb
-from keras_deeplab.timing import time_calls
+from keras_deeplab.utils.errors import UserInputError
+from keras_deeplab.utils.memory import peak_rss_mb
+from keras_deeplab.utils.timing import time_calls
 
 
 def _inference(runtime, output_stride, median_s, batch=1):

@@ -6,7 +6,7 @@ import numpy as np
 from PIL import Image
 
 from keras_deeplab.config import load_config
-from keras_deeplab.visualize import class_palette
+from keras_deeplab.visualize.masks import class_palette
 
 
 def write_image(path, height=24, width=32, seed=0, mode="RGB"):

@@ -8,8 +8,8 @@ twice), so each model and its export are kept here by parameter."""
 import keras
 import pytest
 
-from keras_deeplab.export.artefacts import export_all
-from keras_deeplab.models import build_model
+from keras_deeplab.export.export_all import export_all
+from keras_deeplab.models.deeplab import build_model
 from keras_deeplab.spec import ModelSpec
 from tests.helpers import TINY, random_images
 

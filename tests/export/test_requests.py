@@ -17,6 +17,9 @@ from keras_deeplab.export.saved_model import export_saved_model
 from tests.helpers import TINY, random_images
 from tests.http_server import predicting
 
+# Each test exports or trains: the slow lane (docs/development.md).
+pytestmark = pytest.mark.slow
+
 EXPORT_DIR = Path(__file__).resolve().parents[2] / "export"
 
 

@@ -13,6 +13,9 @@ from keras_deeplab.export.saved_model import export_saved_model
 from keras_deeplab.export.serving import decode_mask_pngs
 from tests.helpers import TINY, random_images
 
+# Each test exports or trains: the slow lane (docs/development.md).
+pytestmark = pytest.mark.slow
+
 SIZES = [(1, 65, 65), (2, 97, 129)]
 
 

@@ -9,17 +9,17 @@ import sys
 import numpy as np
 import pytest
 
-from keras_deeplab.errors import UserInputError
 from keras_deeplab.export import steps
-from keras_deeplab.export.artefacts import export_all
+from keras_deeplab.export.export_all import export_all
 from keras_deeplab.export.layout import TFLITE_PRECISIONS
+from keras_deeplab.utils.errors import UserInputError
 from tests.export.conftest import EXPORT_LOGS, SIZE
 from tests.helpers import random_images
 
 pytest.importorskip("tf2onnx")
 pytest.importorskip("openvino")
 
-pytestmark = pytest.mark.xdist_group("exports")
+pytestmark = [pytest.mark.xdist_group("exports"), pytest.mark.slow]
 
 
 @pytest.mark.slow

@@ -7,7 +7,6 @@ import keras
 import numpy as np
 import pytest
 
-from keras_deeplab.errors import UserInputError
 from keras_deeplab.export.artefacts import export
 from keras_deeplab.export.openvino_ir import class_names_of
 from keras_deeplab.export.tflite import convert_tflite, run_tflite
@@ -17,6 +16,7 @@ from keras_deeplab.export.verify import (
     verify_exports,
 )
 from keras_deeplab.layers import ImagePreprocessing
+from keras_deeplab.utils.errors import UserInputError
 from tests.export.conftest import CLASS_NAMES, SIZE
 from tests.helpers import random_images
 

@@ -10,9 +10,12 @@ from ai_edge_litert.interpreter import Interpreter
 from keras_deeplab.export import tflite, tflite_ranges
 from keras_deeplab.export.tflite import convert_tflite
 from keras_deeplab.export.tflite_ranges import _Extremes
-from keras_deeplab.models import build_model
+from keras_deeplab.models.deeplab import build_model
 from keras_deeplab.spec import ModelSpec
 from tests.helpers import TINY, random_images
+
+# Each test exports or trains: the slow lane (docs/development.md).
+pytestmark = pytest.mark.slow
 
 SIZE = 65
 

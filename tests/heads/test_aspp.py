@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from keras_deeplab.heads.aspp import aspp, default_atrous_rates
-from keras_deeplab.models import DeepLabV3
+from keras_deeplab.models.builders import DeepLabV3
 from tests.helpers import TINY, random_images
 
 

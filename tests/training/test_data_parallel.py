@@ -16,10 +16,10 @@ import keras
 import numpy as np
 import pytest
 
-from keras_deeplab.errors import UserInputError
 from keras_deeplab.loading import model_from_config
 from keras_deeplab.training import strategies
 from keras_deeplab.training.fit import check_batch_splits, train
+from keras_deeplab.utils.errors import UserInputError
 from tests.training.test_distribute import EQUIVALENT, _free_ports
 from tests.training.tiny import TINY_TRAIN, tiny_config, train_command
 

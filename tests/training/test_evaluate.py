@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from keras_deeplab import DeepLabV3
-from keras_deeplab.errors import UserInputError
-from keras_deeplab.inference import predict_probabilities
-from keras_deeplab.training.evaluate import evaluate_model
+from keras_deeplab.evaluation.evaluate import evaluate_model
+from keras_deeplab.inference.probabilities import predict_probabilities
+from keras_deeplab.utils.errors import UserInputError
 from tests.helpers import TINY, random_images
 
 

@@ -31,6 +31,7 @@ def trained(tmp_path_factory):
     return config, work_dir, history
 
 
+@pytest.mark.slow
 def test_training_writes_checkpoints_logs_and_config(trained):
     config, work_dir, history = trained
     for name in (BEST_MODEL, FINAL_MODEL, CONFIG_FILE, HISTORY_FILE):
@@ -46,6 +47,7 @@ def test_training_writes_checkpoints_logs_and_config(trained):
     assert not list(work_dir.glob(".*partial*"))  # no temporary leftovers
 
 
+@pytest.mark.slow
 def test_the_compiled_model_learns_one_batch():
     """Loss, optimizer and gradients (through the atrous layers' custom
     gradient) work together: repeated steps on one batch must drive its
@@ -112,6 +114,7 @@ def test_freeze_bn_makes_every_batchnorm_static():
     )
 
 
+@pytest.mark.slow
 def test_aux_head_trains_with_weighted_loss(tmp_path):
     history = train(
         tiny_config("aux_head=true", "epochs=1"), tmp_path, verbose=0
@@ -123,6 +126,7 @@ def test_aux_head_trains_with_weighted_loss(tmp_path):
     assert "val_logits_mean_iou" in logs
 
 
+@pytest.mark.slow
 def test_mixed_bfloat16_training_keeps_float32_logits(tmp_path):
     history = train(
         tiny_config("precision=mixed_bfloat16", "epochs=1"), tmp_path, verbose=0

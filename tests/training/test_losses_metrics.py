@@ -4,12 +4,12 @@ import keras
 import numpy as np
 import pytest
 
-from keras_deeplab.training.losses import segmentation_loss
-from keras_deeplab.training.metrics import (
+from keras_deeplab.evaluation.metrics import (
     PixelAccuracy,
     mean_iou,
     per_class_iou,
 )
+from keras_deeplab.training.objective import segmentation_loss
 from keras_deeplab.training.schedules import PolyDecay
 
 

@@ -13,11 +13,9 @@ import pytest
 import tensorflow as tf
 
 from keras_deeplab.config import load_config
-from keras_deeplab.errors import UserInputError
 from keras_deeplab.labels import IGNORE_INDEX
 from keras_deeplab.training.class_weights import ClassPixelCounts
-from keras_deeplab.training.losses import segmentation_loss
-from keras_deeplab.training.pixel_losses import (
+from keras_deeplab.training.losses import (
     LovaszSoftmaxLoss,
     PixelCrossEntropy,
     PixelFocalLoss,
@@ -25,6 +23,8 @@ from keras_deeplab.training.pixel_losses import (
     WeightedLossSum,
     hardest_pixels,
 )
+from keras_deeplab.training.objective import segmentation_loss
+from keras_deeplab.utils.errors import UserInputError
 
 NUM_CLASSES = 4
 WEIGHTS = (0.5, 1.0, 2.0, 4.0)
@@ -218,7 +218,7 @@ _JAX_LOSSES = """
 import json, sys
 import numpy as np
 import keras
-from keras_deeplab.training.losses import segmentation_loss
+from keras_deeplab.training.objective import segmentation_loss
 data = np.load(sys.argv[1])
 values = {}
 for name, options in json.loads(sys.argv[2]).items():

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from keras_deeplab.training.evaluate import format_results
-from keras_deeplab.training.scores import (
+from keras_deeplab.evaluation.evaluate import format_results
+from keras_deeplab.evaluation.scores import (
     BoundaryIoU,
     ConfusionMatrix,
     boundary_band,

@@ -2,7 +2,7 @@
 
 import re
 
-from keras_deeplab.errors import UserInputError
+from keras_deeplab.utils.errors import UserInputError
 
 # A model name becomes a folder (and a TF Serving model name): letters,
 # digits, ".", "_", "-", no "..", and short enough for any file system.

@@ -15,7 +15,6 @@ import keras
 from keras_deeplab.backbones.imagenet import load_imagenet_weights
 from keras_deeplab.backbones.mobilenet_v3 import mobilenet_v3_features
 from keras_deeplab.backbones.resnet import STAGE_BLOCKS, resnet_features
-from keras_deeplab.errors import UserInputError
 from keras_deeplab.heads.aspp import (
     ASPP_FILTERS,
     AUX_CLASSIFIER,
@@ -34,7 +33,7 @@ from keras_deeplab.heads.lraspp import (
 )
 from keras_deeplab.labels import default_class_names
 from keras_deeplab.layers import ImagePreprocessing, ResizeToMatch
-from keras_deeplab.model_files import load_weights
+from keras_deeplab.models.files import load_weights
 from keras_deeplab.spec import (
     AUX_OUTPUT,
     MAIN_OUTPUT,
@@ -42,6 +41,7 @@ from keras_deeplab.spec import (
     ModelSpec,
     check_imagenet_weights_fit,
 )
+from keras_deeplab.utils.errors import UserInputError
 
 PREPROCESS = "preprocess"
 # Built float32 whatever the dtype policy: the input normalisation (exact
@@ -311,82 +311,3 @@ def build_model(
     if weights is not None:
         load_weights(model, weights)
     return model
-
-
-_BUILD_OPTIONS = ("input_shape", "backbone_weights", "weights", "name")
-
-
-def _build(architecture, num_classes, options) -> DeepLab:
-    """`build_model` with `options` split into its own keywords and the
-    ModelSpec fields."""
-    allowed = set(_BUILD_OPTIONS) | set(ModelSpec.field_names())
-    unknown = sorted(set(options) - allowed) + (
-        ["architecture"] if "architecture" in options else []
-    )
-    if unknown:
-        raise UserInputError(
-            f"unknown argument(s) {unknown}; expected one of "
-            f"{', '.join(_BUILD_OPTIONS)} or a ModelSpec field other than "
-            "architecture (each builder sets it)."
-        )
-    spec_fields = {k: v for k, v in options.items() if k not in _BUILD_OPTIONS}
-    spec = ModelSpec(
-        architecture=architecture, num_classes=num_classes, **spec_fields
-    )
-    build_options = {k: v for k, v in options.items() if k in _BUILD_OPTIONS}
-    return build_model(spec, **build_options)
-
-
-def DeepLabV3(num_classes: int = 21, **options) -> DeepLab:  # noqa: N802
-    """Builds DeepLabV3 (Chen et al., 2017) on a dilated backbone.
-
-    ASPP (1x1, three atrous 3x3 branches and image pooling) on the last
-    backbone stage at output stride 8, 16 or 32, a 1x1 classifier and
-    bilinear upsampling to the input size.
-
-    Args:
-        num_classes: int. Number of classes, background included.
-            Defaults to 21 (Pascal VOC).
-        **options: by keyword, `build_model`'s `input_shape`,
-            `backbone_weights`, `weights` and `name`, and any `ModelSpec`
-            field: backbone ("resnet50", "resnet101",
-            "mobilenet_v3_large"), output_stride (8, 16, 32), variant
-            ("keras_applications", or "torchvision": the layout torchvision
-            and VainF checkpoints convert into), atrous_rates, multi_grid,
-            image_pooling, aux_head (then the model returns {"logits",
-            "aux_logits"} for training), backbone_width, head_filters,
-            dropout_rate, bn_momentum, include_preprocessing, class_names.
-
-    Returns:
-        `DeepLab`, a functional keras.Model: RGB images in [0, 255] of any
-        size -> float32 logits (batch, height, width, num_classes).
-
-    Raises:
-        UserInputError (a ValueError): naming an invalid argument.
-    """
-    return _build("deeplabv3", num_classes, options)
-
-
-def LRASPP(num_classes: int = 21, **options) -> DeepLab:  # noqa: N802
-    """Builds LR-ASPP (Howard et al., 2019) on a dilated MobileNetV3-Large.
-
-    The mobile segmenter: the stride-16 features gated and classified, plus
-    a classifier of the stride-8 features, upsampled to the input size.
-    Arguments and result as `DeepLabV3`; `backbone` defaults to
-    "mobilenet_v3_large" (the only backbone LR-ASPP takes) and
-    `head_filters` to 128.
-    """
-    options.setdefault("backbone", "mobilenet_v3_large")
-    return _build("lraspp", num_classes, options)
-
-
-def DeepLabV3Plus(num_classes: int = 21, **options) -> DeepLab:  # noqa: N802
-    """Builds DeepLabV3+ (Chen et al., 2018) on a dilated backbone.
-
-    DeepLabV3's encoder plus a decoder on the stride-4 features: 1x1 conv to
-    48 channels, the ASPP output upsampled to their exact size,
-    concatenation, 3x3 convs (two in the paper's layout, one in VainF's
-    `variant="torchvision"`), the 1x1 classifier and bilinear upsampling.
-    Arguments and result as `DeepLabV3`.
-    """
-    return _build("deeplabv3plus", num_classes, options)

@@ -2,8 +2,8 @@
 
 import keras
 
-from keras_deeplab.errors import UserInputError
-from keras_deeplab.image_size import height_width
+from keras_deeplab.utils.errors import UserInputError
+from keras_deeplab.utils.image_size import height_width
 
 FLOPS_PER_MAC = 2  # a multiply and an add
 # A training step costs about three forward passes: the forward pass, the
@@ -52,9 +52,10 @@ def graph_conv_macs(model: keras.Model, *, size) -> int:
 
     Counted by the TensorFlow profiler on the frozen inference graph of one
     image of `size` (a side or (height, width)). Unlike `model_macs` it sees
-    how the backend lowers each layer: TensorFlow runs an atrous convolution
-    as SpaceToBatch + Conv2D + BatchToSpace, whose padding makes the
-    convolution itself larger.
+    how the backend lowers each layer: a plain Keras dilated Conv2D runs as
+    SpaceToBatch + Conv2D + BatchToSpace, whose padding makes the
+    convolution larger; our `AtrousConv2D` is one native op, so for our
+    models the two counts agree.
     """
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import (

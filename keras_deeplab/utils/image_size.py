@@ -6,7 +6,7 @@ height first, as NHWC tensors and `numpy` shapes have it). Pure Python, so
 the CLI parses sizes without loading TensorFlow.
 """
 
-from keras_deeplab.errors import UserInputError
+from keras_deeplab.utils.errors import UserInputError
 
 # The largest side of a training crop or a fixed-size export: 8x the
 # paper's 513 and 4x Cityscapes' full height; one 4096^2 float32 image

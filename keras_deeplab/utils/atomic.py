@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from keras_deeplab.errors import UserInputError
+from keras_deeplab.utils.errors import UserInputError
 
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 # HDF5 crashes the process when a write fails half-way (exit 139 was seen),

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import keras
 
-from keras_deeplab.errors import UserInputError, first_line
+from keras_deeplab.utils.errors import UserInputError, first_line
 
 # What Keras raises for archives it cannot rebuild: safe-mode refusals
 # (ValueError), unknown classes (TypeError), broken configs (KeyError), bad

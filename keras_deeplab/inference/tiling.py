@@ -18,9 +18,9 @@ import dataclasses
 
 import numpy as np
 
-from keras_deeplab.errors import UserInputError
-from keras_deeplab.image_size import parse_size
-from keras_deeplab.inference import predict_probabilities
+from keras_deeplab.inference.probabilities import predict_probabilities
+from keras_deeplab.utils.errors import UserInputError
+from keras_deeplab.utils.image_size import parse_size
 
 WINDOWS = ("mean", "gaussian")
 _MIN_GAUSSIAN_WEIGHT = 1e-3  # of the centre weight: tile corners still count

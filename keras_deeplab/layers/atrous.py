@@ -1,7 +1,9 @@
-"""Small registered layers shared by the backbone, the head and the model.
+"""Atrous (dilated) convolutions that TensorFlow runs as one native op.
 
-Channels-last only. Every `call` uses `keras.ops` so the layers run on the
-TensorFlow and JAX backends and survive SavedModel, TFLite and ONNX export.
+`AtrousConv2D` and `AtrousDepthwiseConv2D` have the weights, arguments and
+config of Keras' `Conv2D` and `DepthwiseConv2D`; on TensorFlow a dilated
+"same" convolution is one native op (faster on CPU, one op in TFLite and
+ONNX), elsewhere the Keras layer itself runs.
 """
 
 import contextlib
@@ -11,183 +13,8 @@ import functools
 import keras
 from keras import ops
 
-from keras_deeplab.errors import UserInputError
-
-_PACKAGE = "keras_deeplab"
-# keras.applications ResNet v1 weights were trained on caffe-style input:
-# BGR channel order with the ImageNet mean pixel removed, no scaling.
-IMAGENET_MEAN_BGR = (103.939, 116.779, 123.68)
-IMAGENET_MEAN_RGB = tuple(reversed(IMAGENET_MEAN_BGR))
-_RGB_TO_BGR = (2, 1, 0)
-# torchvision weights expect RGB / 255, then this mean and std per channel.
-TORCH_MEAN_RGB = (0.485, 0.456, 0.406)
-TORCH_STD_RGB = (0.229, 0.224, 0.225)
-_MAX_PIXEL = 255.0
-# keras.applications MobileNetV3 weights expect RGB scaled to [-1, 1].
-_TF_SCALE = 2.0 / _MAX_PIXEL
-PREPROCESSING_MODES = ("caffe", "torch", "tf")
-
-
-def preprocess_images(images, mode: str = "caffe"):
-    """Normalises RGB images in [0, 255] the way pretrained weights expect.
-
-    "caffe" equals `keras.applications.resnet.preprocess_input` (BGR, ImageNet
-    mean pixel removed, no scaling); "torch" equals torchvision's
-    `Normalize(mean, std)` after `ToTensor` (RGB / 255, then mean and std);
-    "tf" is keras.applications MobileNetV3's `Rescaling(1 / 127.5, -1)`.
-    Written with `keras.ops` so it runs on every backend and inside exported
-    graphs.
-
-    Args:
-        images: tensor (..., height, width, 3). RGB values in [0, 255], any
-            numeric dtype.
-        mode: str. "caffe" (keras.applications ResNet), "torch"
-            (torchvision) or "tf" (keras.applications MobileNetV3).
-            Defaults to "caffe".
-
-    Returns:
-        float32 tensor of the same shape.
-    """
-    _check_mode(mode)
-    images = ops.cast(images, "float32")
-    if mode == "tf":
-        return images * _TF_SCALE - 1.0
-    if mode == "torch":
-        # One multiply-add per channel: x / (255 std) - mean / std.
-        scale = [1.0 / (_MAX_PIXEL * s) for s in TORCH_STD_RGB]
-        offset = [
-            m / s for m, s in zip(TORCH_MEAN_RGB, TORCH_STD_RGB, strict=True)
-        ]
-        return images * ops.convert_to_tensor(scale) - ops.convert_to_tensor(
-            offset
-        )
-    # A gather, not ops.flip: TFLite's full-int8 path mangles the REVERSE_V2
-    # that flip becomes (0.62 relative error after the first conv, measured),
-    # while a channel gather quantizes like any other op.
-    bgr = ops.take(images, _RGB_TO_BGR, axis=-1)
-    return bgr - ops.convert_to_tensor(IMAGENET_MEAN_BGR, dtype="float32")
-
-
-def _check_mode(mode):
-    if mode not in PREPROCESSING_MODES:
-        raise UserInputError(
-            f"preprocessing mode={mode!r} is not supported; expected one of "
-            f"{PREPROCESSING_MODES}."
-        )
-
-
-def _source_positions(in_size, out_size):
-    """Half-pixel bilinear taps along one axis: (lower, upper, weight)."""
-    in_float = ops.cast(in_size, "float32")
-    scale = in_float / ops.cast(out_size, "float32")
-    centres = (ops.cast(ops.arange(out_size), "float32") + 0.5) * scale - 0.5
-    # Clamping before the floor reproduces the edge handling of
-    # tf.image.resize / ONNX Resize(half_pixel): taps outside the image
-    # collapse onto the border pixel.
-    centres = ops.clip(centres, 0.0, in_float - 1.0)
-    lower = ops.floor(centres)
-    weight = centres - lower
-    lower = ops.cast(lower, "int32")
-    upper = ops.minimum(lower + 1, ops.cast(in_size, "int32") - 1)
-    return lower, upper, weight
-
-
-def _lerp_axis(images, *, axis, out_size):
-    lower, upper, weight = _source_positions(ops.shape(images)[axis], out_size)
-    weight = ops.cast(weight, images.dtype)
-    # Broadcast the per-position weight along the resized axis only.
-    weight_shape = [1, 1, 1, 1]
-    weight_shape[axis] = -1
-    weight = ops.reshape(weight, weight_shape)
-    below = ops.take(images, lower, axis=axis)
-    above = ops.take(images, upper, axis=axis)
-    return below + (above - below) * weight
-
-
-def resize_bilinear(images, height, width):
-    """Bilinear resize with half-pixel centres to a possibly dynamic size.
-
-    Matches `tf.image.resize(..., "bilinear", antialias=False)` and ONNX
-    `Resize(mode=linear, coordinate_transformation_mode=half_pixel)`. Written
-    as two gathers and a lerp per axis because `keras.ops.image.resize`
-    rejects a symbolic size on the TensorFlow backend (keras 3.14-3.15), which
-    a model built on `(None, None, 3)` needs.
-
-    Args:
-        images: tensor (batch, h, w, channels).
-        height: int or scalar int tensor. Output height.
-        width: int or scalar int tensor. Output width.
-
-    Returns:
-        Tensor (batch, height, width, channels) with the dtype of `images`.
-    """
-    resized = _lerp_axis(images, axis=1, out_size=height)
-    return _lerp_axis(resized, axis=2, out_size=width)
-
-
-@keras.saving.register_keras_serializable(package=_PACKAGE)
-class ImagePreprocessing(keras.layers.Layer):
-    """RGB [0, 255] images -> the normalisation the ResNet weights expect.
-
-    Runs in float32 whatever the global dtype policy, so the mean subtraction
-    is exact before any cast to half precision.
-
-    Args:
-        mode: str. "caffe" (keras.applications weights) or "torch"
-            (torchvision weights); see `preprocess_images`.
-    """
-
-    def __init__(self, mode="caffe", **kwargs):
-        kwargs.setdefault("dtype", "float32")
-        super().__init__(**kwargs)
-        _check_mode(mode)
-        self.mode = mode
-
-    def call(self, images):
-        return preprocess_images(images, self.mode)
-
-    def get_config(self):
-        return {**super().get_config(), "mode": self.mode}
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-
-@keras.saving.register_keras_serializable(package=_PACKAGE)
-class ResizeToMatch(keras.layers.Layer):
-    """Bilinearly resizes `inputs[0]` to the height and width of `inputs[1]`.
-
-    Used to bring logits back to the input size and to spread the 1x1 image
-    pooling features over the feature map (from 1x1 the result is an exact
-    broadcast). The reference tensor only contributes its dynamic shape.
-
-    On TensorFlow it is one `tf.image.resize` (half-pixel bilinear, which
-    takes a symbolic size where `keras.ops.image.resize` does not): one
-    RESIZE_BILINEAR in TFLite, one ONNX `Resize`, instead of a chain of
-    gathers. Elsewhere it is `resize_bilinear`, the same function in
-    `keras.ops`.
-    """
-
-    def call(self, inputs):
-        images, reference = inputs
-        reference_shape = ops.shape(reference)
-        if keras.backend.backend() == "tensorflow":
-            import tensorflow as tf  # the TensorFlow backend's fast path
-
-            resized = tf.image.resize(
-                images, reference_shape[1:3], method="bilinear"
-            )
-            return ops.cast(resized, images.dtype)
-        return resize_bilinear(images, reference_shape[1], reference_shape[2])
-
-    def compute_output_shape(self, input_shape):
-        images_shape, reference_shape = input_shape
-        return (
-            images_shape[0],
-            reference_shape[1],
-            reference_shape[2],
-            images_shape[3],
-        )
+from keras_deeplab.layers.registered import PACKAGE
+from keras_deeplab.utils.errors import UserInputError
 
 
 def _same_paddings(kernel_size, rates):
@@ -389,7 +216,7 @@ class _NativeDilation:
         return outputs if self.activation is None else self.activation(outputs)
 
 
-@keras.saving.register_keras_serializable(package=_PACKAGE)
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class AtrousConv2D(_NativeDilation, keras.layers.Conv2D):
     """A `Conv2D` whose dilated convolution is one native op on TensorFlow.
 
@@ -402,7 +229,7 @@ class AtrousConv2D(_NativeDilation, keras.layers.Conv2D):
         self._check_padding()
 
 
-@keras.saving.register_keras_serializable(package=_PACKAGE)
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class AtrousDepthwiseConv2D(_NativeDilation, keras.layers.DepthwiseConv2D):
     """A `DepthwiseConv2D` whose dilated convolution is one native op on
     TensorFlow (MobileNetV3's dilated stages); same arguments and weights as
@@ -423,14 +250,3 @@ def conv_class(rate: int):
 def depthwise_class(rate: int):
     """AtrousDepthwiseConv2D when dilated, keras DepthwiseConv2D otherwise."""
     return AtrousDepthwiseConv2D if rate > 1 else keras.layers.DepthwiseConv2D
-
-
-# A "unit" is a convolution and the BatchNormalization after it; every
-# builder names their layers this way, and the converters map checkpoints
-# onto these names.
-def conv_name(unit: str) -> str:
-    return f"{unit}_conv"
-
-
-def bn_name(unit: str) -> str:
-    return f"{unit}_bn"

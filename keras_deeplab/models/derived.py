@@ -8,9 +8,14 @@ import dataclasses
 
 import keras
 
-from keras_deeplab.errors import UserInputError
-from keras_deeplab.models import FLOAT32_LAYERS, DeepLab, default_name, spec_of
+from keras_deeplab.models.deeplab import (
+    FLOAT32_LAYERS,
+    DeepLab,
+    default_name,
+    spec_of,
+)
 from keras_deeplab.spec import INFERENCE_PRECISIONS, MAIN_OUTPUT, ModelSpec
+from keras_deeplab.utils.errors import UserInputError
 
 
 def inference_model(model) -> keras.Model:

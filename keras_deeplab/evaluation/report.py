@@ -7,10 +7,10 @@ import io
 import json
 from pathlib import Path
 
-from keras_deeplab.atomic import atomic_write_text
-from keras_deeplab.errors import UserInputError
-from keras_deeplab.figures import confusion_matrix_figure, save_figure
-from keras_deeplab.training.evaluate import PER_CLASS_COLUMNS
+from keras_deeplab.evaluation.evaluate import PER_CLASS_COLUMNS
+from keras_deeplab.utils.atomic import atomic_write_text
+from keras_deeplab.utils.errors import UserInputError
+from keras_deeplab.visualize.figures import confusion_matrix_figure, save_figure
 
 REPORT_FILE = "report.json"
 PER_CLASS_FILE = "per_class.csv"
