@@ -102,6 +102,7 @@ def tiny_model_file(tmp_path_factory):
 # Images and masks ----------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("role", ["images", "masks"])
 def test_a_pixel_bomb_is_reported_not_decoded(folder, capsys, role):
     data, sets = folder
@@ -206,6 +207,7 @@ def test_predict_refuses_two_inputs_with_one_stem(
     assert not list(out.glob("*"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("shape", "label", "message"),
     [
@@ -235,6 +237,9 @@ def test_unvalidated_bad_masks_stop_training_with_one_line(
         capsys,
     )
     assert str(data / "masks" / "c.png") in line and message in line
+    # The run stopped before a step: nothing it wrote suggests it ran.
+    leftovers = {p.name for p in (data / "w").iterdir()} - {".train.lock"}
+    assert not leftovers & {"config.json", "history.csv"}, leftovers
 
 
 def test_an_empty_training_split_is_a_problem(folder, capsys):
@@ -358,6 +363,7 @@ def _write_backup(work_dir, state, *, config=None):
     return backup
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("state", "weights", "message"),
     [
@@ -459,6 +465,7 @@ def serving(tiny_model_file, tmp_path_factory):
     return tf.saved_model.load(str(path)).signatures["serve_image_bytes"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("data", "message"),
     [
@@ -477,6 +484,7 @@ def test_image_bytes_are_size_checked_before_decoding(serving, data, message):
         serving(image_bytes=tf.constant([data]))
 
 
+@pytest.mark.slow
 def test_litert_runner_refuses_what_the_interpreter_would_run(
     tiny_model_file,
 ):
@@ -562,6 +570,7 @@ def small_disk(tmp_path):
     subprocess.run(["umount", str(disk)], check=False)
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_one_line_that_names_the_path(
     small_disk, tiny_model_file, capsys
 ):
@@ -578,6 +587,7 @@ def test_a_full_disk_is_one_line_that_names_the_path(
     assert not [p for p in tflite.rglob("*") if p.suffix == ".tflite"]
 
 
+@pytest.mark.slow
 def test_training_on_a_full_disk_stops_in_one_line(small_disk):
     """The backup is the first large write of a run; it fails cleanly."""
     completed = subprocess.run(
@@ -612,6 +622,7 @@ def disk_of(tmp_path):
         subprocess.run(["umount", str(disk)], check=False)
 
 
+@pytest.mark.slow
 def test_a_disk_that_fills_during_training_is_one_line(disk_of):
     """N-D01: the backup passes the free-space check, then h5py's write
     fails half-way: a RuntimeError wrapping ENOSPC, 28 lines of traceback."""
@@ -631,6 +642,7 @@ def test_a_disk_that_fills_during_training_is_one_line(disk_of):
     assert not [p for p in disk.rglob("*") if "partial" in p.name]
 
 
+@pytest.mark.slow
 def test_a_full_disk_in_saved_model_and_probability_writes_is_one_line(
     disk_of, tiny_model_file, tmp_path, capsys
 ):
@@ -667,6 +679,7 @@ def _sigint_as_in_a_terminal():
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_training_is_one_line_and_keeps_the_backup(tmp_path):
     settings = [*TINY_TRAIN, "epochs=50", "backup_every_steps=1"]
     process = subprocess.Popen(
@@ -697,6 +710,7 @@ def test_ctrl_c_during_training_is_one_line_and_keeps_the_backup(tmp_path):
     assert json.loads(state.read_text())["epoch"] >= 0
 
 
+@pytest.mark.slow
 def test_a_busy_coordinator_port_is_named(tmp_path):
     """JAX crashes without a word when process 0's port is taken."""
     pytest.importorskip("jax")
@@ -882,6 +896,7 @@ def test_export_size_has_an_upper_bound(tiny_model_file, tmp_path, capsys):
     assert "--size '99999x99999' is too large" in line and "4096" in line
 
 
+@pytest.mark.slow
 def test_verify_export_of_another_model_or_a_junk_file_is_one_line(
     tiny_model_file, tmp_path, capsys
 ):
@@ -955,6 +970,7 @@ def test_converting_a_folder_says_it_is_a_folder(tmp_path, capsys):
     assert "is a folder; expected a .pth/.pt file" in line
 
 
+@pytest.mark.slow
 def test_an_unreadable_image_in_the_pipeline_is_one_plain_line(folder, capsys):
     """N-T32: with validate_data false, a data error raised inside tf.data
     came out with escaped quotes."""

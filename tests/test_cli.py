@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from keras_deeplab import visualize
 from keras_deeplab.cli import main
 from keras_deeplab.data.synthetic import synthetic_sample
-from keras_deeplab.errors import UserInputError
 from keras_deeplab.labels import SYNTHETIC_CLASSES
+from keras_deeplab.utils.errors import UserInputError
+from keras_deeplab.visualize import masks as visualize
 from tests.data.fixtures import make_folder_dataset, write_mask
 from tests.helpers import assert_loads_with_plain_keras
 from tests.training.tiny import TINY_TRAIN
@@ -35,6 +35,7 @@ def trained_dir(tmp_path_factory):
     return work_dir
 
 
+@pytest.mark.slow
 def test_train_writes_best_model(trained_dir):
     assert (trained_dir / "best.keras").is_file()
     assert (
@@ -43,6 +44,7 @@ def test_train_writes_best_model(trained_dir):
     )
 
 
+@pytest.mark.slow
 def test_evaluate_prints_metrics_and_writes_a_report(
     trained_dir, capsys, tmp_path
 ):
@@ -80,6 +82,7 @@ def test_evaluate_prints_metrics_and_writes_a_report(
     assert picture.read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow
 def test_predict_writes_mask_overlay_and_probabilities(trained_dir, tmp_path):
     image, _ = synthetic_sample(0, size=40)
     path = tmp_path / "in" / "shapes.png"
@@ -111,6 +114,7 @@ def test_predict_writes_mask_overlay_and_probabilities(trained_dir, tmp_path):
     np.testing.assert_array_equal(probabilities.argmax(-1), np.asarray(mask))
 
 
+@pytest.mark.slow
 def test_predict_and_evaluate_in_tiles(trained_dir, tmp_path, capsys):
     """--tile runs sliding-window inference; the class map equals the
     argmax of the blended probabilities, with or without --probabilities."""
@@ -132,6 +136,7 @@ def test_predict_and_evaluate_in_tiles(trained_dir, tmp_path, capsys):
     assert "--tile '4' is invalid" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_trained_model_exports_from_a_fresh_quiet_process(
     trained_dir, tmp_path
 ):
@@ -163,6 +168,7 @@ def test_trained_model_exports_from_a_fresh_quiet_process(
     assert "single_machine.cc" not in stderr["--quiet-default"]
 
 
+@pytest.mark.slow
 def test_tflite_exports_and_verifies_at_height_by_width(
     trained_dir, tmp_path, capsys
 ):
@@ -202,6 +208,7 @@ def test_tflite_exports_and_verifies_at_height_by_width(
     assert "takes 40x64 images (exported with --size 40x64)" in line
 
 
+@pytest.mark.slow
 def test_config_and_model_options_and_changed_settings(
     trained_dir, tmp_path, capsys
 ):
@@ -232,6 +239,7 @@ def test_config_and_model_options_and_changed_settings(
     )
 
 
+@pytest.mark.slow
 def test_predict_weights_file_needs_a_config(trained_dir, tmp_path, capsys):
     weights = tmp_path / "model.weights.h5"
     weights.write_bytes(b"")
@@ -313,6 +321,9 @@ def test_demo_end_to_end_tiny(tmp_path, capsys):
     sets += ["--set", "architecture=deeplabv3plus"]
     assert main(["demo", "--out", str(tmp_path), *sets]) == 0
     out = capsys.readouterr().out
+    # Not a terminal: plain lines, no progress bar's escapes or returns.
+    assert "\x1b" not in out and "\r" not in out
+    assert "evaluated " in out and " batches (" in out
     assert "deeplabv3plus_resnet50_os16: " in out and "GMACs at 48x48" in out
     assert "deeplab_int8_48" in out and "val mIoU" in out
     # Each artefact is announced with its time and peak memory while
@@ -338,7 +349,7 @@ def test_demo_end_to_end_tiny(tmp_path, capsys):
     assert_loads_with_plain_keras(model, tmp_path / "train" / "final.keras")
     # A demo that failed after training (in the export, say) resumes from
     # the finished training instead of refusing for want of a backup.
-    from keras_deeplab import demo
+    from keras_deeplab.cli import demo
     from keras_deeplab.config import load_config
 
     config = load_config("demo", [item for item in sets if item != "--set"])

@@ -75,6 +75,7 @@ def piped_run(tmp_path_factory):
     return work_dir, completed
 
 
+@pytest.mark.slow
 def test_a_piped_training_log_is_one_line_per_epoch(piped_run):
     work_dir, completed = piped_run
     lines = completed.stdout.splitlines()
@@ -93,6 +94,7 @@ def test_a_piped_training_log_is_one_line_per_epoch(piped_run):
     assert completed.stderr == "", completed.stderr
 
 
+@pytest.mark.slow
 def test_train_ends_with_a_summary_and_counts_epochs_from_one(piped_run):
     work_dir, completed = piped_run
     best = json.loads((work_dir / BEST_RECORD).read_text())
@@ -105,6 +107,7 @@ def test_train_ends_with_a_summary_and_counts_epochs_from_one(piped_run):
     assert "best.keras" in summary and "final.keras" in summary
 
 
+@pytest.mark.slow
 def test_every_file_train_writes_loads_with_plain_keras(piped_run):
     work_dir, _ = piped_run
     assert_loads_with_plain_keras(
@@ -147,6 +150,7 @@ def test_settings_line_shows_what_applies_to_the_dataset(tmp_path, capsys):
     assert "synthetic" not in settings
 
 
+@pytest.mark.slow
 def test_predict_takes_scales_and_flip(tmp_path, capsys):
     from PIL import Image
 
@@ -166,3 +170,134 @@ def test_predict_takes_scales_and_flip(tmp_path, capsys):
     assert "already exist" in capsys.readouterr().err
     # ...unless asked.
     assert main([*argv, "--overwrite"]) == 0
+
+
+@pytest.mark.slow
+def test_a_second_live_run_is_refused_and_a_dead_runs_lock_taken_over(
+    tmp_path,
+):
+    """Two `train` runs on one work dir both ran and truncated each other's
+    logs. The second is refused in one line naming the first's process;
+    once the first is gone (SIGKILL: nothing could release anything), a
+    new run takes the lock over with a note."""
+    import signal
+    import time
+
+    from keras_deeplab.training.workdir import LOCK_FILE
+
+    work_dir = tmp_path / "run"
+    long_run = [*TINY_TRAIN, "epochs=500"]
+    first = subprocess.Popen(
+        train_command(work_dir, long_run),
+        env=_environment(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    lock = work_dir / LOCK_FILE
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (
+        lock.is_file() and lock.read_text().startswith("pid")
+    ):
+        time.sleep(0.2)
+    second = subprocess.run(
+        train_command(work_dir, TINY_TRAIN),
+        env=_environment(),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    assert second.returncode == 2, second.stderr[-2000:]
+    lines = second.stderr.strip().splitlines()
+    assert len(lines) == 1, second.stderr
+    assert f"in use by another training run (pid {first.pid} on" in lines[0]
+    third = subprocess.run(
+        train_command(work_dir, [*TINY_TRAIN, "epochs=1"], "--overwrite"),
+        env=_environment(),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert third.returncode == 0, third.stderr[-2000:]
+    note = "took over the lock of a run that ended without releasing it"
+    assert f"{note} (pid {first.pid} on" in third.stdout
+
+
+@pytest.mark.slow
+def test_every_command_writes_plain_lines_into_a_file(tmp_path):
+    """evaluate, predict, export and verify-export with stdout in a file (a
+    pipe, a CI log): no escape codes or carriage-return progress bars (a
+    1,500-byte bar line, the final bar twice), one line per step."""
+    from PIL import Image
+
+    from keras_deeplab import DeepLabV3
+    from tests.data.fixtures import make_folder_dataset
+    from tests.helpers import TINY
+
+    model = tmp_path / "tiny.keras"
+    DeepLabV3(3, **TINY).save(model)
+    make_folder_dataset(tmp_path / "data")
+    sets = [
+        *TINY_TRAIN,
+        "dataset=folder",
+        "num_classes=3",
+        f"data_dir={tmp_path / 'data'}",
+        "crop_size=32",
+        "batch_size=2",
+        "export_size=32",
+    ]
+    config = [arg for item in sets for arg in ("--set", item)]
+    config = ["--config", "demo", *config]
+    Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(tmp_path / "p.png")
+    commands = {
+        "evaluate": ["evaluate", *config, "--model", str(model)],
+        "predict": [
+            "predict",
+            str(tmp_path / "p.png"),
+            "--model",
+            str(model),
+            "--out",
+            str(tmp_path / "masks"),
+        ],
+        "export": [
+            "export",
+            "--model",
+            str(model),
+            "--format",
+            "onnx",
+            "--out",
+            str(tmp_path / "exported"),
+        ],
+        "verify-export": [
+            "verify-export",
+            str(tmp_path / "exported"),
+            *config,
+            "--model",
+            str(model),
+            "--count",
+            "2",
+        ],
+    }
+    for name, argv in commands.items():
+        log = tmp_path / f"{name}.log"
+        with open(log, "w") as handle:
+            completed = subprocess.run(
+                [sys.executable, "-m", "keras_deeplab", *argv],
+                env=_environment(),
+                stdout=handle,
+                stderr=subprocess.PIPE,
+                text=True,
+                check=False,
+                timeout=600,
+            )
+        text = log.read_text()
+        assert completed.returncode == 0, (name, completed.stderr[-2000:])
+        assert not _ESCAPES.search(text), (name, text[-2000:])
+        assert max(len(line) for line in text.splitlines()) < 300, name
+    assert (
+        "wrote 1 mask and overlay to" in (tmp_path / "predict.log").read_text()
+    )
+    assert "writing onnx ..." in (tmp_path / "export.log").read_text()

@@ -7,7 +7,7 @@ Each command imports what it needs when it runs, so building the parser
 import os
 from pathlib import Path
 
-from keras_deeplab.errors import UserInputError, read_text_file
+from keras_deeplab.utils.errors import UserInputError, read_text_file
 
 DATA_PROBLEM_EXIT = 1  # validate-data found problems (and listed them)
 
@@ -68,8 +68,8 @@ def _model_source(args):
 
 
 def _model(args, config, *, precision="float32"):
-    from keras_deeplab.derived import with_precision
     from keras_deeplab.loading import load_trained_model
+    from keras_deeplab.models.derived import with_precision
 
     model = load_trained_model(_model_source(args), config)
     return with_precision(model, precision)
@@ -83,7 +83,7 @@ def _inference_options(args, config):
         flip = bool(config and config.eval_flip)
     tiling = None
     if args.tile:
-        from keras_deeplab.tiling import Tiling, parse_tile
+        from keras_deeplab.inference.tiling import Tiling, parse_tile
 
         tiling = Tiling(
             parse_tile(args.tile), overlap=args.overlap, window=args.blend
@@ -104,13 +104,13 @@ def train(args):
 
 def evaluate(args):
     from keras_deeplab.data.configured import split_dataset, split_size
-    from keras_deeplab.training.evaluate import evaluate_model, format_results
+    from keras_deeplab.evaluation.evaluate import evaluate_model, format_results
 
     config = _config(args)
     # Checked before the evaluation, which may take hours.
     report_dir = args.report and output_dir(args.report, "--report")
     if report_dir:
-        from keras_deeplab.report import check_report_dir
+        from keras_deeplab.evaluation.report import check_report_dir
 
         check_report_dir(report_dir, overwrite=args.overwrite)
     model = _model(args, config, precision=args.precision)
@@ -123,14 +123,14 @@ def evaluate(args):
     )
     print(format_results(results))
     if report_dir:
-        from keras_deeplab.report import write_report
+        from keras_deeplab.evaluation.report import write_report
 
         for path in write_report(results, report_dir):
             print(f"wrote {path}")
 
 
 def predict(args):
-    from keras_deeplab.predict import segment_files
+    from keras_deeplab.inference.predict import segment_files
 
     config = _config(args, required=False)
     out = output_dir(args.out)
@@ -143,7 +143,11 @@ def predict(args):
         overwrite=args.overwrite,
         **_inference_options(args, config),
     )
-    print(f"wrote {len(written)} masks and overlays to {args.out}")
+    count = len(written)
+    print(
+        f"wrote {count} {'mask' if count == 1 else 'masks'} and "
+        f"{'overlay' if count == 1 else 'overlays'} to {args.out}"
+    )
 
 
 def validate_data(args):
@@ -158,7 +162,7 @@ def validate_data(args):
 def _export_size(args, config):
     """`--size` as (height, width), else the config's export_size (None
     without a config: any size)."""
-    from keras_deeplab.image_size import MAX_IMAGE_SIDE, parse_size
+    from keras_deeplab.utils.image_size import MAX_IMAGE_SIDE, parse_size
 
     if args.size:
         return parse_size(args.size, option="--size", maximum=MAX_IMAGE_SIDE)
@@ -166,12 +170,12 @@ def _export_size(args, config):
 
 
 def export(args):
+    import time
+
     from keras_deeplab.data.configured import calibration_images
-    from keras_deeplab.export.artefacts import (
-        disk_size_mb,
-        export_all,
-    )
+    from keras_deeplab.export.artefacts import disk_size_mb
     from keras_deeplab.export.artefacts import export as export_one
+    from keras_deeplab.export.export_all import export_all
 
     config = _config(args, required=False)
     out = output_dir(args.out)
@@ -190,30 +194,35 @@ def export(args):
         "overwrite": args.overwrite,
         "probabilities": args.probabilities,
     }
-    if args.format == "all":
+    if args.format == "all":  # export_all logs each artefact as it goes
         paths = export_all(
             model,
             out,
             size=size,
             representative_images=images,
-            log=print,
+            log=lambda line: print(line, flush=True),
             **options,
         )
-    else:
-        path = export_one(
-            model,
-            args.format,
-            out,
-            size=size,
-            quantize=args.quantize,
-            representative_images=images,
-            io_type=args.io_type,
-            argmax=args.argmax,
-            **options,
-        )
-        paths = {args.format: path}
-    for name, path in paths.items():
-        print(f"{name}: {path} ({disk_size_mb(path):.1f} MiB)")
+        total = sum(disk_size_mb(path) for path in paths.values())
+        print(f"wrote {len(paths)} artefacts to {out} ({total:.1f} MiB)")
+        return
+    print(f"writing {args.format} ...", flush=True)
+    start = time.perf_counter()
+    path = export_one(
+        model,
+        args.format,
+        out,
+        size=size,
+        quantize=args.quantize,
+        representative_images=images,
+        io_type=args.io_type,
+        argmax=args.argmax,
+        **options,
+    )
+    print(
+        f"wrote {path} ({disk_size_mb(path):.1f} MiB, "
+        f"{time.perf_counter() - start:.0f} s)"
+    )
 
 
 def verify_export(args):
@@ -260,10 +269,10 @@ def _class_names(source):
 
 
 def convert_torchvision(args):
-    from keras_deeplab.atomic import atomic_file
     from keras_deeplab.convert.torchvision import (
         convert_torchvision as convert,
     )
+    from keras_deeplab.utils.atomic import atomic_file
 
     out = Path(args.out)
     if out.suffix != ".keras" or out.is_dir():
@@ -291,23 +300,33 @@ def presets(args):
     from keras_deeplab.pretrained import cache_dir, preset_rows
 
     del args
-    rows = preset_rows()
-    width = max(len(row["name"]) for row in rows)
-    print(
-        f"{'name':<{width}}  {'arch':<24} {'classes':>7} {'MB':>6} cached  "
-        "published result"
-    )
-    for row in rows:
-        size = "?" if row["size_mb"] is None else f"{row['size_mb']:.0f}"
-        print(
-            f"{row['name']:<{width}}  {row['arch']:<24} {row['classes']:>7} "
-            f"{size:>6} {'yes' if row['cached'] else 'no':<7} {row['metric']}"
+    rows = [
+        (
+            row["name"],
+            row["arch"],
+            str(row["classes"]),
+            "?" if row["size_mb"] is None else f"{row['size_mb']:.0f}",
+            "yes" if row["cached"] else "no",
+            row["metric"],
         )
+        for row in preset_rows()
+    ]
+    header = ("name", "arch", "classes", "MB", "cached", "published result")
+    # Each column as wide as its widest cell (the MobileNetV3 names are
+    # longer than any fixed width chosen for the ResNets).
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(5)]
+    right = (False, False, True, True, False)
+    for row in (header, *rows):
+        cells = [
+            f"{cell:>{width}}" if align else f"{cell:<{width}}"
+            for cell, width, align in zip(row, widths, right, strict=False)
+        ]
+        print("  ".join([*cells, row[5]]))
     print(f"cache: {cache_dir()}")
 
 
 def demo(args):
-    from keras_deeplab.demo import run_demo
+    from keras_deeplab.cli.demo import run_demo
 
     run_demo(
         output_dir(args.out),

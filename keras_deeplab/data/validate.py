@@ -12,7 +12,12 @@ from keras_deeplab.data.sources import (
     read_image,
     read_mask,
 )
-from keras_deeplab.labels import IGNORE_INDEX
+from keras_deeplab.labels import (
+    CITYSCAPES_COLORS,
+    IGNORE_INDEX,
+    default_class_names,
+    voc_palette,
+)
 
 _MAX_LISTED = 20
 _FILES_PER_GROUP = 3
@@ -42,6 +47,7 @@ class ValidationReport:
     ignored_pixels: int
     warnings: list = dataclasses.field(default_factory=list)
     mask_colors: dict = dataclasses.field(default_factory=dict)
+    class_names: tuple | None = None  # None: class_0, class_1, ...
 
     @property
     def ok(self) -> bool:
@@ -77,34 +83,72 @@ class ValidationReport:
         lines += self._color_suggestion()
         total = max(int(self.class_pixels.sum()) + self.ignored_pixels, 1)
         lines.append("  class histogram (pixels, share):")
-        for class_id, count in enumerate(self.class_pixels):
+        names = self.class_names or default_class_names(len(self.class_pixels))
+        width = max(len(name) for name in (*names, "(ignored)"))
+        for class_id, (name, count) in enumerate(
+            zip(names, self.class_pixels, strict=True)
+        ):
             lines.append(
-                f"    {class_id:3d}: {int(count):>12,} {count / total:7.2%}"
+                f"    {class_id:3d} {name:<{width}} {int(count):>12,} "
+                f"{count / total:7.2%}"
             )
         lines.append(
-            f"    255: {self.ignored_pixels:>12,} "
-            f"{self.ignored_pixels / total:7.2%} (ignored)"
+            f"    255 {'(ignored)':<{width}} {self.ignored_pixels:>12,} "
+            f"{self.ignored_pixels / total:7.2%}"
         )
         return "\n".join(lines)
 
     def _color_suggestion(self) -> list:
-        """The colours of RGB masks, as config lines to paste."""
+        """What the colours of RGB masks are, and a `mask_colors` line to
+        paste only where their class order is known."""
         if not self.mask_colors:
             return []
-        ranked = sorted(self.mask_colors.items(), key=lambda item: -item[1])
         total = sum(self.mask_colors.values())
-        shown = ", ".join(
-            f"{list(color)} {pixels / total:.1%}"
-            for color, pixels in ranked[:_COLORS_SHOWN]
-        )
-        listed = ", ".join(str(list(c)) for c, _ in ranked[:_COLORS_SHOWN])
-        return [
-            f"  masks are RGB colours: {len(ranked)} distinct, most "
-            f"common {shown}",
-            "  to read them, list one colour per class in class-id order "
-            "(and set mask_unknown_colors: ignore for colours to skip):",
+        lines = [f"  masks are RGB colours: {len(self.mask_colors)} distinct"]
+        known = _known_color_order(self.mask_colors, len(self.class_pixels))
+        if known is None:
+            seen = ", ".join(
+                f"{list(color)} {pixels / total:.1%}"
+                for color, pixels in list(self.mask_colors.items())[
+                    :_COLORS_SHOWN
+                ]
+            )
+            return lines + [
+                f"  in the order the files first show them: {seen}",
+                "  RGB masks do not say which colour is which class, and "
+                "that order is a guess: write mask_colors yourself, one "
+                "colour per class in class-id order (background first), and "
+                "set mask_unknown_colors: ignore for colours to skip (e.g. a "
+                "border colour).",
+            ]
+        convention, ordered, ignored = known
+        listed = ", ".join(str(list(color)) for color in ordered)
+        lines += [
+            f"  they are {convention} colours, whose position is the class "
+            "id (check it against your class_names):",
             f"    mask_colors: [{listed}]",
         ]
+        if ignored:
+            lines.append(
+                f"  {list(ignored)} is {convention}'s ignore colour, left "
+                "out above: add mask_unknown_colors: ignore."
+            )
+        return lines
+
+
+def _known_color_order(colors, num_classes):
+    """(convention, colours in class-id order, ignore colour or None) when
+    every colour is a known palette's and fits `num_classes`; else None."""
+    voc = voc_palette(256)
+    candidates = [
+        ("Pascal VOC's palette", voc[:num_classes], voc[IGNORE_INDEX])
+    ]
+    if num_classes == len(CITYSCAPES_COLORS):  # unlabelled pixels are black
+        candidates.append(("Cityscapes'", CITYSCAPES_COLORS, (0, 0, 0)))
+    for convention, palette, ignore in candidates:
+        if set(colors) <= {*palette, ignore}:
+            return convention, palette, ignore if ignore in colors else None
+    return None
 
 
 def _mask_problem(mask, *, num_classes):
@@ -215,6 +259,7 @@ def validate_split(splits, split) -> ValidationReport:
         class_pixels=histogram[: config.num_classes],
         ignored_pixels=int(histogram[IGNORE_INDEX]),
         mask_colors=colors,
+        class_names=config.names,
     )
 
 

@@ -1,20 +1,19 @@
 """The one export writer, in the layout of `export.layout`.
 
 `export` writes one artefact (atomically, refusing to replace one unless
-`overwrite`), `export_all` every format, and `artefact_paths` finds them
-again for verification, serving and benchmarks. Every format carries the
+`overwrite`; `export_all` writes every format with the helpers here), and
+`artefact_paths` finds them again for verification, serving and
+benchmarks. Every format carries the
 model's class names: `assets/labels.txt` in the SavedModel, `labels.txt`
 beside the TFLite files, `class_names` in the ONNX metadata.
 """
 
-import functools
 import tempfile
 from pathlib import Path
 
 from keras_deeplab import __version__
-from keras_deeplab.atomic import atomic_write_bytes, atomic_write_text
-from keras_deeplab.errors import UserInputError
 from keras_deeplab.export.layout import (
+    ANY_SIZE,
     FORMATS,
     LABELS_FILE,
     LEGACY_QUANTIZE,
@@ -25,26 +24,26 @@ from keras_deeplab.export.layout import (
     SERVING_DIR,
     TFLITE_DIR,
     TFLITE_PRECISIONS,
-    size_name,
     tflite_name,
 )
 from keras_deeplab.export.onnx import export_onnx
 from keras_deeplab.export.onnx_int8 import quantize_onnx_int8
 from keras_deeplab.export.openvino_ir import export_openvino
 from keras_deeplab.export.saved_model import export_saved_model
-from keras_deeplab.export.steps import run as run_step
 from keras_deeplab.export.tflite import convert_tflite_variants
 from keras_deeplab.export.tflite_metadata import (
     segmenter_metadata,
     with_metadata,
 )
-from keras_deeplab.image_size import size_text
-from keras_deeplab.memory import measured_step
-from keras_deeplab.models import class_names
-from keras_deeplab.names import check_model_name
+from keras_deeplab.models.deeplab import class_names
+from keras_deeplab.utils.atomic import atomic_write_bytes, atomic_write_text
+from keras_deeplab.utils.errors import UserInputError
+from keras_deeplab.utils.names import check_model_name
 
 
-def _refuse_existing(path, overwrite):
+def refuse_existing(path, overwrite):
+    """Raises FileExistsError for an artefact that is there, unless
+    `overwrite`."""
     if Path(path).exists() and not overwrite:
         raise FileExistsError(
             f"{str(path)!r} already exists; choose another --out or pass "
@@ -160,7 +159,7 @@ def _write_onnx(model, out_dir, *, quantize, representative_images, overwrite):
             f"one of {ONNX_PRECISIONS}."
         )
     path = out_dir / (ONNX_FILE if quantize == "fp32" else ONNX_INT8_FILE)
-    _refuse_existing(path, overwrite)
+    refuse_existing(path, overwrite)
     metadata = {"class_names": class_names(model)}
     if quantize == "fp32":
         return export_onnx(model, path, metadata=metadata)
@@ -185,11 +184,12 @@ def _write_openvino(model, out_dir, *, quantize="fp32", overwrite):
             "fp32 (OpenVINO picks its own inference precision per device)."
         )
     path = out_dir / OPENVINO_FILE
-    _refuse_existing(path, overwrite)
+    refuse_existing(path, overwrite)
     return export_openvino(model, path, class_names=class_names(model))
 
 
-def _tflite_paths(out_dir, *, size, quantizations, io_type, argmax) -> dict:
+def tflite_paths(out_dir, *, size, quantizations, io_type, argmax) -> dict:
+    """{precision: path} of the TFLite files of one input size."""
     return {
         quantize: Path(out_dir)
         / TFLITE_DIR
@@ -217,7 +217,7 @@ def _write_tflite(
     """TFLite files of one input size, one per precision, each carrying
     MediaPipe/LiteRT metadata and the class names, and the labels file
     beside them; returns their paths."""
-    paths = _tflite_paths(
+    paths = tflite_paths(
         out_dir,
         size=size,
         quantizations=quantizations,
@@ -225,7 +225,7 @@ def _write_tflite(
         argmax=argmax,
     )
     for path in paths.values():
-        _refuse_existing(path, overwrite)
+        refuse_existing(path, overwrite)
     flatbuffers = convert_tflite_variants(
         model,
         size=size,
@@ -235,17 +235,26 @@ def _write_tflite(
         argmax=argmax,
     )
     for quantize, path in paths.items():
-        _write_tflite_file(
+        write_tflite_file(
             model,
             path,
             flatbuffers[quantize],
             float_input=quantize != "int8" or io_type == "float32",
             argmax=argmax,
+            fixed_size=size is not None,
         )
     return list(paths.values())
 
 
-def _write_tflite_file(model, path, flatbuffer, *, float_input, argmax):
+def _description(model) -> str:
+    names = class_names(model)
+    shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+    return f"Semantic segmentation into {len(names)} classes ({shown})."
+
+
+def write_tflite_file(
+    model, path, flatbuffer, *, float_input, argmax, fixed_size
+):
     """One converted flatbuffer with MediaPipe/LiteRT metadata and the
     class names, and the labels file beside it."""
     labels = labels_text(model)
@@ -256,6 +265,7 @@ def _write_tflite_file(model, path, flatbuffer, *, float_input, argmax):
         labels_file=LABELS_FILE,
         float_input=float_input,
         float_output=not argmax,
+        fixed_size=fixed_size,
         version=f"keras_deeplab {__version__}",
     )
     atomic_write_bytes(
@@ -264,218 +274,8 @@ def _write_tflite_file(model, path, flatbuffer, *, float_input, argmax):
     )
 
 
-def _description(model) -> str:
-    names = class_names(model)
-    shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
-    return f"Semantic segmentation into {len(names)} classes ({shown})."
-
-
-# Models this large run each step of `export_all` in a process of its own
-# (export.steps): DeepLabV3-ResNet-50 (42 M parameters) peaked at 7.5 GB in
-# one process. Below it a fresh process's start (importing TensorFlow: ~10 s
-# a step on a 2-core machine) costs more time than the memory is worth.
-SEPARATE_PROCESSES_FROM_PARAMS = 20_000_000
-
-
-def export_all(
-    model,
-    out_dir,
-    *,
-    size,
-    representative_images,
-    model_name="deeplab",
-    version=1,
-    overwrite=False,
-    probabilities=False,
-    separate_processes=None,
-    log=None,
-) -> dict:
-    """SavedModel, TFLite (every precision at `size`, plus fp32 at any
-    size), ONNX (fp32 and QDQ int8) and OpenVINO IR (fp32); returns
-    {name: path}, named as `artefact_paths` names them.
-
-    Args:
-        separate_processes: bool or None. Run each step in a fresh Python
-            process (the model goes to it as a `.keras` file), so the
-            steps' peaks do not add up; None: for models of
-            `SEPARATE_PROCESSES_FROM_PARAMS` parameters or more.
-        log: callable or None. Called with one line per artefact written,
-            with its time and peak resident memory (the CLI prints them).
-
-    Raises:
-        FileExistsError: if any artefact exists and `overwrite` is False
-            (checked before anything is written).
-        UserInputError: without `representative_images`.
-    """
-    out_dir = Path(out_dir)
-    if representative_images is None:
-        raise UserInputError(
-            "int8 TFLite and ONNX calibrate activations on training images; "
-            "pass representative_images (export --config CONFIG)."
-        )
-    if separate_processes is None:
-        separate_processes = (
-            model.count_params() >= SEPARATE_PROCESSES_FROM_PARAMS
-        )
-    tflite_paths = {
-        (side, quantize): path
-        for side, precisions in ((size, TFLITE_PRECISIONS), (None, ("fp32",)))
-        for quantize, path in _tflite_paths(
-            out_dir,
-            size=side,
-            quantizations=precisions,
-            io_type="float32",
-            argmax=False,
-        ).items()
-    }
-    serving = out_dir / SERVING_DIR / check_model_name(model_name)
-    onnx_path, onnx_int8_path, xml_path = (
-        out_dir / ONNX_FILE,
-        out_dir / ONNX_INT8_FILE,
-        out_dir / OPENVINO_FILE,
-    )
-    for path in (
-        serving / str(version),
-        *tflite_paths.values(),
-        onnx_path,
-        onnx_int8_path,
-        xml_path,
-    ):
-        _refuse_existing(path, overwrite)
-    with tempfile.TemporaryDirectory(prefix="keras_deeplab_export_") as work:
-        run = _StepRunner(model, Path(work), separate=separate_processes)
-
-        def step(name, **kwargs):
-            """A plan entry: one step that writes one artefact."""
-            return lambda: Path(run(name, **kwargs))
-
-        def tflite(size, quantize, path):
-            directory = Path(work) / f"tflite_{size_name(size)}"
-            if not directory.exists():
-                run(
-                    "tflite_input",
-                    model=run.model_source,
-                    directory=str(directory),
-                    size=size,
-                    argmax=False,
-                )
-            flatbuffer = run(
-                "tflite",
-                directory=str(directory),
-                flatbuffer_path=str(Path(work) / path.name),
-                quantize=quantize,
-                images=representative_images if quantize == "int8" else None,
-            )
-            _write_tflite_file(
-                model,
-                path,
-                Path(flatbuffer).read_bytes(),
-                float_input=True,
-                argmax=False,
-            )
-            return path
-
-        names = list(class_names(model))
-        plan = [
-            (
-                f"saved_model v{version}",
-                step(
-                    "saved_model",
-                    model=run.model_source,
-                    out_dir=str(out_dir / SERVING_DIR),
-                    model_name=model_name,
-                    version=version,
-                    overwrite=overwrite,
-                    probabilities=probabilities,
-                    labels=labels_text(model),
-                ),
-            ),
-            *(
-                (
-                    f"tflite {quantize} at "
-                    + (size_text(size) if size else "any size"),
-                    functools.partial(tflite, size, quantize, path),
-                )
-                for (size, quantize), path in tflite_paths.items()
-            ),
-            (
-                "onnx fp32",
-                step(
-                    "onnx",
-                    model=run.model_source,
-                    path=str(onnx_path),
-                    metadata={"class_names": names},
-                ),
-            ),
-            (
-                "openvino fp32 (from the ONNX file)",
-                step(
-                    "openvino",
-                    onnx_path=str(onnx_path),
-                    xml_path=str(xml_path),
-                    class_names=names,
-                ),
-            ),
-            (
-                "onnx int8 (from the ONNX file)",
-                step(
-                    "onnx_int8",
-                    source=str(onnx_path),
-                    path=str(onnx_int8_path),
-                    images=representative_images,
-                ),
-            ),
-        ]
-        written = []
-        for description, write in plan:
-            if log:
-                log(f"writing {description} ...")
-            with measured_step() as cost:
-                written.append(write())
-            if log:
-                log(f"  {written[-1]} ({_cost_text(cost, run.take_peak_mb())})")
-    return {_artefact_name(path): path for path in written}
-
-
-class _StepRunner:
-    """Runs `export.steps` for one model, here or each in a fresh process
-    (the model saved once to a `.keras` file for them), and keeps the
-    highest peak memory of the processes run since it was last taken."""
-
-    def __init__(self, model, work, *, separate):
-        self.separate = separate
-        self.model_source = model
-        if separate:
-            self.model_source = str(work / "model.keras")
-            model.save(self.model_source)
-        self._peak_mb = None
-
-    def __call__(self, step, **kwargs):
-        result, peak_mb = run_step(
-            step, separate_process=self.separate, **kwargs
-        )
-        if peak_mb is not None:
-            self._peak_mb = max(self._peak_mb or 0, peak_mb)
-        return result
-
-    def take_peak_mb(self):
-        peak_mb, self._peak_mb = self._peak_mb, None
-        return peak_mb
-
-
-def _cost_text(cost, child_peak_mb) -> str:
-    text = f"{cost['seconds']:.1f} s"
-    if cost["peak_mb"] is None:
-        return text
-    if child_peak_mb is None:
-        return f"{text}, peak memory {cost['peak_mb'] / 1024:.1f} GB"
-    return (
-        f"{text}, peak memory {child_peak_mb / 1024:.1f} GB in its own "
-        f"process + {cost['peak_mb'] / 1024:.1f} GB in this one"
-    )
-
-
-def _artefact_name(path) -> str:
+def artefact_name(path) -> str:
+    """How `artefact_paths` and the parity table name an artefact."""
     path = Path(path)
     if path.suffix == ".tflite":
         return path.stem
@@ -496,12 +296,11 @@ def artefact_paths(out_dir) -> dict:
     """
     out_dir = Path(out_dir)
     paths = {
-        _artefact_name(p.parent): p.parent
+        artefact_name(p.parent): p.parent
         for p in sorted(out_dir.glob(f"{SERVING_DIR}/*/*/saved_model.pb"))
     }
-    paths.update(
-        {p.stem: p for p in sorted(out_dir.glob(f"{TFLITE_DIR}/*.tflite"))}
-    )
+    tflite = sorted(out_dir.glob(f"{TFLITE_DIR}/*.tflite"), key=_tflite_order)
+    paths.update({p.stem: p for p in tflite})
     for file in (ONNX_FILE, ONNX_INT8_FILE, OPENVINO_FILE):
         if (out_dir / file).is_file():
             paths[file.name] = out_dir / file
@@ -511,6 +310,25 @@ def artefact_paths(out_dir) -> dict:
             "tflite/, onnx/ or openvino/ from `keras-deeplab export`."
         )
     return paths
+
+
+def _tflite_order(path):
+    """TFLite files grouped as a reader compares them: by input size
+    (any size last), then by precision (fp32, fp16, drq_int8, int8)."""
+    rest = path.stem.split("_", 1)[-1]  # after the model name
+    precision = next(
+        (
+            p
+            for p in sorted(TFLITE_PRECISIONS, key=len, reverse=True)
+            if rest.startswith(p + "_")
+        ),
+        None,
+    )
+    if precision is None:  # a file of releases <= 0.2
+        return (2, "", len(TFLITE_PRECISIONS), path.stem)
+    size = rest[len(precision) + 1 :]
+    rank = TFLITE_PRECISIONS.index(precision)
+    return (int(size.startswith(ANY_SIZE)), size, rank, path.stem)
 
 
 def disk_size_mb(path) -> float:

@@ -101,6 +101,7 @@ def segmenter_metadata(
     labels_file,
     float_input,
     float_output,
+    fixed_size=True,
     version="",
 ) -> bytes:
     """The metadata flatbuffer of an image segmenter.
@@ -113,6 +114,10 @@ def segmenter_metadata(
             is told mean 0 and std 1 (the model normalises inside).
         float_output: bool. The output is (1, H, W, classes) logits (scores
             through a softmax); otherwise uint8 class ids.
+        fixed_size: bool. False for a model of any input size: MediaPipe
+            resizes every image to the input tensor's shape, which such a
+            file declares as 1x1, so it gets no normalisation options, and
+            MediaPipe refuses it instead of returning a 1x1-pixel guess.
         version: str. Model version shown by metadata tools.
     """
     w = _Writer()
@@ -120,7 +125,7 @@ def segmenter_metadata(
     version = w.string(version) if version else None
     # Input: an RGB image, pixel values 0..255.
     units = None
-    if float_input:
+    if float_input and fixed_size:
         normalization = w.table(
             [(0, "offset", w.floats([0.0])), (1, "offset", w.floats([1.0]))]
         )

@@ -2,6 +2,7 @@
 checkpoints, backups and logs in a work dir (`training.workdir`)."""
 
 import contextlib
+import dataclasses
 import math
 import shutil
 import sys
@@ -11,12 +12,10 @@ from pathlib import Path
 
 import keras
 
-from keras_deeplab.atomic import atomic_file, require_free_space
 from keras_deeplab.config import save_config
 from keras_deeplab.config.fields import AUTO_CLASS_WEIGHTS
 from keras_deeplab.data.configured import DataSplits
 from keras_deeplab.data.validate import require_valid
-from keras_deeplab.errors import UserInputError
 from keras_deeplab.loading import model_from_config
 from keras_deeplab.training.callbacks import (
     BACKUP_DIR,
@@ -42,9 +41,13 @@ from keras_deeplab.training.workdir import (
     FINAL_MODEL,
     HISTORY_FILE,
     LOGS_DIR,
+    clear_unstarted_run,
     prepare_work_dir,
     run_summary,
+    work_dir_lock,
 )
+from keras_deeplab.utils.atomic import atomic_file, require_free_space
+from keras_deeplab.utils.errors import UserInputError
 
 
 class TrainingDivergedError(UserInputError):
@@ -109,6 +112,57 @@ def train(
     """
     start = time.perf_counter()
     work_dir = Path(work_dir)
+    owner = cluster_process_id() == 0
+    with work_dir_lock(work_dir, owner=owner):
+        run = _prepare(config, work_dir, resume=resume, overwrite=overwrite)
+        try:
+            return _train(run, resume=resume, verbose=verbose, start=start)
+        finally:
+            if owner:
+                clear_unstarted_run(work_dir, backup=run.backup)
+
+
+def _train(run, *, resume, verbose, start):
+    config = run.config
+    with (
+        _dtype_policy(config.precision),
+        run.engine.run_scope(),
+        run.engine.failures_reported(),
+    ):
+        keras.utils.set_random_seed(config.seed)
+        model, objective = _compiled_model(run)
+        initial_epoch = _restored_epoch(run, model) if resume else 0
+        if run.engine.is_chief:
+            save_config(config, run.work_dir / CONFIG_FILE)
+        history = _fit(
+            run,
+            model,
+            objective,
+            initial_epoch=initial_epoch,
+            resume=resume,
+            verbose=verbose,
+        )
+        _check_finite(history, backup=run.backup)
+        if run.engine.is_chief:
+            _publish(run, model, monitor=objective.monitor, start=start)
+    return history
+
+
+@dataclasses.dataclass
+class _Run:
+    """What one `train` call works with, prepared before any model."""
+
+    config: object
+    work_dir: Path
+    backup: TrainingBackup
+    engine: object  # training.strategies' run engine
+    splits: DataSplits
+    class_weights: object  # resolved `class_weights: auto`, or None
+    steps: int  # per epoch
+
+
+def _prepare(config, work_dir, *, resume, overwrite) -> _Run:
+    """The work dir checked, the engine started, the data read once."""
     backup = TrainingBackup(
         work_dir / BACKUP_DIR, every_steps=config.backup_every_steps
     )
@@ -128,92 +182,105 @@ def train(
     splits = DataSplits(config)
     if config.validate_data:
         require_valid(config, splits)
-    class_weights = _class_weights(config, splits)
     steps = config.steps_per_epoch or max(
         splits.size(config.train_split) // config.batch_size, 1
     )
-    with (
-        _dtype_policy(config.precision),
-        engine.run_scope(),
-        engine.failures_reported(),
-    ):
-        keras.utils.set_random_seed(config.seed)
-        with engine.build_scope():
-            # The metrics' variables too must be the engine's (replicated).
-            objective = objective_from_config(
-                config, class_weights=class_weights
-            )
-            model = compile_from_config(
-                model_from_config(config),
-                config,
-                steps * config.epochs,
-                objective=objective,
-            )
-        initial_epoch = 0
-        if resume:
-            initial_epoch = backup.restore(model, epochs=config.epochs)
-            print(
-                f"resuming from the backup of epoch {initial_epoch + 1}, "
-                f"step {backup.state()['step']}",
-                flush=True,
-            )
-        if engine.is_chief:
-            save_config(config, work_dir / CONFIG_FILE)
-        backup.is_writer = engine.is_chief
-        history = model.fit(
-            fit_dataset(
-                splits,
-                config.train_split,
-                objective=objective,
-                training=True,
-                first_epoch=initial_epoch,
-            ).repeat(),
-            epochs=config.epochs,
-            initial_epoch=initial_epoch,
-            steps_per_epoch=steps,
-            # Every replica needs an equal share of every batch, the last
-            # one too: pad it with fully ignored examples when replicated.
-            validation_data=fit_dataset(
-                splits,
-                config.val_split,
-                objective=objective,
-                training=False,
-                full_batches=engine.replicas > 1,
-            ),
-            callbacks=[
-                keras.callbacks.TerminateOnNaN(),
-                *_callbacks(
-                    config,
-                    work_dir,
-                    backup=backup,
-                    chief=engine.is_chief,
-                    resume=resume,
-                    monitor=objective.monitor,
-                    verbose=verbose,
-                ),
-            ],
-            shuffle=False,  # the tf.data pipeline shuffles, seeded
-            verbose=_fit_verbosity(verbose),
+    backup.is_writer = engine.is_chief
+    return _Run(
+        config=config,
+        work_dir=work_dir,
+        backup=backup,
+        engine=engine,
+        splits=splits,
+        class_weights=_class_weights(config, splits),
+        steps=steps,
+    )
+
+
+def _compiled_model(run):
+    """(model, objective), built in the engine's scope: the metrics'
+    variables too must be the engine's (replicated)."""
+    config = run.config
+    with run.engine.build_scope():
+        objective = objective_from_config(
+            config, class_weights=run.class_weights
         )
-        _check_finite(history, backup=backup)
-        if engine.is_chief:
-            require_free_space(work_dir, weights_bytes(model))
-            with (
-                atomic_file(work_dir / FINAL_MODEL) as temporary,
-                process_local(),
-            ):
-                model.save(temporary)
-            # The run is complete: a later `train` here starts afresh.
-            shutil.rmtree(backup.directory, ignore_errors=True)
-            print(
-                run_summary(
-                    work_dir,
-                    monitor=objective.monitor,
-                    seconds=time.perf_counter() - start,
-                ),
-                flush=True,
-            )
-    return history
+        model = compile_from_config(
+            model_from_config(config),
+            config,
+            run.steps * config.epochs,
+            objective=objective,
+        )
+    return model, objective
+
+
+def _restored_epoch(run, model) -> int:
+    initial_epoch = run.backup.restore(model, epochs=run.config.epochs)
+    print(
+        f"resuming from the backup of epoch {initial_epoch + 1}, "
+        f"step {run.backup.state()['step']}",
+        flush=True,
+    )
+    return initial_epoch
+
+
+def _fit(run, model, objective, *, initial_epoch, resume, verbose):
+    config = run.config
+    return model.fit(
+        fit_dataset(
+            run.splits,
+            config.train_split,
+            objective=objective,
+            training=True,
+            first_epoch=initial_epoch,
+        ).repeat(),
+        epochs=config.epochs,
+        initial_epoch=initial_epoch,
+        steps_per_epoch=run.steps,
+        # Every replica needs an equal share of every batch, the last one
+        # too: pad it with fully ignored examples when replicated.
+        validation_data=fit_dataset(
+            run.splits,
+            config.val_split,
+            objective=objective,
+            training=False,
+            full_batches=run.engine.replicas > 1,
+        ),
+        callbacks=[
+            keras.callbacks.TerminateOnNaN(),
+            *_callbacks(
+                config,
+                run.work_dir,
+                backup=run.backup,
+                chief=run.engine.is_chief,
+                resume=resume,
+                monitor=objective.monitor,
+                verbose=verbose,
+            ),
+        ],
+        shuffle=False,  # the tf.data pipeline shuffles, seeded
+        verbose=_fit_verbosity(verbose),
+    )
+
+
+def _publish(run, model, *, monitor, start):
+    """final.keras written; the backup removed (the run is complete: a
+    later `train` here starts afresh); the summary printed."""
+    require_free_space(run.work_dir, weights_bytes(model))
+    with (
+        atomic_file(run.work_dir / FINAL_MODEL) as temporary,
+        process_local(),
+    ):
+        model.save(temporary)
+    shutil.rmtree(run.backup.directory, ignore_errors=True)
+    print(
+        run_summary(
+            run.work_dir,
+            monitor=monitor,
+            seconds=time.perf_counter() - start,
+        ),
+        flush=True,
+    )
 
 
 def _class_weights(config, splits):

@@ -7,15 +7,21 @@ the summary of a finished run.
     <work_dir>/history.csv   one row per epoch, epochs counted from 1
     <work_dir>/logs/         TensorBoard
     <work_dir>/backup/       while the run is unfinished (--resume)
+    <work_dir>/.train.lock   while a run is live: a second run is refused
 """
 
+import contextlib
 import csv
+import fcntl
 import json
+import os
 import shutil
+import socket
+import time
 from pathlib import Path
 
-from keras_deeplab.errors import UserInputError
 from keras_deeplab.training.callbacks import BACKUP_DIR
+from keras_deeplab.utils.errors import UserInputError
 
 BEST_MODEL = "best.keras"
 BEST_RECORD = "best.json"
@@ -23,6 +29,7 @@ FINAL_MODEL = "final.keras"
 CONFIG_FILE = "config.json"
 HISTORY_FILE = "history.csv"
 LOGS_DIR = "logs"
+LOCK_FILE = ".train.lock"
 # What a finished or started run leaves in its work dir.
 _RUN_FILES = (BEST_MODEL, BEST_RECORD, FINAL_MODEL, HISTORY_FILE, CONFIG_FILE)
 
@@ -96,6 +103,58 @@ def prepare_work_dir(work_dir, *, backup, resume, overwrite, owner=True):
         )
     if owner:
         _remove(work_dir, previous)
+
+
+@contextlib.contextmanager
+def work_dir_lock(work_dir, *, owner=True):
+    """Holds `work_dir` for one live run: a second run on it is refused in
+    one line naming the first run's process. The lock is the operating
+    system's (flock), so a run that died, even by SIGKILL, holds nothing:
+    its stale lock file is taken over with a note. Only the `owner`
+    process of a multi-process run takes it."""
+    if not owner:
+        yield
+        return
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    path = work_dir / LOCK_FILE
+    with open(path, "a+") as handle:
+        handle.seek(0)
+        holder = handle.read().strip()
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserInputError(
+                f"work dir {str(work_dir)!r} is in use by another training "
+                f"run ({holder or 'process unknown'}); wait for it to end, "
+                "or choose another --work-dir."
+            ) from None
+        if holder:
+            print(
+                f"note: took over the lock of a run that ended without "
+                f"releasing it ({holder})",
+                flush=True,
+            )
+        handle.seek(0)
+        handle.truncate()
+        started = time.strftime("%Y-%m-%d %H:%M:%S")
+        handle.write(
+            f"pid {os.getpid()} on {socket.gethostname()}, started {started}"
+        )
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.truncate(0)  # released: nothing for the next run to note
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def clear_unstarted_run(work_dir, *, backup):
+    """Removes what a run that stopped before finishing a step wrote
+    (config.json, an empty history, logs), so nothing suggests it ran."""
+    work_dir = Path(work_dir)
+    if not _finished_a_step(work_dir, backup):
+        _remove(work_dir, (CONFIG_FILE, HISTORY_FILE))
 
 
 def run_summary(work_dir, *, monitor, seconds) -> str:

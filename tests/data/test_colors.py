@@ -9,8 +9,8 @@ from keras_deeplab.data.colors import MaskColors, read_palette
 from keras_deeplab.data.configured import DataSplits
 from keras_deeplab.data.sources import DataError, read_mask
 from keras_deeplab.data.validate import validate_data
-from keras_deeplab.errors import UserInputError
 from keras_deeplab.labels import IGNORE_INDEX
+from keras_deeplab.utils.errors import UserInputError
 from tests.data.fixtures import folder_config, make_folder_dataset
 
 COLORS = ((0, 0, 0), (128, 64, 128), (220, 20, 60))  # background, road, person
@@ -22,9 +22,17 @@ def _rgb(mask, colors=COLORS):
     return table[mask].astype(np.uint8)
 
 
-def _write_rgb_masks(root, masks):
+def _write_rgb_masks(root, masks, *, colours=None):
+    """Each mask as RGB: COLORS by class id, the ignored pixels as class 0;
+    or `colours` ({class id or 255: (r, g, b)})."""
     for stem, mask in masks.items():
-        rgb = _rgb(np.where(mask == IGNORE_INDEX, 0, mask))
+        if colours is None:
+            rgb = _rgb(np.where(mask == IGNORE_INDEX, 0, mask))
+        else:
+            table = np.zeros((256, 3), np.uint8)
+            for class_id, colour in colours.items():
+                table[class_id] = colour
+            rgb = table[mask]
         Image.fromarray(rgb).save(root / "masks" / f"{stem}.png")
 
 
@@ -97,7 +105,10 @@ def test_validate_data_lists_the_colours_then_training_data_reads_them(
     assert not reports[0].ok
     text = reports[0].format()
     assert "masks are RGB colours: 3 distinct" in text
-    assert "mask_colors: [[" in text and "[128, 64, 128]" in text
+    # Three colours of no known palette: their order is a guess, so no line
+    # to paste (it would permute the classes silently).
+    assert "mask_colors: [[" not in text and "[128, 64, 128]" in text
+    assert "that order is a guess" in text
     config = folder_config(
         root, "mask_colors=[[0,0,0],[128,64,128],[220,20,60]]"
     )
@@ -107,3 +118,20 @@ def test_validate_data_lists_the_colours_then_training_data_reads_them(
         stem = name.decode().rsplit("/", 1)[-1].split(".")[0]
         expected = np.where(masks[stem] == IGNORE_INDEX, 0, masks[stem])
         np.testing.assert_array_equal(mask, expected)
+
+
+def test_voc_palette_colours_are_suggested_in_class_id_order(tmp_path):
+    """RGB masks in Pascal VOC's palette: the palette position is the class
+    id, so the line is ready to paste, and VOC's ignore colour is set
+    apart (it was listed in frequency order, ignore colour included)."""
+    from keras_deeplab.labels import voc_palette
+
+    root = tmp_path / "data"
+    masks = make_folder_dataset(root)
+    palette = voc_palette(256)
+    colours = {0: palette[0], 1: palette[1], 2: palette[2], 255: palette[255]}
+    _write_rgb_masks(root, masks, colours=colours)
+    text = validate_data(folder_config(root))[0].format()
+    assert "they are Pascal VOC's palette colours" in text
+    assert "mask_colors: [[0, 0, 0], [128, 0, 0], [0, 128, 0]]" in text
+    assert "[224, 224, 192] is Pascal VOC's palette's ignore colour" in text

@@ -94,6 +94,18 @@ def test_image_segmenter_agrees_with_keras(model, exported, precision):
 
 
 @pytest.mark.slow
+def test_image_segmenter_refuses_the_any_size_file(exported):
+    """The any-size file's input is 1x1 in its shape (its signature is
+    -1x-1): MediaPipe resizes every image to that and gave a wrong mask
+    (DeepLabV3+) or crashed in XNNPack (LR-ASPP). Without normalisation
+    options it refuses the file, in one Python exception."""
+    out, _ = exported
+    path = out / "tflite" / "deeplab_fp32_anysize.tflite"
+    with pytest.raises(Exception, match="NormalizationOptions"):
+        _segmenter(path)
+
+
+@pytest.mark.slow
 def test_metadata_reads_back_with_mediapipes_schema(exported):
     from mediapipe.tasks.metadata import metadata_schema_py_generated as schema
 
@@ -113,6 +125,9 @@ def test_metadata_reads_back_with_mediapipes_schema(exported):
             image.Content().ContentProperties().Pos,
         )
         assert properties.ColorSpace() == schema.ColorSpaceType.RGB
+        if name.endswith("anysize"):  # no normalisation: MediaPipe refuses
+            assert image.ProcessUnitsLength() == 0
+            continue
         unit = image.ProcessUnits(0)
         normalization = schema.NormalizationOptions()
         normalization.Init(unit.Options().Bytes, unit.Options().Pos)
