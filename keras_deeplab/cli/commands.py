@@ -67,7 +67,7 @@ def _model_source(args):
     return source
 
 
-def _model(args, config, *, precision="float32"):
+def model_from_args(args, config, *, precision="float32"):
     from keras_deeplab.loading import load_trained_model
     from keras_deeplab.models.derived import with_precision
 
@@ -75,7 +75,7 @@ def _model(args, config, *, precision="float32"):
     return with_precision(model, precision)
 
 
-def _inference_options(args, config):
+def inference_options(args, config):
     """{scales, flip, tiling}: the flags, else the config's eval settings."""
     scales = args.scales or (config.eval_scales if config else (1.0,))
     flip = args.flip
@@ -113,12 +113,12 @@ def evaluate(args):
         from keras_deeplab.evaluation.report import check_report_dir
 
         check_report_dir(report_dir, overwrite=args.overwrite)
-    model = _model(args, config, precision=args.precision)
+    model = model_from_args(args, config, precision=args.precision)
     results = evaluate_model(
         model,
         split_dataset(config, config.val_split, training=False),
         num_classes=config.num_classes,
-        **_inference_options(args, config),
+        **inference_options(args, config),
         steps=-(-split_size(config, config.val_split) // config.batch_size),
     )
     print(format_results(results))
@@ -127,27 +127,6 @@ def evaluate(args):
 
         for path in write_report(results, report_dir):
             print(f"wrote {path}")
-
-
-def predict(args):
-    from keras_deeplab.inference.predict import segment_files
-
-    config = _config(args, required=False)
-    out = output_dir(args.out)
-    model = _model(args, config, precision=args.precision)
-    written = segment_files(
-        model,
-        args.images,
-        out,
-        probabilities=args.probabilities,
-        overwrite=args.overwrite,
-        **_inference_options(args, config),
-    )
-    count = len(written)
-    print(
-        f"wrote {count} {'mask' if count == 1 else 'masks'} and "
-        f"{'overlay' if count == 1 else 'overlays'} to {args.out}"
-    )
 
 
 def validate_data(args):
@@ -186,7 +165,7 @@ def export(args):
             f"--format {args.format} --quantize {args.quantize} calibrates "
             "int8 on training images; pass --config CONFIG."
         )
-    model = _model(args, config)
+    model = model_from_args(args, config)
     images = calibration_images(config, size=size) if calibrates else None
     options = {
         "model_name": config.model_name if config else "deeplab",
@@ -234,7 +213,7 @@ def verify_export(args):
     )
 
     config = _config(args)
-    model = _model(args, config)
+    model = model_from_args(args, config)
     images, masks = validation_batch(
         config, size=_export_size(args, config), count=args.count
     )
@@ -334,6 +313,12 @@ def demo(args):
         overrides=args.set,
         resume=args.resume,
     )
+
+
+def predict(args):
+    from keras_deeplab.cli.predict import predict as run_predict
+
+    run_predict(args, config=_config(args, required=False))
 
 
 COMMANDS = {

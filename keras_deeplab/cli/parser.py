@@ -10,7 +10,8 @@ longer documented.
 
 import argparse
 
-from keras_deeplab.config import EVAL_SCALE_RANGE, PRESETS
+from keras_deeplab.cli import arguments
+from keras_deeplab.config import PRESETS
 from keras_deeplab.convert.archs import ARCHS
 from keras_deeplab.export.layout import (
     FORMATS,
@@ -26,42 +27,6 @@ MODEL_HELP = (
     "--config"
 )
 _BF16_HELP = "bfloat16: faster on CPUs with AVX512_BF16/AMX; float32 logits"
-# TF Serving reads version folders as int64.
-MAX_VERSION = 2**63 - 1
-
-
-def positive_int(text, *, limit=None, what="pixels"):
-    """argparse type: an int >= 1 (and <= `limit`)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1 or (limit is not None and value > limit):
-        bound = f" up to {limit}" if limit is not None else ""
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a positive int{bound} ({what})"
-        )
-    return value
-
-
-def _version(text):
-    return positive_int(text, limit=MAX_VERSION, what="TF Serving version")
-
-
-def _scales(text):
-    """argparse type: scales within the range `eval_scales` takes."""
-    low, high = EVAL_SCALE_RANGE
-    try:
-        scales = tuple(float(part) for part in text.split(","))
-    except ValueError:
-        scales = ()
-    # `not low <= s <= high` is also true for NaN.
-    if not scales or any(not low <= scale <= high for scale in scales):
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a comma-separated list of scales from {low} to "
-            f"{high}, e.g. 0.75,1,1.25"
-        )
-    return scales
 
 
 def _add_config(parser, *, positional=False):
@@ -106,7 +71,7 @@ def _add_inference(parser):
     """Multi-scale and flipped inference (overrides the config's)."""
     parser.add_argument(
         "--scales",
-        type=_scales,
+        type=arguments.scales,
         default=None,
         help="input scales to average, e.g. 0.75,1,1.25 (default: config's "
         "eval_scales, or 1)",
@@ -135,6 +100,35 @@ def _add_inference(parser):
         choices=("mean", "gaussian"),
         default="mean",
         help="with --tile: how overlapping tiles are averaged",
+    )
+
+
+def _add_raster(parser):
+    """Options that apply to rasters (docs/rasters.md)."""
+    parser.add_argument(
+        "--bands",
+        type=arguments.band_list,
+        default=None,
+        help="rasters: the bands that make RGB, 1-based (default 1,2,3)",
+    )
+    parser.add_argument(
+        "--value-range",
+        metavar="LOW,HIGH",
+        type=arguments.value_range,
+        default=None,
+        help="rasters: values mapped to 0 and 255 (default: 8-bit bands as "
+        "they are, others from their 2nd to 98th percentile)",
+    )
+    parser.add_argument(
+        "--confidence",
+        action="store_true",
+        help="rasters: also write <stem>_confidence.tif (top class "
+        "probability x 255, uint8)",
+    )
+    parser.add_argument(
+        "--allow-no-crs",
+        action="store_true",
+        help="rasters: segment one without a CRS (pixel coordinates only)",
     )
 
 
@@ -175,8 +169,15 @@ def _add_evaluate_predict_validate(commands):
         help="replace the report of an earlier run in --report",
     )
 
-    predict = commands.add_parser("predict", help="segment image files")
-    predict.add_argument("images", nargs="+", help="JPEG/PNG files")
+    predict = commands.add_parser(
+        "predict", help="segment image files and rasters (GeoTIFF)"
+    )
+    predict.add_argument(
+        "images",
+        nargs="+",
+        help="JPEG/PNG files, or rasters (.tif, .vrt, ...: streamed in "
+        "tiles, georeferencing kept; needs the geo extra)",
+    )
     _add_model(predict)
     _add_config(predict)
     predict.add_argument("--out", required=True, help="output folder")
@@ -192,6 +193,7 @@ def _add_evaluate_predict_validate(commands):
     )
     _add_precision(predict, help=_BF16_HELP)
     _add_inference(predict)
+    _add_raster(predict)
 
     validate = commands.add_parser(
         "validate-data", help="report problems in a dataset"
@@ -209,7 +211,7 @@ def _add_export(commands):
     export.add_argument("--out", required=True, help="export folder")
     export.add_argument(
         "--version",
-        type=_version,
+        type=arguments.version_number,
         default=1,
         help="TF Serving version folder (a positive int)",
     )
@@ -255,7 +257,7 @@ def _add_export(commands):
     _add_model(verify)
     verify.add_argument(
         "--count",
-        type=positive_int,
+        type=arguments.positive_int,
         default=16,
         help="validation images to compare on",
     )
@@ -289,7 +291,7 @@ def _add_convert_presets_demo(commands):
     )
     convert.add_argument(
         "--num-classes",
-        type=positive_int,
+        type=arguments.positive_int,
         default=None,
         help="check the classifier has this many classes",
     )

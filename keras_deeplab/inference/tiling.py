@@ -11,7 +11,8 @@ weights ("mean") or a Gaussian window that trusts tile centres more
 Memory: besides the image and the output, only one band of probabilities
 as tall as a tile (tile height x image width x classes, float32) is kept:
 rows are final, and are turned into class ids, as soon as no later tile
-covers them.
+covers them (`finished_rows`, which also serves images that are not in
+memory: `inference.raster` reads a raster's rows as the window needs them).
 """
 
 import dataclasses
@@ -108,14 +109,92 @@ class _Band:
         self.weight[top : top + rows, x : x + columns] += weights[..., None]
 
     def release(self, rows):
-        """Probabilities of the first `rows` rows; the band moves down."""
-        done = self.total[:rows] / self.weight[:rows]
+        """(probabilities, covered) of the first `rows` rows, the band
+        moving down; `covered` is False where no tile ran (all of its tiles
+        were left out as invalid), where the probabilities are 0."""
+        weight = self.weight[:rows]
+        covered = weight[..., 0] > 0
+        done = self.total[:rows] / np.where(weight > 0, weight, 1.0)
         kept = self.total.shape[0] - rows
         for array in (self.total, self.weight):
             array[:kept] = array[rows:]  # numpy copies overlapping views
             array[kept:] = 0.0
         self.top += rows
-        return done
+        return done, covered
+
+
+def finished_rows(
+    model,
+    read_rows,
+    shape,
+    tiling,
+    *,
+    scales=(1.0,),
+    flip=False,
+    run_tile=None,
+):
+    """Yields (top, probabilities, covered) for rows of the output as soon
+    as no later tile covers them, top to bottom: the sliding window over an
+    image that need not be in memory.
+
+    Args:
+        model: inference model returning logits (batch, h, w, classes).
+        read_rows: fn(top, count) -> (count, width, 3) RGB in [0, 255] of
+            the rows [top, top + count): the image, or a raster's window.
+        shape: (height, width) of the image.
+        tiling: `Tiling`.
+        scales, flip: multi-scale and flipped inference of each tile.
+        run_tile: fn(rows (tile_height, width, 3), x, width) -> bool, or
+            None: whether the tile at column x of these rows is predicted
+            (a raster leaves out tiles that are all nodata).
+
+    Yields:
+        top: int. First row.
+        probabilities: float32 (rows, width, classes), blended.
+        covered: bool (rows, width): False where no tile ran.
+    """
+    height, width = shape
+    tile_height = min(tiling.tile[0], height)
+    tile_width = min(tiling.tile[1], width)
+    rows = tile_starts(
+        height, tile_height, max(1, round(tile_height * (1 - tiling.overlap)))
+    )
+    columns = tile_starts(
+        width, tile_width, max(1, round(tile_width * (1 - tiling.overlap)))
+    )
+    weights = window_weights(tile_height, tile_width, tiling.window)
+    band = _Band(tile_height, width, _num_classes(model))
+    for y in rows:
+        if y > band.top:
+            top = band.top
+            yield (top, *band.release(y - top))
+        strip = read_rows(y, tile_height)
+        starts = [
+            x
+            for x in columns
+            if run_tile is None or run_tile(strip, x, tile_width)
+        ]
+        for first in range(0, len(starts), tiling.batch_size):
+            batch = starts[first : first + tiling.batch_size]
+            crops = np.stack(
+                [strip[:, x : x + tile_width] for x in batch]
+            ).astype(np.float32)
+            tile_probabilities = predict_probabilities(
+                model, crops, scales=scales, flip=flip
+            )
+            for x, probability in zip(batch, tile_probabilities, strict=True):
+                band.add(y, x, probability, weights)
+    top = band.top
+    yield (top, *band.release(height - top))
+
+
+def _num_classes(model) -> int:
+    return int(model.output_shape[-1])
+
+
+def class_id_dtype(num_classes: int):
+    """uint8 for up to 256 classes, else int32."""
+    return np.uint8 if num_classes <= 256 else np.int32
 
 
 def sliding_window_predict(
@@ -139,47 +218,21 @@ def sliding_window_predict(
         probabilities.
     """
     height, width = image.shape[:2]
-    tile_height = min(tiling.tile[0], height)
-    tile_width = min(tiling.tile[1], width)
-    rows = tile_starts(
-        height, tile_height, max(1, round(tile_height * (1 - tiling.overlap)))
+    num_classes = _num_classes(model)
+    output = (
+        np.zeros((height, width, num_classes), np.float32)
+        if probabilities
+        else np.zeros((height, width), class_id_dtype(num_classes))
     )
-    columns = tile_starts(
-        width, tile_width, max(1, round(tile_width * (1 - tiling.overlap)))
-    )
-    weights = window_weights(tile_height, tile_width, tiling.window)
-    band = output = None
-
-    def finish(count):
-        done = band.release(count)
-        start = band.top - count
-        output[start : start + count] = (
+    for top, done, _ in finished_rows(
+        model,
+        lambda y, count: image[y : y + count],
+        (height, width),
+        tiling,
+        scales=scales,
+        flip=flip,
+    ):
+        output[top : top + len(done)] = (
             done if probabilities else done.argmax(-1)
         )
-
-    for y in rows:
-        if band is not None and y > band.top:
-            finish(y - band.top)
-        for first in range(0, len(columns), tiling.batch_size):
-            starts = columns[first : first + tiling.batch_size]
-            crops = np.stack(
-                [image[y : y + tile_height, x : x + tile_width] for x in starts]
-            ).astype(np.float32)
-            tile_probabilities = predict_probabilities(
-                model, crops, scales=scales, flip=flip
-            )
-            if band is None:
-                num_classes = tile_probabilities.shape[-1]
-                band = _Band(tile_height, width, num_classes)
-                output = (
-                    np.zeros((height, width, num_classes), np.float32)
-                    if probabilities
-                    else np.zeros(
-                        (height, width),
-                        np.uint8 if num_classes <= 256 else np.int32,
-                    )
-                )
-            for x, probability in zip(starts, tile_probabilities, strict=True):
-                band.add(y, x, probability, weights)
-    finish(height - band.top)
     return output

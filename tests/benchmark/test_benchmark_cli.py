@@ -8,9 +8,6 @@ import pytest
 from benchmarks.measure import RUNTIMES
 from benchmarks.run import main
 
-# Each test exports or trains: the slow lane (docs/development.md).
-pytestmark = pytest.mark.slow
-
 TINY_RUN = [
     "--size", "49x85", "--backbone-width", "8", "--head-filters", "16",
     "--output-stride", "16", "--backbone", "resnet50", "--batch", "1",
@@ -19,17 +16,29 @@ TINY_RUN = [
 ]  # fmt: skip
 
 
+# One runtime of each kind (in-process Keras, ONNX Runtime and LiteRT
+# without TensorFlow, int8, the torchvision peer): each process imports its
+# runtime (~10 s), and every artefact's own runner is checked against Keras
+# by the export tests (verify_exports).
+SMOKE_RUNTIMES = ("keras", "onnxruntime", "litert_fp32", "litert_int8")
+SMOKE_RUNTIMES += ("torchvision",)
+
+
 @pytest.mark.slow
-def test_benchmark_cli_measures_every_runtime_and_compares(tmp_path, capsys):
+def test_benchmark_cli_measures_each_kind_of_runtime_and_compares(
+    tmp_path, capsys
+):
     out = tmp_path / "run"
-    assert main(["--out", str(out), *TINY_RUN]) == 0
+    runtimes = ["--runtime", *SMOKE_RUNTIMES]
+    assert main(["--out", str(out), *TINY_RUN, *runtimes]) == 0
     document = json.loads((out / "results.json").read_text())
     records = {
         (r["runtime"], r["batch"]): r
         for r in document["results"]
         if r["kind"] == "inference"
     }
-    assert set(records) == {(runtime, 1) for runtime in RUNTIMES}
+    assert set(records) == {(runtime, 1) for runtime in SMOKE_RUNTIMES}
+    assert set(SMOKE_RUNTIMES) <= set(RUNTIMES)
     # Height x width: every runtime (the fixed-size TFLite files too) ran it.
     assert document["plan"]["size"] == "49x85"
     assert {record["size"] for record in records.values()} == {"49x85"}
@@ -77,6 +86,7 @@ def test_benchmark_cli_rejects_bad_input(tmp_path, capsys):
     assert "results.json" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_benchmark_measures_deeplabv3plus(tmp_path):
     out = tmp_path / "plus"
     argv = ["--out", str(out), *TINY_RUN, "--architecture", "deeplabv3plus"]
