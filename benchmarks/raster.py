@@ -15,7 +15,6 @@ process's own.
 
 import argparse
 import json
-import resource
 import sys
 import tempfile
 import time
@@ -26,12 +25,13 @@ import numpy as np
 from benchmarks.results import machine_info
 from benchmarks.suite import BenchmarkPlan, _build_model
 from keras_deeplab.utils.atomic import atomic_write_text
+from keras_deeplab.utils.memory import peak_rss_mb
 
 _STRIP = 1024
 
 
 def _peak_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return peak_rss_mb()  # VmHWM (ru_maxrss would count a forking parent)
 
 
 def _write_raster(path, side):

@@ -65,15 +65,21 @@ def file_bytes(data: bytes, folder: Path) -> bytes:
     return path.read_bytes()
 
 
-def check_plain(value, depth=0):
-    """A successful read holds only arrays, scalars and plain containers."""
-    if isinstance(value, dict):
-        for key, item in value.items():
-            check_plain(key, depth + 1)
-            check_plain(item, depth + 1)
-    elif isinstance(value, list | tuple | set | frozenset):
-        for item in value:
-            check_plain(item, depth + 1)
+def check_plain(value, seen=None):
+    """A successful read holds only arrays, scalars and plain containers
+    (each container checked once: a read may share one many times)."""
+    seen = set() if seen is None else seen
+    if isinstance(value, dict | list | tuple | set | frozenset):
+        if id(value) in seen:
+            return
+        seen.add(id(value))
+        items = (
+            [*value.keys(), *value.values()]
+            if isinstance(value, dict)
+            else value
+        )
+        for item in items:
+            check_plain(item, seen)
     elif not isinstance(value, _PLAIN):
         raise AssertionError(f"the reader returned a {type(value)!r}")
 

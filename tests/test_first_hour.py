@@ -296,7 +296,9 @@ def test_every_command_writes_plain_lines_into_a_file(tmp_path):
         text = log.read_text()
         assert completed.returncode == 0, (name, completed.stderr[-2000:])
         assert not _ESCAPES.search(text), (name, text[-2000:])
-        assert max(len(line) for line in text.splitlines()) < 300, name
+        # Keras' bar was one 1,500-byte line; the settings line is the
+        # longest now.
+        assert max(len(line) for line in text.splitlines()) < 800, name
     assert (
         "wrote 1 mask and overlay to" in (tmp_path / "predict.log").read_text()
     )

@@ -160,13 +160,14 @@ def test_multispectral_uint16_with_nodata(model, tmp_path):
 
 
 _MEASURE = """
-import resource, sys
+import sys
 import numpy as np
 import rasterio
 from rasterio.transform import from_origin
 from keras_deeplab import DeepLabV3
 from keras_deeplab.inference.raster import segment_raster
 from keras_deeplab.inference.tiling import Tiling
+from keras_deeplab.utils.memory import peak_rss_mb
 height, width = int(sys.argv[1]), int(sys.argv[2])
 path = sys.argv[3]
 rows = np.arange(height, dtype=np.float32)[:, None]
@@ -181,9 +182,9 @@ with rasterio.open(path, "w", driver="GTiff", width=width, height=height,
         target.write(np.stack([band] * 3).astype(np.uint8), window=window)
 model = DeepLabV3(3, backbone_width=8, head_filters=16)
 model.predict_on_batch(np.zeros((1, 512, 512, 3), np.float32))
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+before = peak_rss_mb()  # VmHWM: ru_maxrss would be the forking parent's
 segment_raster(model, path, sys.argv[4], Tiling((512, 512)))
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+after = peak_rss_mb()
 print("GROWTH", after - before)
 """
 

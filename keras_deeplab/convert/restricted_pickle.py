@@ -48,6 +48,7 @@ class Marker:
 
 
 _MARK = object()
+_KEY_TYPES = (str, int, float, bool, bytes, type(None))
 _PLAIN_PUSHES = {
     "NONE": lambda _: None,
     "NEWTRUE": lambda _: True,
@@ -141,9 +142,10 @@ class _Machine:
             stack.append(self.pop_mark())
         elif name == "DICT":
             items = self.pop_mark()
-            stack.append(dict(zip(items[::2], items[1::2], strict=True)))
+            keys = self.keys(items[::2])
+            stack.append(dict(zip(keys, items[1::2], strict=True)))
         elif name == "FROZENSET":
-            stack.append(frozenset(self.pop_mark()))
+            stack.append(frozenset(self.keys(self.pop_mark())))
         elif name == "APPEND":
             (item,) = self.pop()
             self.container(list).append(item)
@@ -151,17 +153,18 @@ class _Machine:
             items = self.pop_mark()
             self.container(list).extend(items)
         elif name == "ADDITEMS":
-            items = self.pop_mark()
+            items = self.keys(self.pop_mark())
             self.container(set).update(items)
         elif name == "SETITEM":
             key, value = self.pop(2)
-            self.container(dict)[key] = value
+            self.container(dict)[self.keys([key])[0]] = value
         elif name == "SETITEMS":
             items = self.pop_mark()
             if len(items) % 2:
                 raise MalformedError("SETITEMS with an odd number of items")
             target = self.container(dict)
-            for key, value in zip(items[::2], items[1::2], strict=True):
+            keys = self.keys(items[::2])
+            for key, value in zip(keys, items[1::2], strict=True):
                 target[key] = value
         elif name in _MEMO_PUTS:
             self.memo[argument] = self.top()
@@ -196,6 +199,18 @@ class _Machine:
             stack.append(self.persistent_load(pid))
         else:  # INST, OBJ, NEWOBJ(_EX), EXT1/2/4, NEXT_BUFFER, ...
             raise RefusedError(f"the pickle opcode {name}")
+
+    @staticmethod
+    def keys(items):
+        """Dict keys and set members must be plain scalars: hashing a
+        tuple that holds another twice, thirty levels deep, takes 2**30
+        steps (a few hundred bytes of pickle would hang the reader)."""
+        for item in items:
+            if not isinstance(item, _KEY_TYPES):
+                raise RefusedError(
+                    f"a dict key or set member of type {type(item).__name__}"
+                )
+        return items
 
     def container(self, kind):
         target = self.top()

@@ -305,21 +305,26 @@ def _latin1_bytes(text, encoding):
     return text.encode("latin1")
 
 
-def materialised(value, arrays=None):
-    """`value` with every tensor reference replaced by its array; a tensor
-    the pickle refers to many times (its memo) becomes one array, as
-    torch.load gives one tensor, so the bytes the views were counted for
-    are the bytes allocated."""
-    arrays = {} if arrays is None else arrays
+def materialised(value, done=None):
+    """`value` with every tensor reference replaced by its array.
+
+    Each object the pickle refers to many times (its memo) is converted
+    once and shared, as torch.load shares it: a tensor becomes one array,
+    so the bytes its views were counted for are the bytes allocated, and a
+    container holding another twice, thirty levels deep (a few hundred
+    bytes of pickle), stays that small instead of 2**30 copies.
+    """
+    done = {} if done is None else done
+    if not isinstance(value, TensorRef | dict | list | tuple):
+        return value
+    if id(value) in done:
+        return done[id(value)]
     if isinstance(value, TensorRef):
-        if id(value) not in arrays:
-            arrays[id(value)] = value.array()
-        return arrays[id(value)]
-    if isinstance(value, dict):
-        items = [
-            (key, materialised(item, arrays)) for key, item in value.items()
-        ]
-        return type(value)(items)
-    if isinstance(value, list | tuple):
-        return type(value)(materialised(item, arrays) for item in value)
-    return value
+        result = value.array()
+    elif isinstance(value, dict):
+        items = [(key, materialised(item, done)) for key, item in value.items()]
+        result = type(value)(items)
+    else:
+        result = type(value)(materialised(item, done) for item in value)
+    done[id(value)] = result
+    return result

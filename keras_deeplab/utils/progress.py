@@ -49,7 +49,9 @@ class Progress:
 
     def _line(self, done):
         of = f"/{self.total}" if self.total else ""
-        plural = "" if done == 1 and not self.total else "s"
+        plural = ""
+        if done != 1 or self.total:
+            plural = "es" if self.unit.endswith(("s", "x", "ch", "sh")) else "s"
         seconds = time.perf_counter() - self._start
         print(
             f"{self.verb} {done}{of} {self.unit}{plural} ({seconds:.0f} s)",
