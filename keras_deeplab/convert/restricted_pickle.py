@@ -23,6 +23,20 @@ import io
 import pickletools
 from collections.abc import Callable
 
+_SHOWN_CHARACTERS = 60
+
+
+def shown(value) -> str:
+    """A value from an untrusted pickle, for a message: a scalar's repr
+    (cut short), else only its type. Never the repr of a container: one
+    holding another twice, forty levels deep, prints 2**40 items."""
+    if isinstance(value, str | bytes | int | float | bool | type(None)):
+        text = repr(value)
+        if len(text) > _SHOWN_CHARACTERS:
+            text = text[: _SHOWN_CHARACTERS - 3] + "..."
+        return text
+    return f"a {type(value).__name__}"
+
 
 class RefusedError(Exception):
     """The pickle asks for something a file of plain values never needs."""
@@ -172,7 +186,9 @@ class _Machine:
             self.memo[len(self.memo)] = self.top()
         elif name in _MEMO_GETS:
             if argument not in self.memo:
-                raise MalformedError(f"memo key {argument!r} was never set")
+                raise MalformedError(
+                    f"memo key {shown(argument)} was never set"
+                )
             stack.append(self.memo[argument])
         elif name == "GLOBAL":
             module, _, attribute = argument.partition(" ")
@@ -288,7 +304,7 @@ def load(data, *, find_class, persistent_load=None, build=None):
     """
 
     def refuse_persistent(pid):
-        raise RefusedError(f"a persistent object {pid!r}")
+        raise RefusedError(f"a persistent object ({shown(pid)})")
 
     def refuse_build(target, state):
         raise RefusedError(f"setting the state of {type(target).__name__}")

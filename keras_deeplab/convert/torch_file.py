@@ -29,7 +29,11 @@ from pathlib import Path
 import numpy as np
 
 from keras_deeplab.convert import restricted_pickle
-from keras_deeplab.convert.restricted_pickle import MalformedError, RefusedError
+from keras_deeplab.convert.restricted_pickle import (
+    MalformedError,
+    RefusedError,
+    shown,
+)
 from keras_deeplab.convert.torch_values import (
     LimitError,
     TorchLoad,
@@ -213,21 +217,23 @@ def _read_zip(path, load):
 
         def storage(pid):
             if not (isinstance(pid, tuple) and len(pid) == 5):
-                raise RefusedError(f"a persistent object {pid!r}")
+                raise RefusedError(f"a persistent object ({shown(pid)})")
             kind, storage_type, key, _location, numel = pid
             if kind != "storage" or not isinstance(key, str):
-                raise RefusedError(f"a persistent object {kind!r}")
+                raise RefusedError(f"a persistent object ({shown(kind)})")
             if key not in storages:
                 record = infos.get(f"{prefix}data/{key}")
                 if record is None:
-                    raise MalformedError(f"no data record for storage {key!r}")
+                    raise MalformedError(
+                        f"no data record for storage {shown(key)}"
+                    )
                 new = load.new_storage(storage_type, numel)
                 raw = _read_record(archive, record, new.nbytes, "record")
                 new.data = _from_byteorder(raw, new.type.dtype, byteorder)
                 storages[key] = new
             found = storages[key]
             if (found.type, found.numel) != (storage_type, numel):
-                raise MalformedError(f"storage {key!r} declared twice")
+                raise MalformedError(f"storage {shown(key)} declared twice")
             return found
 
         return _unpickle(data, path, load, persistent_load=storage)
@@ -308,12 +314,14 @@ def _read_legacy(path, load):
 
     def storage(pid):
         if not (isinstance(pid, tuple) and len(pid) == 6):
-            raise RefusedError(f"a persistent object {pid!r}")
+            raise RefusedError(f"a persistent object ({shown(pid)})")
         kind, storage_type, key, _location, numel, view_metadata = pid
         if kind != "storage":
-            raise RefusedError(f"a persistent object {kind!r}")
+            raise RefusedError(f"a persistent object ({shown(kind)})")
         if view_metadata is not None:
             raise RefusedError("a storage view (written by PyTorch < 1.0)")
+        if not isinstance(key, str):
+            raise RefusedError(f"a storage key {shown(key)}")
         if key not in storages:
             storages[key] = load.new_storage(storage_type, numel)
         return storages[key]
@@ -321,7 +329,7 @@ def _read_legacy(path, load):
     result = _unpickle(main, path, load, persistent_load=storage)
     for key in key_order:
         if key not in storages:
-            raise MalformedError(f"storage {key!r} is unused")
+            raise MalformedError(f"storage {shown(key)} is unused")
         found = storages[key]
         count = (
             struct.unpack_from("<q", data, offset)[0]
@@ -329,7 +337,9 @@ def _read_legacy(path, load):
             else None
         )
         if count != found.numel or len(data) < offset + 8 + found.nbytes:
-            raise MalformedError(f"storage {key!r} is truncated or resized")
+            raise MalformedError(
+                f"storage {shown(key)} is truncated or resized"
+            )
         found.data = data[offset + 8 : offset + 8 + found.nbytes]
         offset += 8 + found.nbytes
     return result

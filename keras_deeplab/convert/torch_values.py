@@ -23,6 +23,7 @@ from keras_deeplab.convert.restricted_pickle import (
     Marker,
     Rebuild,
     RefusedError,
+    shown,
 )
 
 
@@ -122,7 +123,7 @@ class _DtypeSpec:
     def __init__(self, spec, align=False, copy=True):
         del align, copy
         if not isinstance(spec, str) or not _SCALAR_DTYPE.fullmatch(spec):
-            raise RefusedError(f"a numpy dtype {spec!r}")
+            raise RefusedError(f"a numpy dtype {shown(spec)}")
         self.spec, self.byteorder = spec, "="
 
     def dtype(self):
@@ -197,9 +198,9 @@ class TorchLoad:
         """A storage, refused before its bytes are read when its size is
         not a count or passes the limit."""
         if not isinstance(storage_type, StorageType):
-            raise RefusedError(f"a storage of type {storage_type!r}")
+            raise RefusedError(f"a storage of type {shown(storage_type)}")
         if not _is_int(numel) or not 0 <= numel <= _MAX_SIDE:
-            raise RefusedError(f"a storage of {numel!r} elements")
+            raise RefusedError(f"a storage of {shown(numel)} elements")
         storage = Storage(storage_type, numel, data)
         self._count("storage_bytes", storage.nbytes, "its storages")
         return storage
@@ -231,6 +232,11 @@ class TorchLoad:
             or len(size) > _MAX_DIMS
             or not all(_is_int(n) and 0 <= n <= _MAX_SIDE for n in numbers)
         ):
+            # Shown only now that each is known to be an int, or by type.
+            size, stride = (
+                tuple(n if _is_int(n) else shown(n) for n in dims)[:_MAX_DIMS]
+                for dims in (size, stride)
+            )
             raise RefusedError(f"a tensor of size {size} and stride {stride}")
         count = math.prod(size)
         if count:
@@ -301,7 +307,7 @@ def _numpy_scalar(dtype, data=None):
 def _latin1_bytes(text, encoding):
     """_codecs.encode: how pickle protocol 2 stores a bytes object."""
     if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
-        raise RefusedError(f"an encoded string ({encoding!r})")
+        raise RefusedError(f"an encoded string ({shown(encoding)})")
     return text.encode("latin1")
 
 
