@@ -23,7 +23,12 @@ import numpy as np
 
 from benchmarks.measure import KERAS_RUNTIMES
 from benchmarks.results import machine_info
-from benchmarks.suite import BenchmarkPlan, _build_model, peer_architecture
+from benchmarks.suite import (
+    _build_model,
+    add_model_options,
+    model_plan,
+    peer_architecture,
+)
 from keras_deeplab.utils.atomic import atomic_write_text
 from keras_deeplab.utils.image_size import height_width, parse_size
 
@@ -32,11 +37,7 @@ def _parser():
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.interleaved", description=__doc__
     )
-    parser.add_argument("--architecture", default="deeplabv3")
-    parser.add_argument("--backbone", default="resnet50")
-    parser.add_argument("--output-stride", type=int, default=8)
-    parser.add_argument("--size", default="513", metavar="H[xW]")
-    parser.add_argument("--threads", type=int, default=2)
+    add_model_options(parser)
     parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument(
@@ -108,13 +109,7 @@ def interleave(runners, images, *, rounds, warmup) -> dict:
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     size = parse_size(args.size, option="--size")
-    plan = BenchmarkPlan(
-        size=args.size,
-        architecture=args.architecture,
-        backbones=(args.backbone,),
-        output_strides=(args.output_stride,),
-        threads=args.threads,
-    )
+    plan = model_plan(args)
     runners = {
         runtime: _ours(plan, runtime, args.threads)
         for runtime in args.keras_runtime

@@ -18,7 +18,7 @@ import sys
 import numpy as np
 
 from benchmarks.results import machine_info
-from benchmarks.suite import BenchmarkPlan, _build_model
+from benchmarks.suite import _build_model, add_model_options, model_plan
 from keras_deeplab.utils.image_size import height_width, parse_size
 
 
@@ -79,19 +79,11 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.op_profile", description=__doc__
     )
-    parser.add_argument("--architecture", default="deeplabv3")
-    parser.add_argument("--backbone", default="resnet50")
-    parser.add_argument("--output-stride", type=int, default=8)
-    parser.add_argument("--size", default="513", metavar="H[xW]")
-    parser.add_argument("--threads", type=int, default=2)
+    add_model_options(parser)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--top", type=int, default=15)
     args = parser.parse_args(argv)
-    plan = BenchmarkPlan(
-        architecture=args.architecture,
-        backbones=(args.backbone,),
-        output_strides=(args.output_stride,),
-    )
+    plan = model_plan(args)
     model = _build_model(plan, args.backbone, args.output_stride)
     height, width = height_width(parse_size(args.size, option="--size"))
     images = np.random.default_rng(0).uniform(0, 255, (1, height, width, 3))

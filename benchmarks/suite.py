@@ -102,6 +102,28 @@ class BenchmarkPlan:
     calibration_images: int = 2  # int8 speed does not depend on the count
 
 
+def add_model_options(parser, *, output_stride=8):
+    """--architecture, --backbone, --output-stride, --size and --threads:
+    the one model the single-model scripts (interleaved, op_profile)
+    measure."""
+    parser.add_argument("--architecture", default="deeplabv3")
+    parser.add_argument("--backbone", default="resnet50")
+    parser.add_argument("--output-stride", type=int, default=output_stride)
+    parser.add_argument("--size", default="513", metavar="H[xW]")
+    parser.add_argument("--threads", type=int, default=2)
+
+
+def model_plan(args) -> BenchmarkPlan:
+    """The BenchmarkPlan of `add_model_options`' arguments."""
+    return BenchmarkPlan(
+        size=args.size,
+        architecture=args.architecture,
+        backbones=(args.backbone,),
+        output_strides=(args.output_stride,),
+        threads=args.threads,
+    )
+
+
 def _check_subset(name, values, allowed):
     unknown = [value for value in values if value not in allowed]
     if unknown or not values:

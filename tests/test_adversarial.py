@@ -590,10 +590,16 @@ def test_a_full_disk_is_one_line_that_names_the_path(
 @pytest.mark.slow
 def test_training_on_a_full_disk_stops_in_one_line(small_disk):
     """The backup is the first large write of a run; it fails cleanly."""
+    line = _train_error_line(
+        small_disk / "run", [*TINY_TRAIN, "backup_every_steps=1"]
+    )
+    assert "no space left on the device" in line and str(small_disk) in line
+
+
+def _train_error_line(work_dir, settings):
+    """`train` in a process of its own; its one stderr line (exit 2)."""
     completed = subprocess.run(
-        train_command(
-            small_disk / "run", [*TINY_TRAIN, "backup_every_steps=1"]
-        ),
+        train_command(work_dir, settings),
         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
         capture_output=True,
         text=True,
@@ -603,8 +609,7 @@ def test_training_on_a_full_disk_stops_in_one_line(small_disk):
     assert completed.returncode == USER_ERROR_EXIT, completed.stderr[-2000:]
     lines = completed.stderr.strip().splitlines()
     assert len(lines) == 1, completed.stderr[-2000:]
-    assert "no space left on the device" in lines[0]
-    assert str(small_disk) in lines[0]
+    return lines[0]
 
 
 @pytest.fixture
@@ -627,18 +632,8 @@ def test_a_disk_that_fills_during_training_is_one_line(disk_of):
     """N-D01: the backup passes the free-space check, then h5py's write
     fails half-way: a RuntimeError wrapping ENOSPC, 28 lines of traceback."""
     disk = disk_of("2m")
-    completed = subprocess.run(
-        train_command(disk / "run", TINY_TRAIN),
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-    )
-    assert completed.returncode == USER_ERROR_EXIT, completed.stderr[-2000:]
-    lines = completed.stderr.strip().splitlines()
-    assert len(lines) == 1, completed.stderr[-2000:]
-    assert "no space left on the device" in lines[0] and str(disk) in lines[0]
+    line = _train_error_line(disk / "run", TINY_TRAIN)
+    assert "no space left on the device" in line and str(disk) in line
     assert not [p for p in disk.rglob("*") if "partial" in p.name]
 
 
