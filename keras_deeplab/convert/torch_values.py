@@ -311,6 +311,9 @@ def _latin1_bytes(text, encoding):
     return text.encode("latin1")
 
 
+_PLAIN = (str, bytes, int, float, bool, type(None), np.generic, np.ndarray)
+
+
 def materialised(value, done=None):
     """`value` with every tensor reference replaced by its array.
 
@@ -321,8 +324,14 @@ def materialised(value, done=None):
     bytes of pickle), stays that small instead of 2**30 copies.
     """
     done = {} if done is None else done
-    if not isinstance(value, TensorRef | dict | list | tuple):
+    if isinstance(value, _PLAIN):
         return value
+    if isinstance(value, set | frozenset):
+        return value  # members were checked to be scalars when made
+    if not isinstance(value, TensorRef | dict | list | tuple):
+        # A storage type, a rebuild function or a marker on its own: the
+        # pickle's machinery, never a value a checkpoint holds.
+        raise RefusedError(f"a {type(value).__name__} as a value")
     if id(value) in done:
         return done[id(value)]
     if isinstance(value, TensorRef):
