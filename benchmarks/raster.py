@@ -5,6 +5,12 @@ segmenting one large raster, streamed (`inference.raster`) or in memory
     python -m benchmarks.raster --side 20000 --architecture lraspp \
         --backbone mobilenet_v3_large --out r.json
     python -m benchmarks.raster --side 8192 --in-memory
+    python -m benchmarks.raster --side 20000 --height 2048 \
+        --architecture deeplabv3 --backbone resnet50
+
+--height makes a strip as wide as --side: peak memory depends on the width
+(the band of rows in flight), not on the height, so a strip measures the
+memory of the square raster and its speed per megapixel.
 
 The raster is written first (smooth synthetic RGB, tiled and compressed,
 georeferenced), with random weights of the benchmarked model (speed does
@@ -34,7 +40,7 @@ def _peak_mb():
     return peak_rss_mb()  # VmHWM (ru_maxrss would count a forking parent)
 
 
-def _write_raster(path, side):
+def _write_raster(path, side, height):
     import rasterio
     from rasterio.transform import from_origin
     from rasterio.windows import Window
@@ -45,7 +51,7 @@ def _write_raster(path, side):
         "w",
         driver="GTiff",
         width=side,
-        height=side,
+        height=height,
         count=3,
         dtype="uint8",
         tiled=True,
@@ -54,8 +60,8 @@ def _write_raster(path, side):
         transform=from_origin(500_000, 4_000_000, 0.3, 0.3),
         BIGTIFF="IF_SAFER",
     ) as target:
-        for top in range(0, side, _STRIP):
-            count = min(_STRIP, side - top)
+        for top in range(0, height, _STRIP):
+            count = min(_STRIP, height - top)
             rows = np.arange(top, top + count, dtype=np.float32)[:, None]
             bands = [
                 127 + 100 * np.sin(rows / (40 + 9 * c) + columns / (55 - 7 * c))
@@ -72,6 +78,9 @@ def main(argv=None) -> int:
         prog="python -m benchmarks.raster", description=__doc__
     )
     parser.add_argument("--side", type=int, default=20000)
+    parser.add_argument(
+        "--height", type=int, default=None, help="default: --side"
+    )
     parser.add_argument("--architecture", default="lraspp")
     parser.add_argument("--backbone", default="mobilenet_v3_large")
     parser.add_argument("--output-stride", type=int, default=16)
@@ -79,6 +88,7 @@ def main(argv=None) -> int:
     parser.add_argument("--in-memory", action="store_true")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
+    height = args.height or args.side
 
     from keras_deeplab.inference.raster import segment_raster
     from keras_deeplab.inference.tiling import Tiling, sliding_window_predict
@@ -94,7 +104,7 @@ def main(argv=None) -> int:
     model.predict_on_batch(np.zeros((1, args.tile, args.tile, 3), np.float32))
     with tempfile.TemporaryDirectory(prefix="raster_bench_") as work:
         work = Path(work)
-        _write_raster(work / "ortho.tif", args.side)
+        _write_raster(work / "ortho.tif", args.side, height)
         baseline = _peak_mb()
         start = time.perf_counter()
         if args.in_memory:
@@ -106,7 +116,7 @@ def main(argv=None) -> int:
         else:
             segment_raster(model, work / "ortho.tif", work, tiling)
         seconds = time.perf_counter() - start
-    megapixels = args.side**2 / 1e6
+    megapixels = args.side * height / 1e6
     result = {
         "machine": machine_info(),
         "arguments": vars(args),
@@ -118,7 +128,7 @@ def main(argv=None) -> int:
     }
     mode = "in memory" if args.in_memory else "streamed"
     print(
-        f"{args.architecture} {args.backbone}, {args.side}x{args.side} "
+        f"{args.architecture} {args.backbone}, {args.side}x{height} "
         f"{mode}: {seconds:.0f} s, {result['megapixels_per_s']:.2f} Mpx/s, "
         f"peak RSS {result['peak_rss_mb']:.0f} MB (before the run "
         f"{baseline:.0f} MB); CPU flags "

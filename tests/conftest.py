@@ -49,6 +49,11 @@ def pytest_collection_modifyitems(items):
             item
         ):
             item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    # Slow tests first (a stable sort: each module keeps its order). xdist
+    # hands out the groups first, then single tests in this order: the
+    # minute-long tests of tests/training/, collected last, left one worker
+    # running alone at the end of the run while the other sat idle.
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 def _custom_gradients():

@@ -333,6 +333,8 @@ def test_demo_end_to_end_tiny(tmp_path, capsys):
     assert re.search(r"^evaluated \d+ batch(es)? \(\d+ s\)$", out, re.M)
     assert "deeplabv3plus_resnet50_os16: " in out and "GMACs at 48x48" in out
     assert "deeplab_int8_48" in out and "val mIoU" in out
+    # The tiny val split has 4 images: the parity table scores those.
+    assert "the parity table scores its 4 images only" in out
     # Each artefact is announced with its time and peak memory while
     # `export all` runs.
     assert re.search(

@@ -19,3 +19,13 @@ def test_a_grouped_test_runs_in_its_group(request):
         f"{request.node.nodeid}: pytest {pytest.__version__} and "
         "pytest-xdist no longer group tests; see setup.cfg"
     )
+
+
+def test_slow_tests_are_handed_out_first(request):
+    """The full run ends with short tests on both workers, not with one
+    worker alone on a minute-long one (tests/conftest.py sorts them)."""
+    slow = [
+        item.get_closest_marker("slow") is not None
+        for item in request.session.items
+    ]
+    assert slow == sorted(slow, reverse=True)

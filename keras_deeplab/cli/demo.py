@@ -61,7 +61,7 @@ def save_overlay_grid(model, dataset, path, *, rows=_OVERLAY_ROWS):
 
 def _export_and_verify(model, config, export_dir):
     """Every export format, then the parity table against Keras (with a
-    Keras bfloat16 row)."""
+    Keras bfloat16 row); returns (rows, the number of images scored)."""
     size = config.export_size
     paths = export_all(
         model,
@@ -84,7 +84,7 @@ def _export_and_verify(model, config, export_dir):
     )
     print(format_table(rows))
     save_report(rows, export_dir)
-    return rows
+    return rows, len(images)
 
 
 def finished_training(config, work_dir, *, resume) -> bool:
@@ -141,13 +141,16 @@ def run_demo(out_dir, *, preset="demo", overrides=(), resume=False):
     print(f"evaluation of {work_dir / BEST_MODEL} on the whole val split:")
     print(format_results(results))
     print(f"wrote {overlays}, {curves}")
-    results["parity"] = _export_and_verify(model, config, out_dir / EXPORT_DIR)
+    results["parity"], parity_images = _export_and_verify(
+        model, config, out_dir / EXPORT_DIR
+    )
     results["wall_time_s"] = round(time.perf_counter() - start, 1)
+    scored = f"{parity_images} image{'' if parity_images == 1 else 's'}"
     atomic_write_text(out_dir / METRICS, json.dumps(results, indent=2) + "\n")
     print(
         f"val mIoU {results['mean_iou']:.3f}, pixel accuracy "
         f"{results['pixel_accuracy']:.3f} (the whole val split; the parity "
-        f"table scores its {PARITY_IMAGES} images only), demo wall time "
+        f"table scores its {scored} only), demo wall time "
         f"{results['wall_time_s']:.0f} s; wrote {out_dir / METRICS}"
     )
     return results

@@ -70,6 +70,11 @@ def compile_model(model, *, objective, optimizer, jit_compile=False):
         metrics=objective.metrics,
         jit_compile=jit_compile,
     )
+    # Without a tf.distribute strategy Keras creates the optimizer's slots
+    # inside the first traced train step, and a tf.function that creates
+    # variables is traced twice: built here, the step is traced once (the
+    # tiny test model's first fit step: 35 s -> 19 s on 2 cores).
+    model.optimizer.build(model.trainable_variables)
     return model
 
 
