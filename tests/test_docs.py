@@ -336,3 +336,25 @@ def test_quoted_interleaved_ratios_come_from_their_run():
         timings = json.loads((ROOT / run).read_text())["timings"]
         ours = timings["keras"]["median_s"] / timings["torchvision"]["median_s"]
         assert f"{ours:.2f}" == ratio, (run, ours, ratio)
+
+
+def test_quoted_raster_numbers_come_from_their_run():
+    """docs/rasters.md's benchmark rows: megapixels per second, memory
+    added by the run, and seconds per km² at 0.3 m per pixel, each as the
+    linked run measured it."""
+    text = (ROOT / "docs" / "rasters.md").read_text()
+    rows = re.findall(
+        r"\| ([\d.]+) \| ([\d,]+) MB \| ([\d,]+) s \| "
+        r"\[json\]\(\.\./(benchmarks/results/[\w./-]+\.json)\)",
+        text,
+    )
+    assert len(rows) >= 4
+    for rate, added, per_km2, run in rows:
+        result = json.loads((ROOT / run).read_text())
+        growth = result["peak_rss_mb"] - result["peak_rss_before_mb"]
+        megapixels_per_km2 = (1000 / 0.3) ** 2 / 1e6
+        assert f"{result['megapixels_per_s']:.2f}" == rate, run
+        assert f"{growth:,.0f}" == added, run
+        assert f"{megapixels_per_km2 / result['megapixels_per_s']:,.0f}" == (
+            per_km2
+        ), run
