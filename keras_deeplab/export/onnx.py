@@ -19,6 +19,10 @@ from keras_deeplab.utils.atomic import atomic_file
 from keras_deeplab.utils.memory import release_freed_memory
 
 ONNX_OPSET = 17
+# Weights from which a copy per tf2onnx pass matters (see _function_to_onnx):
+# a ResNet-50 holds 160 MB; below this a collection per pass (~0.25 s each,
+# in a process holding TensorFlow) cost more time than the memory it saved.
+COLLECT_PER_PASS_FROM_BYTES = 32 * 2**20
 
 
 def export_onnx(model, path, *, opset=ONNX_OPSET, metadata=None):
@@ -47,7 +51,11 @@ def export_onnx(model, path, *, opset=ONNX_OPSET, metadata=None):
     # ONNX runtimes have their own dilated depthwise kernel: keep it one op.
     with dilated_depthwise_form("native"):
         function = serve.get_concrete_function()
-    proto = _function_to_onnx(function, opset=opset)
+    proto = _function_to_onnx(
+        function,
+        opset=opset,
+        collect_per_pass=weight_bytes(model) >= COLLECT_PER_PASS_FROM_BYTES,
+    )
     rewrite_for_runtimes(proto.graph)
     for key, value in (metadata or {}).items():
         proto.metadata_props.add(key=key, value=json.dumps(value))
@@ -60,16 +68,26 @@ def export_onnx(model, path, *, opset=ONNX_OPSET, metadata=None):
     return path
 
 
-def _function_to_onnx(function, *, opset):
+def weight_bytes(model) -> int:
+    """Bytes of the model's weights."""
+    return sum(
+        int(np.prod(weight.shape)) * np.dtype(weight.dtype).itemsize
+        for weight in model.weights
+    )
+
+
+def _function_to_onnx(function, *, opset, collect_per_pass):
     """`tf2onnx.convert.from_function`'s steps, with garbage collected
-    before each of tf2onnx's graph optimizers.
+    before each of tf2onnx's graph optimizers when `collect_per_pass`.
 
     tf2onnx deep-copies the whole ONNX graph, every weight included, before
     each optimizer (about 24 passes) and drops the previous copy as cyclic
     garbage, which Python's collector reaches only every few passes: a
     ResNet-50 at 513 px peaked at 11.4 GB. Collecting before each pass
     holds the passes to two or three copies (4.0 GB in all, grappler's
-    constant folding now the peak); see docs/export.md.
+    constant folding now the peak); see docs/export.md. Each collection
+    takes ~0.25 s in a process holding TensorFlow: for small weights (the
+    tiny test models, LR-ASPP) the 24 of them were half the export's time.
     """
     import tf2onnx
 
@@ -94,10 +112,12 @@ def _function_to_onnx(function, *, opset):
             )
     del graph  # its constants: tf2onnx holds the weights as numpy now
     _scalar_addends_as_vectors(onnx_graph)
-    optimizers = {
-        name: _collecting_garbage_first(factory)
-        for name, factory in tf2onnx.optimizer._get_optimizers().items()
-    }
+    optimizers = tf2onnx.optimizer._get_optimizers()
+    if collect_per_pass:
+        optimizers = {
+            name: _collecting_garbage_first(factory)
+            for name, factory in optimizers.items()
+        }
     onnx_graph = tf2onnx.optimizer.optimize_graph(
         onnx_graph, optimizers=optimizers
     )
