@@ -19,10 +19,11 @@ from keras_deeplab.utils.atomic import atomic_file
 from keras_deeplab.utils.memory import release_freed_memory
 
 ONNX_OPSET = 17
-# Weights from which a copy per tf2onnx pass matters (see _function_to_onnx):
-# a ResNet-50 holds 160 MB; below this a collection per pass (~0.25 s each,
-# in a process holding TensorFlow) cost more time than the memory it saved.
-COLLECT_PER_PASS_FROM_BYTES = 32 * 2**20
+# Parameters from which a copy per tf2onnx pass matters (see
+# _function_to_onnx; 8 M float32 weights are 32 MiB, a ResNet-50 holds 42 M);
+# below this a collection per pass (~0.25 s each, in a process holding
+# TensorFlow) cost more time than the memory it saved.
+COLLECT_PER_PASS_FROM_PARAMS = 8_000_000
 
 
 def export_onnx(model, path, *, opset=ONNX_OPSET, metadata=None):
@@ -54,7 +55,7 @@ def export_onnx(model, path, *, opset=ONNX_OPSET, metadata=None):
     proto = _function_to_onnx(
         function,
         opset=opset,
-        collect_per_pass=weight_bytes(model) >= COLLECT_PER_PASS_FROM_BYTES,
+        collect_per_pass=model.count_params() >= COLLECT_PER_PASS_FROM_PARAMS,
     )
     rewrite_for_runtimes(proto.graph)
     for key, value in (metadata or {}).items():
@@ -66,14 +67,6 @@ def export_onnx(model, path, *, opset=ONNX_OPSET, metadata=None):
         # From the file: a check of the proto would serialize another copy.
         onnx.checker.check_model(str(temporary))
     return path
-
-
-def weight_bytes(model) -> int:
-    """Bytes of the model's weights."""
-    return sum(
-        int(np.prod(weight.shape)) * np.dtype(weight.dtype).itemsize
-        for weight in model.weights
-    )
 
 
 def _function_to_onnx(function, *, opset, collect_per_pass):
