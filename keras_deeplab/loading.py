@@ -251,6 +251,28 @@ def initialize_from(model, source) -> str:
     return f"init_weights: {len(pairs)} layers from {path}{started}"
 
 
+def _is_named(text) -> bool:
+    """A preset, URL or torch checkpoint: what `from_preset` loads."""
+    return is_preset(text) or is_url(text) or text.endswith(CHECKPOINT_SUFFIXES)
+
+
+def check_model_source(source) -> str:
+    """`source` as `load_trained_model` will find it (a preset name or URL
+    as it is, a file as an absolute path), without loading anything: for
+    jobs whose workers load the model (`inference.engines`).
+
+    Raises:
+        FileNotFoundError: if it is neither a file nor a preset (naming the
+            closest presets).
+    """
+    text = str(source)
+    if _is_named(text) and not Path(text).is_file():
+        return text
+    if looks_like_a_name(text) and not Path(text).exists():
+        get_preset(text)  # raises with the closest names
+    return str(existing_model_file(text).resolve())
+
+
 def load_trained_model(source, config=None) -> keras.Model:
     """A model for inference from a `.keras` file (safe mode), a
     `.weights.h5` file plus its config, or a preset name.
@@ -268,11 +290,9 @@ def load_trained_model(source, config=None) -> keras.Model:
         UserInputError: for another suffix, or weights without a config.
     """
     text = str(source)
-    if is_preset(text) or is_url(text) or text.endswith(CHECKPOINT_SUFFIXES):
+    if _is_named(text):
         return from_preset(text)
-    if looks_like_a_name(text) and not Path(text).exists():
-        get_preset(text)  # raises with the closest names
-    path = existing_model_file(text)
+    path = Path(check_model_source(text))
     if path.suffix == ".keras":
         return inference_model(load_model_file(path))
     if path.name.endswith(".weights.h5") and config is not None:

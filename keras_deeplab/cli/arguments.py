@@ -67,3 +67,13 @@ def value_range(text):
             f"{text!r} is not LOW,HIGH with LOW < HIGH, e.g. 0,4000"
         )
     return (low, high)
+
+
+def key_value(text):
+    """argparse type: `KEY=VALUE` (`--engine-option`) as a (key, value)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not KEY=VALUE (e.g. runner=DataflowRunner)"
+        )
+    return key.strip().lstrip("-"), value

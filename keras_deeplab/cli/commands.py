@@ -56,7 +56,7 @@ def output_dir(path, flag="--out") -> Path:
     return path
 
 
-def _model_source(args):
+def model_source(args):
     source = args.model or getattr(args, "model_positional", None)
     if source is None:
         from keras_deeplab.cli.parser import MODEL_HELP
@@ -71,7 +71,7 @@ def model_from_args(args, config, *, precision="float32"):
     from keras_deeplab.loading import load_trained_model
     from keras_deeplab.models.derived import with_precision
 
-    model = load_trained_model(_model_source(args), config)
+    model = load_trained_model(model_source(args), config)
     return with_precision(model, precision)
 
 
@@ -318,7 +318,7 @@ def demo(args):
 def predict(args):
     from keras_deeplab.cli.predict import predict as run_predict
 
-    run_predict(args, config=_config(args, required=False))
+    return run_predict(args, config=_config(args, required=False))
 
 
 COMMANDS = {

@@ -120,15 +120,39 @@ def _add_raster(parser):
         "they are, others from their 2nd to 98th percentile)",
     )
     parser.add_argument(
-        "--confidence",
-        action="store_true",
-        help="rasters: also write <stem>_confidence.tif (top class "
-        "probability x 255, uint8)",
-    )
-    parser.add_argument(
         "--allow-no-crs",
         action="store_true",
         help="rasters: segment one without a CRS (pixel coordinates only)",
+    )
+
+
+def _add_engine(parser):
+    """Where `predict` runs (docs/scale.md)."""
+    parser.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="local",
+        help="local: this process (default); beam: Apache Beam (DirectRunner "
+        "here, Dataflow/Flink/Spark with --engine-option runner=...); ray: "
+        "Ray Data. beam and ray write <stem>_mask.png under the inputs' "
+        "folders, manifest.jsonl and failed.jsonl, and skip done inputs",
+    )
+    parser.add_argument(
+        "--engine-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        type=arguments.key_value,
+        help="passed to the engine: Beam pipeline options (runner=, "
+        "project=, direct_num_workers=, ...), Ray's address=, num_cpus=, "
+        "workers=, batch_size=",
+    )
+    parser.add_argument(
+        "--max-pixels",
+        type=arguments.positive_int,
+        default=None,
+        help="beam, ray: larger images go to failed.jsonl unless --tile is "
+        "given (default 4096x4096)",
     )
 
 
@@ -150,6 +174,9 @@ def _add_train(commands):
         action="store_true",
         help="replace a previous run in --work-dir",
     )
+
+
+ENGINES = ("local", "beam", "ray")
 
 
 def _add_evaluate_predict_validate(commands):
@@ -175,7 +202,8 @@ def _add_evaluate_predict_validate(commands):
     predict.add_argument(
         "images",
         nargs="+",
-        help="JPEG/PNG files, or rasters (.tif, .vrt, ...: streamed in "
+        help="JPEG/PNG files or patterns ('imgs/**/*.jpg'; gs://, s3:// "
+        "with --engine beam), or rasters (.tif, .vrt, ...: streamed in "
         "tiles, georeferencing kept; needs the geo extra)",
     )
     _add_model(predict)
@@ -191,6 +219,13 @@ def _add_evaluate_predict_validate(commands):
         action="store_true",
         help="replace outputs of an earlier run in --out",
     )
+    predict.add_argument(
+        "--confidence",
+        action="store_true",
+        help="also write <stem>_confidence.png (.tif for rasters): the top "
+        "class probability x 255, uint8, uncalibrated",
+    )
+    _add_engine(predict)
     _add_precision(predict, help=_BF16_HELP)
     _add_inference(predict)
     _add_raster(predict)

@@ -8,6 +8,7 @@ goes through `read_image` / `read_mask`, shared by training and
 """
 
 import dataclasses
+import io
 from pathlib import Path
 
 import numpy as np
@@ -73,11 +74,7 @@ class Example:
 
 
 def _open(path, kind):
-    """Opens, size-checks, decodes and EXIF-orients one image file.
-
-    The camera's EXIF orientation is applied, so a phone photo stored
-    sideways is read upright, as viewers show it and as masks are drawn.
-    """
+    """Opens, size-checks, decodes and EXIF-orients one image file."""
     path = Path(path)
     if path.is_dir():
         raise DataError(
@@ -88,47 +85,76 @@ def _open(path, kind):
         raise DataError(f"{kind} {str(path)!r} does not exist.")
     if path.stat().st_size == 0:
         raise DataError(f"{kind} {str(path)!r} is empty (0 bytes).")
+    return _decoded(path, f"{kind} {str(path)!r}")
+
+
+def _decoded(source, label):
+    """Decodes a file or file object; `label` names it in errors.
+
+    The camera's EXIF orientation is applied, so a phone photo stored
+    sideways is read upright, as viewers show it and as masks are drawn.
+    """
     try:
-        picture = Image.open(path)
+        picture = Image.open(source)
     except Image.DecompressionBombError as err:
         raise DataError(
-            f"{kind} {str(path)!r} is refused as a decompression bomb: {err}"
+            f"{label} is refused as a decompression bomb: {err}"
         ) from err
-    except (UnidentifiedImageError, OSError) as err:
-        raise _unreadable(kind, path, err) from err
+    except UnidentifiedImageError as err:
+        raise DataError(
+            f"{label} is not an image this reader knows (JPEG, PNG, BMP, "
+            "GIF, TIFF, WebP, ...): its bytes match none of their formats."
+        ) from err
+    except OSError as err:
+        raise _unreadable(label, err) from err
     width, height = picture.size
     if width * height > MAX_IMAGE_PIXELS:
         raise DataError(
-            f"{kind} {str(path)!r} declares {width}x{height} pixels, more "
+            f"{label} declares {width}x{height} pixels, more "
             f"than the {MAX_IMAGE_PIXELS:,} this reader decodes; resize it "
             "(or check that it is not a decompression bomb)."
         )
     try:
         picture.load()
     except (OSError, SyntaxError, ValueError) as err:  # what Pillow raises
-        raise _unreadable(kind, path, err) from err
+        raise _unreadable(label, err) from err
     return ImageOps.exif_transpose(picture)
 
 
-def _unreadable(kind, path, err):
-    return DataError(f"{kind} {str(path)!r} is unreadable or truncated: {err}.")
+def _unreadable(label, err):
+    return DataError(f"{label} is unreadable or truncated: {err}.")
 
 
-def read_image(path) -> np.ndarray:
-    """Decodes an image file to RGB uint8 (h, w, 3).
-
-    Grayscale, palette and RGBA images are converted to RGB (alpha dropped);
-    16-bit images keep their 8 most significant bits.
-
-    Raises:
-        DataError: naming the file if it is missing, empty or undecodable.
-    """
-    picture = _open(path, "image")
+def _rgb(picture) -> np.ndarray:
+    """RGB uint8 (h, w, 3): grayscale, palette and RGBA converted (alpha
+    dropped); 16-bit images keep their 8 most significant bits."""
     if picture.mode in ("I;16", "I;16B", "I"):
         array = np.asarray(picture).astype(np.uint32)
         array = (array >> 8 if array.max() > 255 else array).astype(np.uint8)
         return np.repeat(array[..., None], 3, axis=-1)
     return np.asarray(picture.convert("RGB"))
+
+
+def read_image(path) -> np.ndarray:
+    """Decodes an image file to RGB uint8 (h, w, 3) (see `_rgb`).
+
+    Raises:
+        DataError: naming the file if it is missing, empty or undecodable.
+    """
+    return _rgb(_open(path, "image"))
+
+
+def decode_image(data: bytes, name) -> np.ndarray:
+    """`read_image` of a file's bytes (read from any file system); `name`
+    is the file's name in errors.
+
+    Raises:
+        DataError: naming the file if it is empty or undecodable.
+    """
+    label = f"image {str(name)!r}"
+    if not data:
+        raise DataError(f"{label} is empty (0 bytes).")
+    return _rgb(_decoded(io.BytesIO(data), label))
 
 
 def _mat_mask(path):

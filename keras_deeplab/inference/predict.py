@@ -5,14 +5,19 @@ from pathlib import Path
 import numpy as np
 
 from keras_deeplab.data.sources import read_image
-from keras_deeplab.inference.probabilities import predict_probabilities
+from keras_deeplab.inference.batch import InferenceOptions, class_maps
+from keras_deeplab.inference.probabilities import (
+    confidence_map,
+    predict_probabilities,
+)
 from keras_deeplab.inference.tiling import sliding_window_predict
 from keras_deeplab.models.deeplab import class_names
 from keras_deeplab.models.derived import inference_model
-from keras_deeplab.utils.atomic import atomic_file
+from keras_deeplab.utils.atomic import atomic_file, atomic_write_bytes
 from keras_deeplab.utils.errors import UserInputError
 from keras_deeplab.utils.progress import Progress
 from keras_deeplab.visualize.masks import (
+    gray_png_bytes,
     prediction_picture,
     save_mask_png,
     save_png,
@@ -21,17 +26,18 @@ from keras_deeplab.visualize.masks import (
 MASK_SUFFIX = "_mask.png"
 OVERLAY_SUFFIX = "_overlay.png"
 PROBABILITIES_SUFFIX = "_probabilities.npy"
+CONFIDENCE_SUFFIX = "_confidence.png"
 
 
-def output_paths(out_dir, stem, *, probabilities=False) -> list:
-    """The files `segment_files` writes for one image stem."""
-    out_dir = Path(out_dir)
+def output_paths(out_dir, stem, *, probabilities=False, confidence=False):
+    """{suffix: path} of the files `segment_files` writes for one stem."""
     suffixes = [MASK_SUFFIX, OVERLAY_SUFFIX]
     suffixes += [PROBABILITIES_SUFFIX] if probabilities else []
-    return [out_dir / f"{stem}{suffix}" for suffix in suffixes]
+    suffixes += [CONFIDENCE_SUFFIX] if confidence else []
+    return {s: Path(out_dir) / f"{stem}{s}" for s in suffixes}
 
 
-def _check_outputs(paths, out_dir, *, probabilities, overwrite):
+def _check_outputs(paths, out_dir, *, probabilities, confidence, overwrite):
     """Refuses stems that collide, and outputs that exist unless asked."""
     stems = {}
     for path in paths:
@@ -47,7 +53,9 @@ def _check_outputs(paths, out_dir, *, probabilities, overwrite):
     existing = [
         output
         for stem in stems
-        for output in output_paths(out_dir, stem, probabilities=probabilities)
+        for output in output_paths(
+            out_dir, stem, probabilities=probabilities, confidence=confidence
+        ).values()
         if output.exists()
     ]
     if existing:
@@ -58,22 +66,29 @@ def _check_outputs(paths, out_dir, *, probabilities, overwrite):
         )
 
 
-def _segment(model, image, *, scales, flip, tiling, keep_probabilities):
-    """(uint8 class ids, float32 probabilities or None) of one image."""
-    if tiling is not None and not keep_probabilities:
-        ids = sliding_window_predict(
-            model, image, tiling, scales=scales, flip=flip
-        )
-        return ids.astype(np.uint8), None
-    if tiling is None:
+def _segment(model, image, options, *, keep_probabilities):
+    """(class ids, confidence or None, float32 probabilities or None)."""
+    if not keep_probabilities:
+        ids, scores = class_maps(model, image[None], options)
+        return ids[0], (None if scores is None else scores[0]), None
+    if options.tiling is None:
         probs = predict_probabilities(
-            model, image[None].astype("float32"), scales=scales, flip=flip
+            model,
+            image[None].astype("float32"),
+            scales=options.scales,
+            flip=options.flip,
         )[0]
     else:  # the whole image's probabilities, as asked: image-sized memory
         probs = sliding_window_predict(
-            model, image, tiling, scales=scales, flip=flip, probabilities=True
+            model,
+            image,
+            options.tiling,
+            scales=options.scales,
+            flip=options.flip,
+            probabilities=True,
         )
-    return np.argmax(probs, axis=-1).astype(np.uint8), probs
+    scores = confidence_map(probs) if options.confidence else None
+    return np.argmax(probs, axis=-1).astype(np.uint8), scores, probs
 
 
 def segment_files(
@@ -86,8 +101,10 @@ def segment_files(
     flip=False,
     overwrite=False,
     tiling=None,
+    confidence=False,
 ):
-    """Writes `<stem>_mask.png`, `<stem>_overlay.png` (+ `.npy`) per image.
+    """Writes `<stem>_mask.png`, `<stem>_overlay.png` (+ `.npy`,
+    `_confidence.png`) per image.
 
     Images are processed one at a time at their own size. The overlay has a
     legend of the classes it shows, named by the model's class names.
@@ -102,6 +119,8 @@ def segment_files(
         overwrite: bool. Replace outputs that exist; refused otherwise.
         tiling: None, or a `tiling.Tiling`: sliding-window inference, for
             images too large to run whole.
+        confidence: bool. Also save `<stem>_confidence.png`: the top class
+            probability x 255, 8-bit grayscale (uncalibrated).
 
     Returns:
         List of written mask paths.
@@ -118,29 +137,40 @@ def segment_files(
     out_dir = Path(out_dir)
     paths = [Path(path) for path in paths]
     _check_outputs(
-        paths, out_dir, probabilities=probabilities, overwrite=overwrite
+        paths,
+        out_dir,
+        probabilities=probabilities,
+        confidence=confidence,
+        overwrite=overwrite,
+    )
+    options = InferenceOptions(
+        scales=scales, flip=flip, tiling=tiling, confidence=confidence
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     progress = Progress(len(paths), unit="image", verb="segmented")
     written = []
     for path in paths:
         image = read_image(path)
-        mask, probs = _segment(
-            model,
-            image,
-            scales=scales,
-            flip=flip,
-            tiling=tiling,
-            keep_probabilities=probabilities,
+        mask, scores, probs = _segment(
+            model, image, options, keep_probabilities=probabilities
         )
-        mask_path, overlay_path, *npy = output_paths(
-            out_dir, path.stem, probabilities=probabilities
+        paths_of = output_paths(
+            out_dir,
+            path.stem,
+            probabilities=probabilities,
+            confidence=confidence,
         )
-        written.append(save_mask_png(mask_path, mask))
-        save_png(overlay_path, prediction_picture(image, mask, names))
-        if npy:
-            with atomic_file(npy[0]) as temporary:
+        written.append(save_mask_png(paths_of[MASK_SUFFIX], mask))
+        save_png(
+            paths_of[OVERLAY_SUFFIX], prediction_picture(image, mask, names)
+        )
+        if probabilities:
+            with atomic_file(paths_of[PROBABILITIES_SUFFIX]) as temporary:
                 np.save(temporary, probs.astype(np.float32))
+        if confidence:
+            atomic_write_bytes(
+                paths_of[CONFIDENCE_SUFFIX], gray_png_bytes(scores)
+            )
         progress.update(len(written))
     progress.finish(len(written))
     return written

@@ -47,3 +47,9 @@ def predict_probabilities(model, images, *, scales=(1.0,), flip=False):
             total = total + ops.softmax(logits, axis=-1)
             count += 1
     return np.asarray(ops.convert_to_numpy(total / count))
+
+
+def confidence_map(probabilities) -> np.ndarray:
+    """uint8 top-class probability x 255 of (..., classes) probabilities:
+    the uncalibrated softmax maximum, for review queues and masking."""
+    return np.round(np.max(probabilities, axis=-1) * 255.0).astype(np.uint8)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_deeplab.inference.probabilities import confidence_map
 from keras_deeplab.inference.tiling import finished_rows
 from keras_deeplab.models.deeplab import class_names
 from keras_deeplab.models.derived import inference_model
@@ -315,8 +316,7 @@ def _write_rows(model, reader, shape, tiling, targets, *, ignore, scales, flip):
         ids = np.where(valid, probabilities.argmax(-1), ignore).astype(dtype)
         targets[0].write(ids, 1, window=window)
         if len(targets) > 1:
-            top_probability = np.round(probabilities.max(-1) * 255.0)
-            scores = np.where(valid, top_probability, 0).astype(np.uint8)
+            scores = np.where(valid, confidence_map(probabilities), 0)
             targets[1].write(scores, 1, window=window)
 
 

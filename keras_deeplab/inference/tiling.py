@@ -19,7 +19,10 @@ import dataclasses
 
 import numpy as np
 
-from keras_deeplab.inference.probabilities import predict_probabilities
+from keras_deeplab.inference.probabilities import (
+    confidence_map,
+    predict_probabilities,
+)
 from keras_deeplab.utils.errors import UserInputError
 from keras_deeplab.utils.image_size import parse_size
 
@@ -197,6 +200,38 @@ def class_id_dtype(num_classes: int):
     return np.uint8 if num_classes <= 256 else np.int32
 
 
+def _rows_of(model, image, tiling, scales, flip):
+    """`finished_rows` of an image in memory."""
+    return finished_rows(
+        model,
+        lambda y, count: image[y : y + count],
+        image.shape[:2],
+        tiling,
+        scales=scales,
+        flip=flip,
+    )
+
+
+def tiled_class_maps(
+    model, image, tiling, *, scales=(1.0,), flip=False, confidence=False
+):
+    """(class ids, confidence or None) of one image, tile by tile; only a
+    band of probabilities as tall as a tile is held.
+
+    Returns:
+        (height, width) uint8 class ids (int32 past 256 classes), and with
+        `confidence` the uint8 top-class probability x 255, else None.
+    """
+    height, width = image.shape[:2]
+    ids = np.zeros((height, width), class_id_dtype(_num_classes(model)))
+    scores = np.zeros((height, width), np.uint8) if confidence else None
+    for top, done, _ in _rows_of(model, image, tiling, scales, flip):
+        ids[top : top + len(done)] = done.argmax(-1)
+        if confidence:
+            scores[top : top + len(done)] = confidence_map(done)
+    return ids, scores
+
+
 def sliding_window_predict(
     model, image, tiling, *, scales=(1.0,), flip=False, probabilities=False
 ):
@@ -217,22 +252,12 @@ def sliding_window_predict(
         (height, width) uint8 class ids (int32 past 256 classes), or the
         probabilities.
     """
+    if not probabilities:
+        return tiled_class_maps(model, image, tiling, scales=scales, flip=flip)[
+            0
+        ]
     height, width = image.shape[:2]
-    num_classes = _num_classes(model)
-    output = (
-        np.zeros((height, width, num_classes), np.float32)
-        if probabilities
-        else np.zeros((height, width), class_id_dtype(num_classes))
-    )
-    for top, done, _ in finished_rows(
-        model,
-        lambda y, count: image[y : y + count],
-        (height, width),
-        tiling,
-        scales=scales,
-        flip=flip,
-    ):
-        output[top : top + len(done)] = (
-            done if probabilities else done.argmax(-1)
-        )
+    output = np.zeros((height, width, _num_classes(model)), np.float32)
+    for top, done, _ in _rows_of(model, image, tiling, scales, flip):
+        output[top : top + len(done)] = done
     return output

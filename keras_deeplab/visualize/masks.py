@@ -1,12 +1,13 @@
 """Colour palettes and overlays that turn class-id masks into pictures."""
 
+import io
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from keras_deeplab.labels import IGNORE_INDEX, voc_palette
-from keras_deeplab.utils.atomic import atomic_file
+from keras_deeplab.utils.atomic import atomic_file, atomic_write_bytes
 from keras_deeplab.utils.errors import UserInputError
 
 IGNORE_COLOUR = (255, 255, 255)
@@ -106,10 +107,39 @@ def save_png(path, array: np.ndarray) -> Path:
     return Path(path)
 
 
+def mask_png_bytes(mask: np.ndarray) -> bytes:
+    """Class ids as PNG bytes: a VOC-style palette PNG (indices = class
+    ids) for up to 256 classes, 16-bit grayscale above (up to 65536).
+
+    Raises:
+        UserInputError: for ids outside [0, 65535].
+    """
+    mask = np.asarray(mask)
+    if mask.size and (mask.min() < 0 or mask.max() > 65535):
+        raise UserInputError(
+            f"class ids in [{mask.min()}, {mask.max()}] cannot be a PNG "
+            "mask; expected 0..65535."
+        )
+    buffer = io.BytesIO()
+    if mask.size == 0 or mask.max() <= 255:
+        picture = Image.fromarray(mask.astype(np.uint8), mode="P")
+        picture.putpalette(class_palette(256).ravel().tolist())
+    else:
+        picture = Image.fromarray(mask.astype(np.uint16))
+    picture.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def gray_png_bytes(values: np.ndarray) -> bytes:
+    """uint8 (h, w) as 8-bit grayscale PNG bytes (confidence maps)."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(values, np.uint8), mode="L").save(
+        buffer, format="PNG"
+    )
+    return buffer.getvalue()
+
+
 def save_mask_png(path, mask: np.ndarray) -> Path:
-    """Writes class ids as a VOC-style palette PNG (indices = class ids)."""
-    picture = Image.fromarray(np.asarray(mask, dtype=np.uint8), mode="P")
-    picture.putpalette(class_palette(256).ravel().tolist())
-    with atomic_file(path) as temporary:
-        picture.save(temporary, format="PNG")
-    return Path(path)
+    """Writes class ids as `mask_png_bytes` (a palette PNG up to 256
+    classes), atomically."""
+    return atomic_write_bytes(path, mask_png_bytes(mask))
