@@ -13,6 +13,8 @@ import tensorflow as tf
 from keras_deeplab.export.layout import LABELS_FILE
 from keras_deeplab.export.serving import (
     CLASS_IDS_OUTPUT,
+    CONFIDENCE_OUTPUT,
+    CONFIDENCE_PNG_OUTPUT,
     LOGITS_OUTPUT,
     MASK_PNG_OUTPUT,
     PROBABILITIES_OUTPUT,
@@ -123,18 +125,28 @@ def _decode(data, max_pixels):
         return tf.cond(is_jpeg, jpeg, png)
 
 
+def _pngs(maps):
+    """Single-channel PNG strings (B,) of (B, H, W) uint8/uint16 maps."""
+    return tf.map_fn(
+        tf.io.encode_png,
+        maps[..., None],
+        fn_output_signature=tf.TensorSpec([], tf.string),
+    )
+
+
 def build_archive(model, *, max_pixels=DEFAULT_MAX_PIXELS, probabilities=False):
     """A `keras.export.ExportArchive` with the three serving signatures.
 
     - `serving_default`: uint8 images (B, H, W, 3) -> `class_ids` (B, H, W),
-      uint8 for <= 256 classes (int32 otherwise) [+ `probabilities` float32
+      uint8 for <= 256 classes (int32 otherwise), and `confidence` (B, H, W)
+      uint8, the top class probability x 255 [+ `probabilities` float32
       (B, H, W, C) when `probabilities`].
     - `serve_image_bytes`: encoded JPEG/PNG strings (B,) -> `mask_png_bytes`
       (B,): each class map as a single-channel PNG (8-bit, 16-bit beyond
-      256 classes), which TF Serving's REST API base64-encodes because the
-      name ends in `_bytes`. Every image of one request must decode to the
-      same size (they are stacked); send one image per request for mixed
-      sizes.
+      256 classes), and `confidence_png_bytes` (8-bit grayscale PNGs); TF
+      Serving's REST API base64-encodes both because their names end in
+      `_bytes`. Every image of one request must decode to the same size
+      (they are stacked); send one image per request for mixed sizes.
     - `logits`: float32 RGB images in [0, 255] -> float32 logits.
     """
     model = export_model(model)
@@ -146,12 +158,21 @@ def build_archive(model, *, max_pixels=DEFAULT_MAX_PIXELS, probabilities=False):
     def class_ids(logits, dtype):
         return tf.cast(tf.argmax(logits, -1, output_type=tf.int32), dtype)
 
+    def confidence(softmax):
+        # As `inference.probabilities.confidence_map`: round(max x 255).
+        top = tf.reduce_max(softmax, axis=-1)
+        return tf.cast(tf.round(top * 255.0), tf.uint8)
+
     def serve_images(images):
         images = _checked_images(images, max_pixels)
         logits = model(tf.cast(images, tf.float32), training=False)
-        outputs = {CLASS_IDS_OUTPUT: class_ids(logits, ids_dtype)}
+        softmax = tf.nn.softmax(logits, axis=-1)
+        outputs = {
+            CLASS_IDS_OUTPUT: class_ids(logits, ids_dtype),
+            CONFIDENCE_OUTPUT: confidence(softmax),
+        }
         if probabilities:
-            outputs[PROBABILITIES_OUTPUT] = tf.nn.softmax(logits, axis=-1)
+            outputs[PROBABILITIES_OUTPUT] = softmax
         return outputs
 
     def serve_bytes(encoded):
@@ -171,13 +192,11 @@ def build_archive(model, *, max_pixels=DEFAULT_MAX_PIXELS, probabilities=False):
             fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8),
         )
         logits = model(tf.cast(images, tf.float32), training=False)
-        masks = class_ids(logits, png_dtype)[..., None]
-        pngs = tf.map_fn(
-            tf.io.encode_png,
-            masks,
-            fn_output_signature=tf.TensorSpec([], tf.string),
-        )
-        return {MASK_PNG_OUTPUT: pngs}
+        scores = confidence(tf.nn.softmax(logits, axis=-1))
+        return {
+            MASK_PNG_OUTPUT: _pngs(class_ids(logits, png_dtype)),
+            CONFIDENCE_PNG_OUTPUT: _pngs(scores),
+        }
 
     def serve_logits(images):
         images = _checked_images(images, max_pixels)

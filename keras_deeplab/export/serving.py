@@ -20,12 +20,14 @@ import tensorflow as tf
 IMAGES_INPUT = "images"  # serving_default input, uint8 (B, H, W, 3)
 BYTES_INPUT = "image_bytes"  # serve_image_bytes input, encoded files
 CLASS_IDS_OUTPUT = "class_ids"
+# uint8 top-class probability x 255 (uncalibrated), beside the class ids.
+CONFIDENCE_OUTPUT = "confidence"
 PROBABILITIES_OUTPUT = "probabilities"
 MASK_PNG_OUTPUT = "mask_png_bytes"
+CONFIDENCE_PNG_OUTPUT = "confidence_png_bytes"
 LOGITS_OUTPUT = "logits"
 # A one-output signature's REST response carries no output name.
-_ONLY_OUTPUT = {"serve_image_bytes": MASK_PNG_OUTPUT, "logits": LOGITS_OUTPUT}
-_ONLY_OUTPUT["serving_default"] = CLASS_IDS_OUTPUT  # without --probabilities
+_ONLY_OUTPUT = {"logits": LOGITS_OUTPUT}
 # TF Serving base64-encodes (as {"b64": ...}) outputs named "*_bytes".
 _BINARY_SUFFIX = "_bytes"
 

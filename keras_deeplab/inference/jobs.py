@@ -149,6 +149,9 @@ class LocalFiles:
     def write_text(self, uri, text: str):
         atomic_write_text(uri, text)
 
+    def delete(self, uri):
+        os.unlink(uri)
+
     def match(self, pattern) -> list:
         return sorted(
             path
@@ -261,8 +264,8 @@ class JobSummary:
 
 
 def write_manifest(out, records, files) -> JobSummary:
-    """`manifest.jsonl` (every input of this run, sorted) and
-    `failed.jsonl` (the failures), each written atomically."""
+    """`manifest.jsonl` (every input of this run, sorted) and, if any
+    input failed, `failed.jsonl` (the failures), each written atomically."""
     records = sorted(records, key=lambda record: record["input"])
     failed = [r for r in records if "error" in r]
     skipped = sum(1 for r in records if r.get("skipped"))
@@ -271,7 +274,13 @@ def write_manifest(out, records, files) -> JobSummary:
         return "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows)
 
     files.write_text(_join(out, MANIFEST), lines(records))
-    files.write_text(_join(out, FAILED), lines(failed))
+    # Only when something failed: a stale list from an earlier run goes
+    # (and Beam's S3 upload refuses an empty object).
+    failed_uri = _join(out, FAILED)
+    if failed:
+        files.write_text(failed_uri, lines(failed))
+    elif files.exists(failed_uri):
+        files.delete(failed_uri)
     return JobSummary(
         len(records) - len(failed) - skipped, skipped, len(failed)
     )

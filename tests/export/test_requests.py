@@ -51,10 +51,15 @@ def test_rest_bytes_payload(served):
     Image.fromarray(image[0]).save(buffer, format="PNG")
     payload = serving.bytes_payload([buffer.getvalue()])
     out = serving.serve_rest(loaded, payload)
-    assert set(out) == {"mask_png_bytes"}
+    assert set(out) == {"mask_png_bytes", "confidence_png_bytes"}
     np.testing.assert_array_equal(
         serving.decode_mask_pngs(out["mask_png_bytes"]),
         _class_ids(model, image),
+    )
+    direct = serving.serve_rest(loaded, serving.image_payload(image))
+    np.testing.assert_array_equal(
+        serving.decode_mask_pngs(out["confidence_png_bytes"]),
+        direct["confidence"],
     )
 
 
@@ -74,7 +79,11 @@ def test_png_response_of_a_big_image_is_small_and_exact(served):
     outputs = loaded.signatures["serve_image_bytes"](
         image_bytes=tf.constant([buffer.getvalue()])
     )
-    response = serving.rest_response({k: v.numpy() for k, v in outputs.items()})
+    # The class map's part of the response (the confidence PNG beside it
+    # is as large as the model is unsure: noisy for this untrained one).
+    response = serving.rest_response(
+        {"mask_png_bytes": outputs["mask_png_bytes"].numpy()}
+    )
     assert len(response) <= 100_000, len(response)
     masks = serving.decode_mask_pngs(
         serving.decode_response(response, "serve_image_bytes")["mask_png_bytes"]

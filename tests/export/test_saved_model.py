@@ -11,6 +11,8 @@ from PIL import Image
 from keras_deeplab import DeepLabV3
 from keras_deeplab.export.saved_model import export_saved_model
 from keras_deeplab.export.serving import decode_mask_pngs
+from keras_deeplab.inference.probabilities import confidence_map
+from keras_deeplab.inference.saved_model_logits import LOGITS_SIGNATURE
 from tests.helpers import TINY, random_images
 
 # Each test exports or trains: the slow lane (docs/development.md).
@@ -59,11 +61,14 @@ def test_signatures_match_keras(exported, shape):
     np.testing.assert_array_equal(
         served["class_ids"].numpy(), expected.argmax(-1)
     )
+    softmax = tf.nn.softmax(expected).numpy()
     np.testing.assert_allclose(
-        served["probabilities"].numpy(),
-        tf.nn.softmax(expected).numpy(),
-        atol=1e-5,
+        served["probabilities"].numpy(), softmax, atol=1e-5
     )
+    # round(top probability x 255): 1 off where a value sits on a .5
+    confidence = served["confidence"].numpy().astype(int)
+    assert served["confidence"].dtype == tf.uint8
+    assert np.abs(confidence - confidence_map(softmax)).max() <= 1
     logits = loaded.signatures["logits"](images=tf.constant(images))
     np.testing.assert_allclose(logits["logits"].numpy(), expected, atol=1e-4)
 
@@ -90,6 +95,8 @@ def test_image_bytes_signature(exported, fmt, height, width):
     decoded = tf.io.decode_image(data, channels=3)[None]
     direct = loaded.signatures["serving_default"](images=decoded)
     np.testing.assert_array_equal(masks[0], direct["class_ids"].numpy()[0])
+    scores = decode_mask_pngs(served["confidence_png_bytes"].numpy())
+    np.testing.assert_array_equal(scores[0], direct["confidence"].numpy()[0])
 
 
 def test_probabilities_only_on_request(tmp_path):
@@ -99,7 +106,7 @@ def test_probabilities_only_on_request(tmp_path):
     served = loaded.signatures["serving_default"](
         images=tf.zeros((1, 33, 33, 3), tf.uint8)
     )
-    assert set(served) == {"class_ids"}
+    assert set(served) == {"class_ids", "confidence"}
 
 
 def test_more_than_256_classes_keep_every_class_id(tmp_path):
@@ -194,3 +201,9 @@ def test_saved_model_export_needs_no_onnx_package(tmp_path):
     )
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert (Path(completed.stdout.split()[-1]) / "saved_model.pb").is_file()
+
+
+def test_inference_names_the_logits_signature_it_loads(exported):
+    """`inference.saved_model_logits` names the signature export writes."""
+    _, _, loaded = exported
+    assert LOGITS_SIGNATURE in loaded.signatures

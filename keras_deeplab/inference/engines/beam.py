@@ -67,6 +67,9 @@ class BeamFiles:
     def write_text(self, uri, text: str):
         self.write(uri, text.encode("utf-8"))
 
+    def delete(self, uri):
+        FileSystems.delete([uri])
+
     def match(self, pattern) -> list:
         (result,) = FileSystems.match([pattern])
         return sorted(m.path for m in result.metadata_list)
