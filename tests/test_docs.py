@@ -358,3 +358,24 @@ def test_quoted_raster_numbers_come_from_their_run():
         assert f"{megapixels_per_km2 / result['megapixels_per_s']:,.0f}" == (
             per_km2
         ), run
+
+
+def test_quoted_engine_numbers_come_from_their_run():
+    """docs/scale.md's benchmark rows: images per second (whole run and
+    once running), time against one process and peak memory, each as the
+    linked run measured it."""
+    text = (ROOT / "docs" / "scale.md").read_text()
+    rows = re.findall(
+        r"\| (\w+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+)x \| ([\d,]+) MB \| "
+        r"([\d, ]+ MB|-) \| \[json\]\(\.\./(benchmarks/results/[\w./-]+\.json)\)",
+        text,
+    )
+    assert len(rows) >= 6
+    for way, rate, steady, ratio, driver, workers, run in rows:
+        result = json.loads((ROOT / run).read_text())["results"][way]
+        assert f"{result['images_per_s']:.2f}" == rate, (run, way)
+        assert f"{result['steady_images_per_s']:.2f}" == steady, (run, way)
+        assert f"{result['time_vs_one_process']:.2f}" == ratio, (run, way)
+        assert f"{result['driver_peak_mb']:,}" == driver, (run, way)
+        peaks = ", ".join(f"{mb:,}" for mb in result["worker_peak_mb"])
+        assert (f"{peaks} MB" if peaks else "-") == workers, (run, way)
