@@ -367,7 +367,8 @@ def test_quoted_engine_numbers_come_from_their_run():
     text = (ROOT / "docs" / "scale.md").read_text()
     rows = re.findall(
         r"\| (\w+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+)x \| ([\d,]+) MB \| "
-        r"([\d, ]+ MB|-) \| \[json\]\(\.\./(benchmarks/results/[\w./-]+\.json)\)",
+        r"([\d, ]+ MB|-) \| "
+        r"\[json\]\(\.\./(benchmarks/results/[\w./-]+\.json)\)",
         text,
     )
     assert len(rows) >= 6

@@ -11,6 +11,7 @@ import glob
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -125,55 +126,9 @@ def _partials(out) -> list:
     )
 
 
-def test_beam_two_workers_equal_predict_resume_and_tile(
-    inputs, tmp_path, capsys
-):
-    out = tmp_path / "masks"
-    workers = ("--engine-option", "direct_num_workers=2")
-    status = _predict(inputs, out, "--confidence", *workers)
-    last = capsys.readouterr().out.strip().splitlines()[-1]
-    assert status == 1  # some inputs failed
-    assert last.startswith("42 images: 40 written, 0 skipped")
-    assert "2 failed (see failed.jsonl)" in last
-    _assert_equal_to_reference(inputs, out)
-    failed = {
-        Path(r["input"]).name: r["error"] for r in _lines(out / "failed.jsonl")
-    }
-    assert set(failed) == {"corrupt.png", "big.png"}
-    assert "corrupt.png" in failed["corrupt.png"]
-    assert (
-        "200x120 pixels" in failed["big.png"] and "--tile" in failed["big.png"]
-    )
-    manifest = _lines(out / "manifest.jsonl")
-    assert len(manifest) == 42
-    written = [r for r in manifest if "pixels_per_class" in r]
-    assert all(
-        sum(r["pixels_per_class"].values()) == r["size"][0] * r["size"][1]
-        for r in written
-    )
-    assert not _partials(out)
-
-    # A rerun writes nothing; with --tile the big image is done in tiles.
-    before = {p: p.stat().st_mtime_ns for p in out.rglob("*_mask.png")}
-    assert _predict(inputs, out, "--confidence", *workers) == 1
-    assert "0 written, 40 skipped" in capsys.readouterr().out
-    assert {p: p.stat().st_mtime_ns for p in out.rglob("*_mask.png")} == before
-    tiled = ("--tile", str(TILE), "--confidence", *workers)
-    assert _predict(inputs, out, *tiled) == 1  # the corrupt file, again
-    assert "1 written, 40 skipped" in capsys.readouterr().out
-    np.testing.assert_array_equal(
-        _mask(_output(out, inputs["big"])), inputs["big_tiled"]
-    )
-
-
-def test_beam_killed_mid_way_then_rerun_completes(inputs, tmp_path):
-    out = tmp_path / "masks"
-    pattern = str(inputs["root"] / "images" / "**" / "*.*")
-    command = [
-        sys.executable, "-m", "keras_deeplab", "predict", "--engine", "beam",
-        pattern, "--model", str(inputs["model"]), "--out", str(out),
-        "--max-pixels", MAX_PIXELS, "--engine-option", "direct_num_workers=2",
-    ]  # fmt: skip
+def _killed_mid_way(command, out):
+    """Runs `command` in a session of its own and SIGKILLs the driver and
+    its workers once 5 masks exist; returns how many did."""
     job = subprocess.Popen(
         command,
         start_new_session=True,
@@ -184,31 +139,59 @@ def test_beam_killed_mid_way_then_rerun_completes(inputs, tmp_path):
     while len(list(out.rglob("*_mask.png"))) < 5 and job.poll() is None:
         assert time.monotonic() < deadline, "no mask within 4 minutes"
         time.sleep(0.05)
-    os.killpg(job.pid, signal.SIGKILL)  # the driver and its workers
+    os.killpg(job.pid, signal.SIGKILL)
     job.wait()
-    done = len(list(out.rglob("*_mask.png")))
+    return len(list(out.rglob("*_mask.png")))
+
+
+def test_beam_killed_then_rerun_equals_predict_and_skips(
+    inputs, tmp_path, capsys
+):
+    """Two worker processes: a job killed mid-way, run again, completes
+    with every mask and confidence map equal to `predict`'s and no
+    temporary file left; a third run writes nothing; with --tile the
+    oversized image is done in tiles."""
+    out = tmp_path / "masks"
+    pattern = str(inputs["root"] / "images" / "**" / "*.*")
+    options = ["--confidence", "--engine-option", "direct_num_workers=2"]
+    command = [sys.executable, "-m", "keras_deeplab", "predict", "--engine",
+               "beam", pattern, "--model", str(inputs["model"]), "--out",
+               str(out), "--max-pixels", MAX_PIXELS, *options]  # fmt: skip
+    done = _killed_mid_way(command, out)
     assert 5 <= done < 40, "the job was not killed mid-way"
-    assert (
-        main(
-            [
-                "predict",
-                "--engine",
-                "beam",
-                pattern,
-                "--model",
-                str(inputs["model"]),
-                "--out",
-                str(out),
-                "--max-pixels",
-                MAX_PIXELS,
-            ]
-        )
-        == 1
-    )
-    records = _lines(out / "manifest.jsonl")
-    assert sum(1 for r in records if r.get("skipped")) >= done - 2
+
+    assert _predict(inputs, out, *options) == 1  # some inputs failed
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    counts = re.match(r"42 images: (\d+) written, (\d+) skipped", last)
+    written, skipped = map(int, counts.groups())
+    assert written + skipped == 40 and skipped >= done - 2, last
+    assert "2 failed (see failed.jsonl)" in last
     assert not _partials(out)
-    _assert_equal_to_reference(inputs, out, confidence=False)
+    _assert_equal_to_reference(inputs, out)
+    failed = {
+        Path(r["input"]).name: r["error"] for r in _lines(out / "failed.jsonl")
+    }
+    assert set(failed) == {"corrupt.png", "big.png"}
+    assert "corrupt.png" in failed["corrupt.png"]
+    assert "200x120 pixels" in failed["big.png"]
+    assert "--tile" in failed["big.png"]
+    manifest = _lines(out / "manifest.jsonl")
+    assert len(manifest) == 42
+    assert all(
+        sum(r["pixels_per_class"].values()) == r["size"][0] * r["size"][1]
+        for r in manifest
+        if "pixels_per_class" in r
+    )
+
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*_mask.png")}
+    assert _predict(inputs, out, *options) == 1
+    assert "0 written, 40 skipped" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*_mask.png")} == before
+    assert _predict(inputs, out, "--tile", str(TILE), *options) == 1
+    assert "1 written, 40 skipped" in capsys.readouterr().out
+    np.testing.assert_array_equal(
+        _mask(_output(out, inputs["big"])), inputs["big_tiled"]
+    )
 
 
 def test_ray_local_cluster_equals_predict(inputs, tmp_path, capsys):
