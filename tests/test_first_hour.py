@@ -300,6 +300,7 @@ def test_every_command_writes_plain_lines_into_a_file(tmp_path):
         # longest now.
         assert max(len(line) for line in text.splitlines()) < 800, name
     assert (
-        "wrote 1 mask and overlay to" in (tmp_path / "predict.log").read_text()
+        "wrote 1 mask and 1 overlay to"
+        in (tmp_path / "predict.log").read_text()
     )
     assert "writing onnx ..." in (tmp_path / "export.log").read_text()

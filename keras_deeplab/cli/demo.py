@@ -33,6 +33,7 @@ from keras_deeplab.training.workdir import (
 )
 from keras_deeplab.utils.atomic import atomic_write_text
 from keras_deeplab.utils.errors import UserInputError
+from keras_deeplab.utils.progress import counted
 from keras_deeplab.visualize.figures import (
     prediction_grid,
     save_figure,
@@ -145,12 +146,11 @@ def run_demo(out_dir, *, preset="demo", overrides=(), resume=False):
         model, config, out_dir / EXPORT_DIR
     )
     results["wall_time_s"] = round(time.perf_counter() - start, 1)
-    scored = f"{parity_images} image{'' if parity_images == 1 else 's'}"
     atomic_write_text(out_dir / METRICS, json.dumps(results, indent=2) + "\n")
     print(
         f"val mIoU {results['mean_iou']:.3f}, pixel accuracy "
         f"{results['pixel_accuracy']:.3f} (the whole val split; the parity "
-        f"table scores its {scored} only), demo wall time "
-        f"{results['wall_time_s']:.0f} s; wrote {out_dir / METRICS}"
+        f"table scores its {counted(parity_images, 'image')} only), demo "
+        f"wall time {results['wall_time_s']:.0f} s; wrote {out_dir / METRICS}"
     )
     return results

@@ -10,6 +10,7 @@ from keras_deeplab.cli.commands import (
     output_dir,
 )
 from keras_deeplab.utils.errors import UserInputError
+from keras_deeplab.utils.progress import counted
 
 
 def predict(args, *, config):
@@ -45,8 +46,8 @@ def predict(args, *, config):
         )
         count = len(written)
         print(
-            f"wrote {count} {'mask' if count == 1 else 'masks'} and "
-            f"{'overlay' if count == 1 else 'overlays'} to {args.out}"
+            f"wrote {counted(count, 'mask')} and "
+            f"{counted(count, 'overlay')} to {args.out}"
         )
     for path in rasters:
         _predict_raster(model, path, out, args, options)

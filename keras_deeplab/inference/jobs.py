@@ -29,6 +29,7 @@ from keras_deeplab.data.sources import DataError, decode_image
 from keras_deeplab.inference.batch import InferenceOptions, oversized
 from keras_deeplab.utils.atomic import atomic_write_bytes, atomic_write_text
 from keras_deeplab.utils.errors import UserInputError
+from keras_deeplab.utils.progress import counted
 
 MANIFEST = "manifest.jsonl"
 FAILED = "failed.jsonl"
@@ -256,7 +257,7 @@ class JobSummary:
     def line(self) -> str:
         total = self.written + self.skipped + self.failed
         return (
-            f"{total} {'image' if total == 1 else 'images'}: "
+            f"{counted(total, 'image')}: "
             f"{self.written} written, {self.skipped} skipped (done before), "
             f"{self.failed} failed"
             + (f" (see {FAILED})" if self.failed else "")

@@ -49,11 +49,16 @@ class Progress:
 
     def _line(self, done):
         of = f"/{self.total}" if self.total else ""
-        plural = ""
-        if done != 1 or self.total:
-            plural = "es" if self.unit.endswith(("s", "x", "ch", "sh")) else "s"
+        unit = plural(self.unit) if done != 1 or self.total else self.unit
         seconds = time.perf_counter() - self._start
-        print(
-            f"{self.verb} {done}{of} {self.unit}{plural} ({seconds:.0f} s)",
-            flush=True,
-        )
+        print(f"{self.verb} {done}{of} {unit} ({seconds:.0f} s)", flush=True)
+
+
+def plural(noun: str) -> str:
+    """ "batch" -> "batches", "image" -> "images"."""
+    return noun + ("es" if noun.endswith(("s", "x", "ch", "sh")) else "s")
+
+
+def counted(count: int, noun: str) -> str:
+    """ "1 image", "0 images", "3 batches": a count and its noun."""
+    return f"{count} {noun if count == 1 else plural(noun)}"
