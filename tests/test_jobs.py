@@ -117,7 +117,7 @@ def test_prepare_skips_done_inputs_and_reports_bad_ones(tmp_path):
     (tmp_path / "bad.png").write_bytes(b"GIF89a not really")
     bad = jobs.job_input(str(tmp_path / "bad.png"), str(tmp_path))
     record, _ = jobs.prepare(settings, bad, files)
-    assert "bad.png" in record["error"] and "not an image" in record["error"]
+    assert "bad.png" in record["error"] and "unreadable" in record["error"]
     missing = jobs.job_input(str(tmp_path / "gone.png"), str(tmp_path))
     assert "gone.png" in jobs.prepare(settings, missing, files)[0]["error"]
 

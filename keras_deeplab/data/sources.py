@@ -102,8 +102,8 @@ def _decoded(source, label):
         ) from err
     except UnidentifiedImageError as err:
         raise DataError(
-            f"{label} is not an image this reader knows (JPEG, PNG, BMP, "
-            "GIF, TIFF, WebP, ...): its bytes match none of their formats."
+            f"{label} is unreadable: its bytes are in no image format this "
+            "reader knows (JPEG, PNG, BMP, GIF, TIFF, WebP, ...)."
         ) from err
     except OSError as err:
         raise _unreadable(label, err) from err
