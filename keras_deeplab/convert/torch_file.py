@@ -308,8 +308,10 @@ def _read_legacy(path, load):
             f"checkpoint {str(path)!r} was written on a big-endian machine in "
             "the legacy format; re-save it with a current torch.save."
         )
-    if not isinstance(key_order, list):
-        raise MalformedError("a storage key list that is no list")
+    if not isinstance(key_order, list) or not all(
+        isinstance(key, str) for key in key_order
+    ):  # a key is looked up in a dict: a list as a key raised TypeError (F05)
+        raise MalformedError("a storage key list that is no list of strings")
     storages = {}
 
     def storage(pid):
