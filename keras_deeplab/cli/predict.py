@@ -58,23 +58,15 @@ _RASTER_TILE = "512"  # a raster never runs whole
 
 def _local_files(arguments) -> list:
     """Files and the matches of patterns ('imgs/**/*.jpg'), in order."""
-    from keras_deeplab.inference.jobs import LocalFiles, has_scheme, is_pattern
+    from keras_deeplab.inference.jobs import LocalFiles, files_of, has_scheme
 
-    files = []
-    for argument in arguments:
-        if has_scheme(argument):
-            raise UserInputError(
-                f"{argument!r} is on an object store; the local engine reads "
-                "local files: use --engine beam."
-            )
-        if not is_pattern(argument):
-            files.append(argument)
-            continue
-        matches = LocalFiles().match(argument)
-        if not matches:
-            raise UserInputError(f"{argument!r} matches no file.")
-        files.extend(matches)
-    return files
+    remote = [argument for argument in arguments if has_scheme(argument)]
+    if remote:
+        raise UserInputError(
+            f"{remote[0]!r} is on an object store; the local engine reads "
+            "local files: use --engine beam."
+        )
+    return [path for a in arguments for path in files_of(a, LocalFiles())]
 
 
 def _predict_on_engine(args, config):

@@ -27,14 +27,13 @@ import uuid
 
 from keras_deeplab.data.sources import DataError, decode_image
 from keras_deeplab.inference.batch import InferenceOptions, oversized
+from keras_deeplab.inference.predict import CONFIDENCE_SUFFIX, MASK_SUFFIX
 from keras_deeplab.utils.atomic import atomic_write_bytes, atomic_write_text
 from keras_deeplab.utils.errors import UserInputError
 from keras_deeplab.utils.progress import counted
 
 MANIFEST = "manifest.jsonl"
 FAILED = "failed.jsonl"
-MASK_SUFFIX = "_mask.png"  # the file `inference.predict` writes
-CONFIDENCE_SUFFIX = "_confidence.png"
 _WILDCARDS = set("*?[")
 _PARTIAL = ".partial"
 
@@ -169,7 +168,8 @@ class LocalFiles:
 
 def temporary_uri(uri) -> str:
     """A unique sibling name that `remove_partials` recognises."""
-    folder, name = _dirname(uri), uri[len(_dirname(uri)) :].lstrip("/")
+    folder = _dirname(uri)
+    name = uri[len(folder) :].lstrip("/")
     return _join(folder, f".{name}.{uuid.uuid4().hex}{_PARTIAL}")
 
 
@@ -181,16 +181,23 @@ def expand_inputs(arguments, files) -> list:
         UserInputError: naming a pattern that matches no file.
     """
     root = job_root(arguments)
-    uris = set()
-    for argument in arguments:
-        if not is_pattern(argument):
-            uris.add(absolute(argument))  # a missing file fails on reading
-            continue
-        matches = files.match(absolute(argument))
-        if not matches:
-            raise UserInputError(f"{argument!r} matches no file.")
-        uris.update(absolute(m) for m in matches)
+    uris = {absolute(uri) for a in arguments for uri in files_of(a, files)}
     return sorted(job_input(uri, root) for uri in uris)
+
+
+def files_of(argument, files) -> list:
+    """A file argument as it is (a missing file fails on reading), or a
+    pattern's matches.
+
+    Raises:
+        UserInputError: naming a pattern that matches no file.
+    """
+    if not is_pattern(argument):
+        return [argument]
+    matches = files.match(argument)
+    if not matches:
+        raise UserInputError(f"{argument!r} matches no file.")
+    return matches
 
 
 def done_record(settings, item, files):

@@ -124,9 +124,7 @@ class SegmentationModelHandler(ModelHandler):
 def _files_of(argument) -> list:
     """The files an input argument names: itself, or a pattern's matches
     (listed in a worker, so a driver never holds a million names)."""
-    if not jobs.is_pattern(argument):
-        return [argument]
-    return BeamFiles().match(argument)
+    return jobs.files_of(argument, BeamFiles())
 
 
 class _Read(beam.DoFn):
