@@ -80,16 +80,8 @@ def _predict_on_engine(args, config):
     )
     from keras_deeplab.inference.raster import is_raster
 
-    refused = [
-        flag
-        for flag, value in (
-            ("--probabilities", args.probabilities),
-            ("--bands", args.bands),
-            ("--value-range", args.value_range),
-            ("--allow-no-crs", args.allow_no_crs),
-        )
-        if value
-    ]
+    refused = ["--probabilities"] if args.probabilities else []
+    refused += _raster_flags(args)
     rasters = [path for path in args.images if is_raster(path)]
     if refused or rasters:
         raise UserInputError(
@@ -141,8 +133,9 @@ def _engine_model(args) -> str:
     return check_model_source(source)
 
 
-def _check_raster_options(args, rasters):
-    raster_only = [
+def _raster_flags(args) -> list:
+    """The raster-only flags this command line sets."""
+    return [
         flag
         for flag, value in (
             ("--bands", args.bands),
@@ -151,6 +144,10 @@ def _check_raster_options(args, rasters):
         )
         if value
     ]
+
+
+def _check_raster_options(args, rasters):
+    raster_only = _raster_flags(args)
     if raster_only and not rasters:
         raise UserInputError(
             f"{', '.join(raster_only)} apply to rasters (.tif, .vrt, ...); "
